@@ -1,0 +1,58 @@
+"""The PyTorch reimplementation as a backend adapter (CPU or CUDA)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from backends.common.backend import Backend
+from backends.common.config import ForwardConfig
+from backends.common.taps import TapSpec
+
+from .network import PtychoNet
+from .stages import STAGES
+from .state_dict import to_state_dict
+
+
+class TorchBackend(Backend):
+    name = "torch"
+    STAGES = STAGES
+
+    def __init__(self, device: str = "cpu") -> None:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} asked for, but this PyTorch sees no CUDA device")
+        super().__init__(device)
+
+    def to_internal(self, spec: TapSpec, cfg: ForwardConfig, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.array(array, order="C")).to(self.device)
+        if spec.layout == "BHWC":
+            return tensor.permute(0, 3, 1, 2).contiguous()
+        if spec.layout == "B12C":
+            return tensor[:, 0].transpose(1, 2).contiguous()
+        return tensor
+
+    def to_canonical(self, spec: TapSpec, cfg: ForwardConfig, tensor: torch.Tensor) -> np.ndarray:
+        if spec.layout == "BHWC":
+            tensor = tensor.permute(0, 2, 3, 1)
+        elif spec.layout == "B12C":
+            tensor = tensor.transpose(1, 2)[:, None]
+        return tensor.detach().cpu().numpy().copy(order="C")
+
+    def build_params(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray]) -> PtychoNet:
+        network = PtychoNet(cfg)
+        state = {name: torch.from_numpy(value) for name, value in to_state_dict(cfg, weights).items()}
+        network.load_state_dict(state, strict=True)
+        return network.to(self.device).eval()
+
+    def _call(self, spec, ctx, inputs):
+        with torch.no_grad():
+            return super()._call(spec, ctx, inputs)
+
+    def versions(self) -> dict[str, str]:
+        info = {"torch": torch.__version__, "numpy": np.__version__}
+        if self.device.startswith("cuda"):
+            info["cuda"] = str(torch.version.cuda)
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info
