@@ -29,7 +29,11 @@ TapSink = Callable[[TapSpec, np.ndarray], None]
 
 
 class StageError(RuntimeError):
-    """A stage raised; the message names the backend and the stage."""
+    """A stage raised; the message names the backend and the stage, ``tap`` the tap."""
+
+    def __init__(self, message: str, tap: str | None = None) -> None:
+        super().__init__(message)
+        self.tap = tap
 
 
 class WeightsError(ValueError):
@@ -38,10 +42,20 @@ class WeightsError(ValueError):
 
 @dataclasses.dataclass
 class StageContext:
+    """What a stage may read besides its inputs: configuration, parameters, device, constants.
+
+    Parameters are built on first use, so stages that need none (everything
+    but the network) run without weights.
+    """
+
     cfg: ForwardConfig
-    params: Any
+    build_params: Callable[[], Any]
     device: str
     cache: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def params(self) -> Any:
+        return self.constant("__params__", self.build_params)
 
     def constant(self, key: str, build: Callable[[], Any]) -> Any:
         """A per-run constant (mask, kernel), built on first use."""
@@ -81,8 +95,14 @@ class Backend:
 
     # ---- generic machinery ----
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "device": self.device, "versions": self.versions(),
-                "stages_replaced": sorted(key for key, fn in self.stages.items() if self.STAGES.get(key) is not fn)}
+        return {"name": self.name, "class": f"{type(self).__module__}.{type(self).__qualname__}",
+                "device": self.device, "versions": self.versions(), "stages_replaced": self.stages_replaced()}
+
+    def stages_replaced(self) -> list[str]:
+        """Stage keys that differ from the first backend in this class's ancestry that defined a table."""
+        tables = [cls.__dict__["STAGES"] for cls in type(self).__mro__ if "STAGES" in cls.__dict__]
+        original = tables[-2] if len(tables) > 1 else tables[-1]  # tables[-1] is Backend's empty one
+        return sorted(key for key, fn in self.stages.items() if original.get(key) is not fn)
 
     def with_stage(self, key: str, fn: StageFn) -> Backend:
         """A copy of this backend whose stage ``key`` is ``fn`` (for fault injection and overrides)."""
@@ -104,19 +124,19 @@ class Backend:
             self._params, self._params_key = self.build_params(cfg, weights), key
         return self._params
 
-    def _context(self, pipeline: str, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> StageContext:
-        params = self.params_for(cfg, weights) if pipeline == "pinn" else None
-        return StageContext(cfg=cfg, params=params, device=self.device)
+    def _context(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> StageContext:
+        return StageContext(cfg=cfg, build_params=lambda: self.params_for(cfg, weights), device=self.device)
 
     def _call(self, spec: TapSpec, ctx: StageContext, inputs: list[Any]) -> Any:
         try:
             function = self.stages[spec.stage]
         except KeyError:
-            raise StageError(f"{self.name}: no stage {spec.stage!r} for tap {spec.name!r}") from None
+            raise StageError(f"{self.name}: no stage {spec.stage!r} for tap {spec.name!r}", spec.name) from None
         try:
             return function(ctx, *inputs, **spec.args)
         except Exception as error:  # re-raised with the stage named
-            raise StageError(f"{self.name} stage {spec.name!r} failed: {type(error).__name__}: {error}") from error
+            raise StageError(f"{self.name} stage {spec.name!r} failed: {type(error).__name__}: {error}",
+                             spec.name) from error
 
     def run_pipeline(self, pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray],
                      weights: Mapping[str, np.ndarray] | None = None, sink: TapSink | None = None,
@@ -127,7 +147,9 @@ class Backend:
         their last consumer, so only the live frontier of the graph is held.
         """
         specs = pipeline_taps(pipeline, cfg)
-        ctx = self._context(pipeline, cfg, weights)
+        ctx = self._context(cfg, weights)
+        if pipeline == "pinn":
+            ctx.params  # noqa: B018 - weight problems surface before the first stage runs
         env = {spec.name: self.to_internal(spec, cfg, inputs[spec.name]) for spec in pipeline_inputs(pipeline)}
         last_use: dict[str, int] = {}
         for position, spec in enumerate(specs):
@@ -162,6 +184,6 @@ class Backend:
         missing = [name for name in spec.inputs if name not in stage_inputs]
         if missing:
             raise KeyError(f"stage {tap!r} needs inputs {missing}")
-        ctx = self._context(pipeline, cfg, weights)
+        ctx = self._context(cfg, weights)
         args = [self.to_internal(index[name], cfg, stage_inputs[name]) for name in spec.inputs]
         return self.to_canonical(spec, cfg, self._call(spec, ctx, args))

@@ -103,8 +103,10 @@ def record() -> dict[str, Any]:
     }
     tf = sys.modules.get("tensorflow")
     if tf is not None and hasattr(tf, "config"):
+        from tensorflow.python.framework import config as tf_config  # the public API has no getter
+
         state["tensorflow"] = {
-            "op_determinism": bool(tf.config.experimental.is_op_determinism_enabled()),
+            "op_determinism": bool(tf_config.is_op_determinism_enabled()),
             "tensor_float_32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),

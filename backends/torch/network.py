@@ -16,7 +16,18 @@ from backends.common.config import ForwardConfig
 from backends.common.constants import border_mask
 from backends.common.weights import CROPPED_FEATURES
 
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "swish": F.silu, "softplus": F.softplus, "relu": F.relu}
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^x), switching to x where the correction is below the dtype's precision.
+
+    F.softplus's default switch (x > 20) drops e^-20 ~ 2e-9, far above float64
+    precision; -(log(eps) + 2) (34 in float64, 14 in float32) does not, and is
+    the switch TensorFlow uses.
+    """
+    threshold = -(math.log(torch.finfo(x.dtype).eps) + 2.0)
+    return F.softplus(x, beta=1.0, threshold=threshold)
+
+
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "swish": F.silu, "softplus": softplus, "relu": F.relu}
 
 
 def _conv(fan_in: int, fan_out: int, dtype: torch.dtype) -> nn.Conv2d:

@@ -1,0 +1,90 @@
+"""nox sessions: `nox -s parity` (the main job), `nox -s tests`, and helpers.
+
+Installs are pinned by ``constraints/cpu.txt`` so a CPU machine never pulls a
+multi-GB CUDA build of PyTorch by accident:
+- ``PARITY_CONSTRAINTS=FILE`` uses another constraints file (``none``: no pins).
+- ``PARITY_TORCH_INDEX=URL`` adds a PyTorch wheel index, e.g.
+  https://download.pytorch.org/whl/cu126 for a GPU build (``none``: no extra
+  index). By default the CPU index https://download.pytorch.org/whl/cpu is
+  added when that host resolves; offline mirrors and ``find-links`` folders
+  (as on CI) are used as pip is configured.
+Virtualenvs are reused between runs (``nox -R`` skips the install entirely).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import nox
+
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["tests"]
+
+PYTHON = ["3.11", "3.12", "3.13"]
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _pip_args() -> list[str]:
+    args: list[str] = []
+    constraints = os.environ.get("PARITY_CONSTRAINTS", "constraints/cpu.txt")
+    if constraints != "none":
+        args += ["-c", constraints]
+    index = os.environ.get("PARITY_TORCH_INDEX")
+    if index is None:
+        try:
+            socket.getaddrinfo("download.pytorch.org", 443)
+            index = CPU_INDEX
+        except OSError:
+            index = "none"
+    if index != "none":
+        args += ["--extra-index-url", index]
+    return args
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    session.install(*_pip_args(), "-e", f".[{extras}]")
+
+
+@nox.session(python=PYTHON[0])
+def tests(session: nox.Session) -> None:
+    """The test suite (real TensorFlow and PyTorch on the CPU)."""
+    _install(session, "torch,tf,test")
+    session.run("pytest", "-n", os.environ.get("PARITY_TEST_WORKERS", "2"), "--dist", "loadfile", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def parity(session: nox.Session) -> None:
+    """The main job: every built-in case, TF vs Torch here, then Torch vs the recorded goldens.
+
+    Reports land in reports/run/<case>/report.json and reports/check/<case>/report.json.
+    Extra arguments go to both commands, e.g. `nox -s parity -- --case pinn-default`.
+    """
+    _install(session, "torch,tf,test")
+    session.run("parity", "run", "--out", "reports/run", *session.posargs)
+    session.run("parity", "check", "--candidate", "torch", "--out", "reports/check", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def gpu(session: nox.Session) -> None:
+    """Torch on CUDA against the CPU-recorded TF goldens (no TensorFlow needed).
+
+    Run on a GPU machine as `PARITY_CONSTRAINTS=none PARITY_TORCH_INDEX=<cuda index> nox -s gpu`.
+    """
+    _install(session, "torch,test")
+    session.run("parity", "check", "--candidate", "torch", "--device", "cuda", "--out", "reports/gpu",
+                *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def record(session: nox.Session) -> None:
+    """Re-record the goldens with the TF reference (after a deliberate change of a case)."""
+    _install(session, "torch,tf,test")
+    session.run("parity", "record", *session.posargs)
+
+
+@nox.session(python=PYTHON[0])
+def calibrate(session: nox.Session) -> None:
+    """Measure noise floors; `nox -s calibrate -- --write` tightens tolerances.toml."""
+    _install(session, "torch,tf,test")
+    session.run("parity", "calibrate", *session.posargs)

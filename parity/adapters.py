@@ -1,0 +1,92 @@
+"""Adapters: anything that runs pipelines and single stages and returns canonical taps.
+
+The two built-in backends are adapters. ``--reference`` / ``--candidate`` also
+take ``module:attr`` import paths: ``attr`` may be an adapter instance, or a
+class / factory called with ``device=...``. A user can thus plug in, say, a
+wrapper around a real PtychoPINN install without editing the harness. To
+replace a single stage of a built-in backend, subclass it or call
+``backend.with_stage(stage_key, function)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from backends.common.config import ForwardConfig
+
+from .errors import ParityInputError
+
+BUILTIN = {
+    "tf": ("backends.tf", "TensorFlowBackend"),
+    "tensorflow": ("backends.tf", "TensorFlowBackend"),
+    "torch": ("backends.torch", "TorchBackend"),
+    "pytorch": ("backends.torch", "TorchBackend"),
+}
+REQUIRED = ("run_pipeline", "run_stage", "describe", "resolve_config")
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    name: str
+    device: str
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def resolve_config(self, cfg: ForwardConfig) -> ForwardConfig: ...
+
+    def run_pipeline(self, pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray],
+                     weights: Mapping[str, np.ndarray] | None = None,
+                     sink: Any = None, taps: Iterable[str] | None = None) -> None:
+        """Run a pipeline, calling ``sink(spec: TapSpec, value: canonical ndarray)`` per selected tap."""
+
+    def run_stage(self, tap: str, pipeline: str, cfg: ForwardConfig, stage_inputs: Mapping[str, np.ndarray],
+                  weights: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+        """Run the one stage producing ``tap`` on canonical inputs; NotImplementedError if it can't be isolated."""
+
+
+
+def _construct(factory: Any, device: str, where: str) -> Any:
+    try:
+        return factory(device=device)
+    except TypeError:
+        if device != "cpu":
+            raise ParityInputError(f"{where}: does not accept device={device!r}") from None
+        return factory()
+    except ValueError as error:
+        raise ParityInputError(f"{where}: {error}") from None
+
+
+def load_adapter(spec: str, device: str = "cpu") -> Adapter:
+    """'tf', 'torch' or 'package.module:attr' -> an adapter instance."""
+    if spec in BUILTIN:
+        module_name, attr = BUILTIN[spec]
+    elif ":" in spec:
+        module_name, _, attr = spec.partition(":")
+    else:
+        raise ParityInputError(f"adapter {spec!r}: expected one of {sorted(BUILTIN)} or an import path "
+                               "'package.module:attr'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ParityInputError(f"adapter {spec!r}: cannot import {module_name!r} ({error})") from None
+    target = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ParityInputError(f"adapter {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+    adapter = _construct(target, device, f"adapter {spec!r}") if isinstance(target, type) or (
+        callable(target) and not all(hasattr(target, name) for name in REQUIRED)) else target
+    missing = [name for name in REQUIRED if not callable(getattr(adapter, name, None))]
+    if missing:
+        raise ParityInputError(f"adapter {spec!r}: object {adapter!r} lacks {missing}; an adapter needs "
+                               f"{list(REQUIRED)} (see parity.adapters.Adapter)")
+    if not getattr(adapter, "name", None):
+        raise ParityInputError(f"adapter {spec!r}: has no 'name' attribute")
+    if not hasattr(adapter, "device"):
+        adapter.device = device
+    return adapter

@@ -1,0 +1,25 @@
+"""Exceptions that map to the CLI's exit codes (0 parity, 1 divergence, 2 bad input)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_DIVERGED = 1
+EXIT_BAD_INPUT = 2
+
+
+class ParityInputError(Exception):
+    """Bad usage or bad input: a file, key or value that is not what was expected (exit 2).
+
+    Messages name the file, the key and what was expected, e.g.
+    ``inputs.npz: key 'positions': expected shape (B, 1, 2, 4), got (3, 2, 4)``.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class StaleGoldenError(ParityInputError):
+    """A golden file was recorded for a different case definition."""
+
+
+class CorruptGoldenError(ParityInputError):
+    """A golden file fails its checksums or lacks what its schema promises."""

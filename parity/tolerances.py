@@ -1,0 +1,171 @@
+"""Tolerances: ``fixtures/tolerances.toml``, per tap (name or glob), dtype, device class, mode.
+
+File format::
+
+    schema = 1
+    [default]                       # applies when no rule matches
+    max_rel_to_peak = 1e-6
+
+    [[rule]]
+    taps = ["encoder.*", "decoder.*"]   # names or fnmatch globs
+    dtype = "float32"                   # optional: float32 | float64 (default: any)
+    device = "cpu"                      # optional: cpu | cuda (default: any)
+    mode = "propagated"                 # optional: propagated | isolated (default: any)
+    pipeline = "pinn"                   # optional (default: any)
+    max_rel_to_peak = 1e-5              # any Criteria fields; all that are set must hold
+    note = "how this number was obtained"
+
+Rules are read in order and the last one that matches wins (as in
+.gitignore), so general rules come first and specific ones after.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from backends.common.taps import PIPELINES
+
+from .errors import ParityInputError
+from .metrics import Criteria
+
+SELECTORS = ("taps", "dtype", "device", "mode", "pipeline")
+DEVICE_CLASSES = ("cpu", "cuda")
+MODES = ("propagated", "isolated")
+
+
+def device_class(device: str) -> str:
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    taps: tuple[str, ...]
+    criteria: Criteria
+    dtype: str | None = None
+    device: str | None = None
+    mode: str | None = None
+    pipeline: str | None = None
+    note: str = ""
+    index: int = -1  # position in the file; -1 for the default
+
+    def matches(self, tap: str, dtype: str, device: str, mode: str, pipeline: str) -> bool:
+        return (any(fnmatch.fnmatchcase(tap, pattern) for pattern in self.taps)
+                and self.dtype in (None, dtype) and self.device in (None, device_class(device))
+                and self.mode in (None, mode) and self.pipeline in (None, pipeline))
+
+    def to_dict(self) -> dict[str, Any]:
+        selectors = {key: getattr(self, key) for key in ("dtype", "device", "mode", "pipeline")
+                     if getattr(self, key) is not None}
+        return {"taps": list(self.taps), **selectors, **self.criteria.set_fields(),
+                **({"note": self.note} if self.note else {})}
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliedTolerance:
+    """The criteria a tap was judged by, and which rule supplied them."""
+
+    criteria: Criteria
+    source: str  # e.g. "fixtures/tolerances.toml rule 3 (taps encoder.*)" or "... [default]"
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"criteria": self.criteria.to_dict(), "source": self.source, "note": self.note}
+
+
+@dataclasses.dataclass(frozen=True)
+class ToleranceTable:
+    default: Criteria
+    rules: tuple[Rule, ...]
+    path: str = "<built-in>"
+
+    def lookup(self, tap: str, dtype: str, device: str, mode: str, pipeline: str) -> AppliedTolerance:
+        for rule in reversed(self.rules):
+            if rule.matches(tap, dtype, device, mode, pipeline):
+                where = f"{self.path} rule {rule.index} (taps {', '.join(rule.taps)})"
+                return AppliedTolerance(rule.criteria, where, rule.note)
+        return AppliedTolerance(self.default, f"{self.path} [default]")
+
+
+def _criteria(path: str, where: str, table: dict[str, Any]) -> Criteria:
+    fields = {key: value for key, value in table.items() if key not in SELECTORS and key != "note"}
+    try:
+        return Criteria.from_dict(fields)
+    except (TypeError, ValueError) as error:
+        raise ParityInputError(f"{path}: {where}: {error}") from None
+
+
+def _selector(path: str, where: str, table: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str | None:
+    value = table.get(key)
+    if value is None or value == "*":
+        return None
+    if not isinstance(value, str) or value not in allowed:
+        raise ParityInputError(f"{path}: {where}: key {key!r}: expected one of {allowed} or '*', got {value!r}")
+    return value
+
+
+def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
+    unknown = sorted(set(document) - {"schema", "default", "rule"})
+    if unknown:
+        raise ParityInputError(f"{path}: unknown top-level key(s) {unknown}; expected schema, default, rule")
+    raw_default = document.get("default", {"max_rel_to_peak": 1e-6})
+    if not isinstance(raw_default, dict):
+        raise ParityInputError(f"{path}: key 'default': expected a table ([default]), got {raw_default!r}")
+    default = _criteria(path, "[default]", raw_default)
+    rules = []
+    raw_rules = document.get("rule", [])
+    if not isinstance(raw_rules, list) or not all(isinstance(table, dict) for table in raw_rules):
+        raise ParityInputError(f"{path}: key 'rule': expected an array of tables ([[rule]])")
+    for index, table in enumerate(raw_rules):
+        where = f"rule {index}"
+        taps = table.get("taps")
+        if isinstance(taps, str):
+            taps = [taps]
+        if not taps or not all(isinstance(tap, str) for tap in taps):
+            raise ParityInputError(f"{path}: {where}: key 'taps': expected a tap name, glob or list of them")
+        rules.append(Rule(
+            taps=tuple(taps), criteria=_criteria(path, where, table),
+            dtype=_selector(path, where, table, "dtype", ("float32", "float64")),
+            device=_selector(path, where, table, "device", DEVICE_CLASSES),
+            mode=_selector(path, where, table, "mode", MODES),
+            pipeline=_selector(path, where, table, "pipeline", PIPELINES),
+            note=str(table.get("note", "")), index=index))
+    return ToleranceTable(default=default, rules=tuple(rules), path=path)
+
+
+def load_tolerances(path: str | Path) -> ToleranceTable:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ParityInputError(f"{path}: tolerance file not found") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ParityInputError(f"{path}: not valid TOML: {error}") from None
+    return parse_table(document, str(path))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return str(value)
+
+
+def dump_table(table: ToleranceTable, header: str = "") -> str:
+    """TOML text for a table (what ``parity calibrate --write`` writes)."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    lines += ["schema = 1", "", "[default]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in table.default.set_fields().items()]
+    for rule in table.rules:
+        lines += ["", "[[rule]]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in rule.to_dict().items()]
+    return "\n".join(lines) + "\n"

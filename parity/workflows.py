@@ -1,0 +1,118 @@
+"""The library calls behind each CLI command: choose cases, run, record, check.
+
+The CLI parses arguments and prints; everything it does is a function here
+that tests and the pytest plugin can call directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from backends.common.config import ForwardConfig
+
+from . import provenance
+from .adapters import Adapter
+from .cases import Case, select_cases, user_case
+from .errors import ParityInputError
+from .goldens import Golden, GoldenWriter, atomic_h5, golden_path
+from .inputs import load_inputs, load_weights, resolve_knobs
+from .report import write_report
+from .results import RunReport
+from .runner import RunOptions, run_case
+from .tolerances import ToleranceTable, load_tolerances
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_TOLERANCES = REPO / "fixtures" / "tolerances.toml"
+DEFAULT_GOLDENS = REPO / "fixtures" / "goldens"
+
+
+def tolerance_table(path: str | Path | None) -> ToleranceTable:
+    return load_tolerances(path or DEFAULT_TOLERANCES)
+
+
+def cast_case(case: Case, cfg: ForwardConfig) -> Case:
+    """``case`` under ``cfg``; user inputs/weights are cast to its dtype."""
+    if cfg == case.config:
+        return case
+    clone = dataclasses.replace(case, config=cfg)
+    if "user" in case.tags:
+        inputs = {name: value.astype(cfg.complex_dtype if value.dtype.kind == "c" else cfg.dtype)
+                  for name, value in case.inputs.items()}
+        clone = dataclasses.replace(clone, build_inputs=lambda _: dict(inputs))
+    if case.provided_weights is not None:
+        clone = dataclasses.replace(clone, provided_weights={k: v.astype(cfg.dtype)
+                                                             for k, v in case.provided_weights.items()})
+    return clone
+
+
+def choose_cases(names: Sequence[str] | None, config_file: str | None = None, assignments: Sequence[str] = (),
+                 pipeline: str | None = None, inputs_file: str | None = None, weights_file: str | None = None,
+                 ) -> tuple[list[Case], list[str]]:
+    """Built-in cases (knob overrides applied) or one case from a user's inputs file; plus notes."""
+    notes: list[str] = []
+    if inputs_file:
+        if names:
+            raise ParityInputError("--case and --inputs exclude each other")
+        if not pipeline:
+            raise ParityInputError("--inputs needs --pipeline {pinn,physics,simulate}")
+        cfg = resolve_knobs(config_file, assignments)
+        inputs, ignored = load_inputs(inputs_file, pipeline, cfg)
+        if ignored:
+            notes.append(f"{inputs_file}: ignored keys {ignored} (not inputs of pipeline {pipeline!r})")
+        weights = None
+        if weights_file:
+            if pipeline != "pinn":
+                raise ParityInputError(f"--weights is only for the pinn pipeline, not {pipeline!r}")
+            weights = load_weights(weights_file, cfg)
+        elif pipeline == "pinn":
+            notes.append("no --weights: using the seeded Glorot initialisation (seed 0)")
+        name = f"user-{Path(inputs_file).name.removesuffix('.npz')}"
+        return [user_case(name, pipeline, cfg, inputs, weights, f"inputs from {inputs_file}")], notes
+    if weights_file:
+        raise ParityInputError("--weights needs --inputs (built-in cases carry their own weights)")
+    cases = select_cases(list(names) if names else None)
+    if pipeline:
+        cases = [case for case in cases if case.pipeline == pipeline]
+    if config_file or assignments:
+        cases = [cast_case(case, resolve_knobs(config_file, assignments, base=case.config)) for case in cases]
+    return cases, notes
+
+
+def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, tolerances: ToleranceTable,
+                  options: RunOptions, out_dir: Path, notes: Sequence[str] = ()) -> RunReport:
+    case_dir = out_dir / case.name
+    if options.dump_dir is not None:
+        options = dataclasses.replace(options, dump_dir=case_dir)
+    report = run_case(case, reference, candidate, tolerances, options)
+    report.notes.extend(notes)
+    write_report(report, case_dir)
+    return report
+
+
+def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path:
+    """Run the reference on ``case`` and write ``<directory>/<case>.h5`` atomically."""
+    path = golden_path(directory, case.name)
+    with atomic_h5(path) as h5:
+        writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device))
+        reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=writer)
+    return path
+
+
+def open_golden(case: Case, directory: str | Path) -> Golden:
+    """The verified, non-stale golden of ``case`` (raises ParityInputError otherwise)."""
+    golden = Golden(golden_path(directory, case.name))
+    try:
+        golden.verify()
+        golden.check_case(case)
+        stored = golden.inputs()
+        for name, value in case.inputs.items():
+            if name not in stored or not np.array_equal(stored[name], value):
+                raise ParityInputError(f"{golden.path}: inputs/{name} differs from the case's input")
+    except BaseException:
+        golden.close()
+        raise
+    return golden

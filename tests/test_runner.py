@@ -1,0 +1,217 @@
+"""The runner: both comparison modes localise an injected fault, and the plumbing around them.
+
+Faults are injected the way a user would: a copy of one real Torch stage with
+one realistic port bug, swapped in through ``Backend.with_stage``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import weakref
+
+import numpy as np
+import pytest
+import torch
+
+from backends.tf import TensorFlowBackend
+from backends.torch import TorchBackend
+from backends.torch import stages as torch_stages
+from parity.adapters import load_adapter
+from parity.cases import builtin_case
+from parity.runner import RunOptions, _amplification, run_case
+from parity.results import TapResult
+from parity.workflows import cast_case, tolerance_table
+
+
+@pytest.fixture(scope="module")
+def tf_backend():
+    return TensorFlowBackend()
+
+
+@pytest.fixture(scope="module")
+def tolerances():
+    return tolerance_table(None)
+
+
+@pytest.fixture(scope="module")
+def physics_case():
+    case = builtin_case("physics-default")
+    return cast_case(dataclasses.replace(case, name="physics-n32", batch=2), case.config.replace(N=32))
+
+
+@pytest.fixture(scope="module")
+def pinn_case():
+    case = builtin_case("pinn-n32-single-patch")
+    return cast_case(dataclasses.replace(case, name="pinn-n32-g2", batch=1),
+                     case.config.replace(gridsize=2, object_big=True, pad_object=True))
+
+
+def canvas_sign_flip(ctx, patches, offsets):
+    """Port bug: the reassembly translation applied with the wrong sign."""
+    return torch_stages.object_canvas(ctx, patches, -offsets)
+
+
+def farfield_not_orthonormal(ctx, wave):
+    """Port bug: FFT without the 1/N factor."""
+    return torch.fft.fft2(wave)
+
+
+def encoder_scaled(ctx, x, index):
+    out = torch_stages.encoder_block(ctx, x, index)
+    return out * 1.001 if index == 1 else out
+
+
+def exit_wave_raises(ctx, probe, patches):
+    raise RuntimeError("boom in exit_wave")
+
+
+def _statuses(report, mode):
+    return {tap.name: tap.modes[mode].passed for tap in report.taps}
+
+
+@pytest.mark.parametrize("stage, fault, tap", [
+    ("object_canvas", canvas_sign_flip, "object.canvas"),
+    ("farfield", farfield_not_orthonormal, "farfield"),
+])
+def test_physics_fault_is_localised_in_both_modes(tf_backend, tolerances, physics_case, stage, fault, tap):
+    candidate = TorchBackend().with_stage(stage, fault)
+    report = run_case(physics_case, tf_backend, candidate, tolerances)
+    assert not report.passed
+    assert report.first_divergence.tap == tap and report.first_divergence.mode == "isolated"
+    order = [t.name for t in report.taps]
+    isolated, propagated = _statuses(report, "isolated"), _statuses(report, "propagated")
+    position = order.index(tap)
+    # Upstream of the fault both modes pass; the faulty stage fails in both.
+    assert all(isolated[name] and propagated[name] for name in order[:position])
+    assert isolated[tap] is False and propagated[tap] is False
+    # Downstream, isolated mode judges each stage on reference inputs: they pass; propagation carries the error.
+    downstream = [name for name in order[position + 1:] if name != "probe.effective"]
+    assert all(isolated[name] for name in downstream)
+    assert any(propagated[name] is False for name in downstream)
+    assert report.first_divergence.messages and tap in report.first_divergence.messages[0]
+
+
+def test_pinn_network_fault_is_localised(tf_backend, tolerances, pinn_case):
+    candidate = TorchBackend().with_stage("encoder_block", encoder_scaled)
+    report = run_case(pinn_case, tf_backend, candidate, tolerances)
+    assert report.first_divergence.tap == "encoder.block1"
+    assert report.tap("encoder.block0").passed
+    assert report.tap("decoder.amp").modes["isolated"].passed  # judged on the reference's encoder output
+
+
+def test_propagated_only_falls_back_to_propagated(tf_backend, tolerances, physics_case):
+    candidate = TorchBackend().with_stage("farfield", farfield_not_orthonormal)
+    report = run_case(physics_case, tf_backend, candidate, tolerances, RunOptions(modes=("propagated",)))
+    assert report.first_divergence.tap == "farfield" and report.first_divergence.mode == "propagated"
+    assert all("isolated" not in tap.modes for tap in report.taps)
+
+
+def test_a_raising_stage_is_reported_not_crashing(tf_backend, tolerances, physics_case):
+    candidate = TorchBackend().with_stage("exit_wave", exit_wave_raises)
+    report = run_case(physics_case, tf_backend, candidate, tolerances)
+    exit_wave = report.tap("exit_wave")
+    assert "boom in exit_wave" in exit_wave.modes["propagated"].error
+    assert "boom in exit_wave" in exit_wave.modes["isolated"].error
+    assert report.tap("farfield").modes["propagated"].skipped.startswith("not reached")
+    assert report.tap("farfield").modes["isolated"].passed  # isolated stages still run
+    assert report.first_divergence.tap == "exit_wave"
+
+
+def test_clean_candidate_passes_and_records_everything(tf_backend, tolerances, physics_case):
+    report = run_case(physics_case, tf_backend, TorchBackend(), tolerances)
+    assert report.passed and report.first_divergence is None
+    document = report.to_dict()
+    assert [tap["name"] for tap in document["taps"]][:3] == ["object.canvas", "object.trimmed", "patches.extracted"]
+    canvas = document["taps"][0]["modes"]["isolated"]
+    assert canvas["tolerance"]["criteria"]["max_rel_to_peak"] == 1e-6
+    assert "rule" in canvas["tolerance"]["source"]
+    assert document["provenance"]["determinism"]["torch"]["deterministic_algorithms"] is True
+    assert document["audits"][0]["name"] == "config" and document["audits"][0]["passed"]
+
+
+def test_config_mismatch_is_reported_before_any_tensor(tf_backend, tolerances, physics_case):
+    class SwishDefault(TorchBackend):
+        def resolve_config(self, cfg):
+            return cfg.replace(amp_activation="swish", buffer=0)
+
+    report = run_case(physics_case, tf_backend, SwishDefault(), tolerances)
+    assert not report.passed and report.first_divergence.mode == "config"
+    assert any("amp_activation='swish'" in message for message in report.first_divergence.messages)
+    assert all(not tap.modes for tap in report.taps)  # nothing compared
+
+
+def test_weights_audit_runs_before_comparison(tf_backend, tolerances, pinn_case):
+    broken = dict(pinn_case.weights)
+    broken.pop("encoder.block0.conv0.bias")
+    case = dataclasses.replace(pinn_case, provided_weights=broken)
+    report = run_case(case, tf_backend, TorchBackend(), tolerances)
+    assert report.first_divergence.mode == "weights"
+    assert any("encoder.block0.conv0.bias" in message for message in report.first_divergence.messages)
+
+
+def test_pinn_report_has_weight_mapping_rows(tf_backend, tolerances, pinn_case):
+    report = run_case(pinn_case, tf_backend, TorchBackend(), tolerances, RunOptions(taps=("input.scaled",)))
+    weights = next(audit for audit in report.audits if audit.name == "weights")
+    assert weights.passed
+    rows = weights.details["mapping"]["parameters"]
+    assert any(row["transform"].startswith("transpose") for row in rows)
+    assert [tap.name for tap in report.taps] == ["input.scaled"]
+
+
+def test_spilled_store_and_tiny_chunks_give_the_same_metrics(tf_backend, tolerances, physics_case):
+    in_memory = run_case(physics_case, tf_backend, TorchBackend(), tolerances)
+    spilled = run_case(physics_case, tf_backend, TorchBackend(), tolerances,
+                       RunOptions(spill_bytes=0, chunk_bytes=4096))
+    for a, b in zip(in_memory.taps, spilled.taps):
+        for mode in ("propagated", "isolated"):
+            ma, mb = a.modes[mode].metrics, b.modes[mode].metrics
+            assert ma.max_abs_error == mb.max_abs_error and ma.worst_index == mb.worst_index
+
+
+def test_candidate_taps_are_not_kept_alive(tf_backend, tolerances, physics_case):
+    """Propagated comparison drops each candidate tap once judged (statistics only)."""
+    alive: list[weakref.ref] = []
+    peak = 0
+
+    class Watched(TorchBackend):
+        def to_canonical(self, spec, cfg, tensor):
+            nonlocal peak
+            gc.collect()
+            peak = max(peak, sum(ref() is not None for ref in alive))
+            value = super().to_canonical(spec, cfg, tensor)
+            alive.append(weakref.ref(value))
+            return value
+
+    report = run_case(physics_case, tf_backend, Watched(), tolerances, RunOptions(modes=("propagated",)))
+    assert report.passed and len(alive) == len(report.taps)
+    assert peak == 0  # when a tap arrives, no earlier candidate tap is still referenced
+
+
+def test_adapter_by_import_path_is_used(tf_backend, tolerances, physics_case):
+    adapter = load_adapter("tests.plugin_adapters:SignFlipTorch")
+    assert adapter.name == "torch-signflip"
+    report = run_case(physics_case, tf_backend, adapter, tolerances)
+    assert report.first_divergence.tap == "object.canvas"
+    assert report.candidate["name"] == "torch-signflip"
+    assert report.candidate["stages_replaced"] == ["object_canvas"]
+    instance = load_adapter("tests.plugin_adapters:INSTANCE")
+    assert isinstance(instance, TorchBackend)
+
+
+def test_amplification_is_error_over_worst_input():
+    tap = TapResult("b", "s", ["a", "x"], "BHWC", "real", [1], "float32")
+    assert _amplification(tap, {"a": 2e-7, "b": 6e-7}) == pytest.approx(3.0)
+    assert _amplification(tap, {"a": 0.0, "b": 6e-7}) is None  # introduced here, nothing to amplify
+    assert _amplification(tap, {"b": 6e-7}) is None  # fed by pipeline inputs only
+
+
+def test_reference_contract_violation_stops_the_run(tolerances, physics_case):
+    class WrongDtypeReference(TensorFlowBackend):
+        def to_canonical(self, spec, cfg, tensor):
+            value = super().to_canonical(spec, cfg, tensor)
+            return value.astype(np.complex128) if spec.name == "farfield" else value
+
+    report = run_case(physics_case, WrongDtypeReference(), TorchBackend(), tolerances)
+    assert report.first_divergence.mode == "reference"
+    assert "farfield" in report.first_divergence.messages[0]
