@@ -95,6 +95,7 @@ class GoldenWriter:
 
     def __init__(self, h5: h5py.File, case: Case, backend: Mapping[str, Any], provenance: Mapping[str, Any]) -> None:
         self.h5 = h5
+        self.config = case.config
         self.order: list[str] = []
         h5.attrs.update({
             "schema_version": SCHEMA_VERSION, "case_name": case.name, "case_hash": case.hash(),
@@ -110,7 +111,8 @@ class GoldenWriter:
 
     def __call__(self, spec: TapSpec, value: np.ndarray) -> None:
         dataset = _write_dataset(self.taps, spec.name, value)
-        dataset.attrs.update({"layout": spec.layout, "kind": spec.kind, "stage": spec.stage or ""})
+        dataset.attrs.update({"layout": spec.layout, "kind": spec.kind, "stage": spec.stage or "",
+                              "declared_dtype": spec.dtype(self.config).name})
         self.order.append(spec.name)
         self.h5.attrs["tap_order"] = json.dumps(self.order)
 

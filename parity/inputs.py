@@ -34,16 +34,21 @@ def parse_set(assignments: Sequence[str]) -> dict[str, str]:
     return knobs
 
 
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Knobs from a TOML file: top-level keys, or a [config] table."""
+def read_toml(path: str | Path, what: str) -> dict[str, Any]:
+    """A TOML document, or a ParityInputError naming the file (``what``: 'config file', ...)."""
     path = Path(path)
     try:
         with path.open("rb") as handle:
-            document = tomllib.load(handle)
+            return tomllib.load(handle)
     except FileNotFoundError:
-        raise ParityInputError(f"{path}: config file not found") from None
+        raise ParityInputError(f"{path}: {what} not found") from None
     except tomllib.TOMLDecodeError as error:
         raise ParityInputError(f"{path}: not valid TOML: {error}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Knobs from a TOML file: top-level keys, or a [config] table."""
+    document = read_toml(path, "config file")
     knobs = document.get("config", document)
     if not isinstance(knobs, dict):
         raise ParityInputError(f"{path}: key 'config': expected a table of knobs, got {type(knobs).__name__}")

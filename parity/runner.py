@@ -275,7 +275,8 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
     results = [_tap_result(spec, case) for spec in selected]
     if isinstance(reference, Golden):
         reference.check_case(case)
-        reference_info = {"name": "golden", "path": str(reference.path), **reference.backend}
+        reference_info = {**reference.backend, "name": "golden", "path": str(reference.path),
+                          "recorded_by": reference.backend.get("name")}
         audits = [config_audit(case, {"candidate": candidate})]
     else:
         reference_info = reference.describe()

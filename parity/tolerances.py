@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from backends.common.taps import PIPELINES
 
 from .errors import ParityInputError
+from .inputs import read_toml
 from .metrics import Criteria
 
 SELECTORS = ("taps", "dtype", "device", "mode", "pipeline")
@@ -137,15 +137,7 @@ def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
 
 
 def load_tolerances(path: str | Path) -> ToleranceTable:
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            document = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ParityInputError(f"{path}: tolerance file not found") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ParityInputError(f"{path}: not valid TOML: {error}") from None
-    return parse_table(document, str(path))
+    return parse_table(read_toml(path, "tolerance file"), str(path))
 
 
 def _toml_value(value: Any) -> str:

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 
 from backends.common.config import resolve_config  # noqa: E402
 from backends.common.taps import pipeline_taps  # noqa: E402
+from backends.common.weights import init_weights, weights_fingerprint  # noqa: E402
 from parity import synthetic  # noqa: E402
 from parity.cases import BUILTIN_CASES  # noqa: E402
 from parity.cli import main  # noqa: E402
@@ -169,6 +170,52 @@ def test_run_with_user_inputs_in_float64(capsys, tmp_path):
     assert all(tap["modes"]["isolated"]["tolerance"]["criteria"]["max_rel_to_peak"] == 1e-12 for tap in report["taps"])
 
 
+PINN_KNOBS = ["--set", "N=32", "--set", "n_filters_scale=1"]
+
+
+def _pinn_files(tmp_path: Path, weights_cfg=None) -> tuple[Path, Path, dict]:
+    cfg = resolve_config({"N": 32, "n_filters_scale": 1})
+    inputs, weights = tmp_path / "pinn_inputs.npz", tmp_path / "pinn_weights.npz"
+    np.savez(inputs, **synthetic.pipeline_inputs("pinn", cfg, 2, seed=1))
+    values = init_weights(weights_cfg or cfg, seed=5, bias_scale=0.05)
+    np.savez(weights, **values)
+    return inputs, weights, values
+
+
+def test_run_pinn_with_user_inputs_and_weights(capsys, tmp_path):
+    inputs, weights, values = _pinn_files(tmp_path)
+    code, out, err = cli(capsys, "run", "--pipeline", "pinn", "--inputs", inputs, "--weights", weights, *PINN_KNOBS,
+                         "--out", tmp_path / "reports")
+    assert code == EXIT_OK, err
+    assert "no --weights" not in out
+    report = _report(tmp_path / "reports", "user-pinn_inputs")
+    assert report["passed"] is True and report["pipeline"] == "pinn"
+    assert report["case"]["hashes"]["weights"] == weights_fingerprint(values)  # the user's weights were used
+    audits = {audit["name"]: audit for audit in report["audits"]}
+    assert audits["config"]["passed"] and audits["weights"]["passed"]
+    assert [tap["name"] for tap in report["taps"]] == [
+        spec.name for spec in pipeline_taps("pinn", resolve_config({"N": 32, "n_filters_scale": 1}))]
+
+
+def test_run_pinn_with_weights_of_another_shape_exits_2(capsys, tmp_path):
+    inputs, weights, _ = _pinn_files(tmp_path, weights_cfg=resolve_config({"N": 32, "n_filters_scale": 2}))
+    code, _, err = cli(capsys, "run", "--pipeline", "pinn", "--inputs", inputs, "--weights", weights, *PINN_KNOBS,
+                       "--out", tmp_path / "reports")
+    assert code == EXIT_BAD_INPUT
+    assert f"{weights}: weights do not fit the configuration" in err
+    assert "parameter 'encoder.block0.conv0.kernel' has shape (3, 3, 4, 128), expected (3, 3, 4, 64)" in err
+    assert not (tmp_path / "reports").exists()
+
+
+def test_weights_for_the_physics_pipeline_exit_2(capsys, tmp_path):
+    inputs, weights, _ = _pinn_files(tmp_path)
+    physics = tmp_path / "physics.npz"
+    np.savez(physics, **synthetic.pipeline_inputs("physics", resolve_config({"N": 32}), 2, seed=1))
+    code, _, err = cli(capsys, "run", "--pipeline", "physics", "--inputs", physics, "--weights", weights, *SMALL,
+                       "--out", tmp_path / "reports")
+    assert code == EXIT_BAD_INPUT and "--weights is only for the pinn pipeline" in err
+
+
 def test_dump_taps_writes_every_tap(capsys, tmp_path):
     code, _, err = cli(capsys, "run", *CASE, *SMALL, "--dump-taps", "--out", tmp_path)
     assert code == EXIT_OK, err
@@ -273,9 +320,8 @@ def test_bad_input_array_exits_2(capsys, tmp_path):
     assert f"{path}: key 'positions': expected batch size 2" in err
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parity/inputs.py load_npz: a .npy file raises TypeError "
-                                       "(traceback, exit 1 = 'parity fails') instead of exit 2")
 def test_npy_inputs_file_exits_2(capsys, tmp_path):
+    """Regression: a .npy file raised TypeError (a traceback and exit 1, 'parity fails') instead of exit 2."""
     path = tmp_path / "inputs.npy"
     np.save(path, np.zeros((2, 32, 32, 4), np.complex64))
     code, _, err = cli(capsys, "run", "--pipeline", "physics", "--inputs", path, *SMALL, "--out", tmp_path)

@@ -93,8 +93,6 @@ def test_golden_taps_have_registry_shape_dtype_and_attrs(recorded):
             assert dataset.attrs["sha256"] == dataset_digest(dataset)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parity/goldens.py documents a 'declared_dtype' attr on each tap "
-                                       "dataset but GoldenWriter never writes it")
 def test_golden_taps_record_their_declared_dtype(recorded):
     with open_golden(CASE, recorded) as golden:
         for spec in SPECS:
@@ -365,9 +363,6 @@ def test_torch_passes_against_the_golden(recorded, candidate):
     assert all(tap.modes[mode].metrics.n_compared > 0 for tap in report.taps for mode in tap.modes)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: parity/runner.py builds {'name': 'golden', 'path': ..., "
-                                       "**golden.backend}; the recorded backend's 'name' ('tf') overwrites "
-                                       "'golden', so a TF-free check reports 'tf vs torch'")
 def test_report_against_a_golden_names_the_golden_as_reference(recorded, candidate):
     with open_golden(CASE, recorded) as golden:
         report = run_case(CASE, golden, candidate, load_tolerances(DEFAULT_TOLERANCES), RunOptions(modes=("isolated",)))

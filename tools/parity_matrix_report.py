@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             worst[key] = m
 
     versions = {**reference.versions(), **candidate.versions()}
-    print(f"# TF vs Torch forward parity over the test matrix (CPU)\n")
+    print("# TF vs Torch forward parity over the test matrix (CPU)\n")
     print(f"{len(cases)} cases x {len(pipelines)} pipelines x {len(modes)} modes = {len(measurements)} tap "
           f"comparisons in {elapsed:.1f} s; batch {matrix.BATCH} (simulate: {matrix.SCAN_POSITIONS} scan "
           f"positions); " + ", ".join(f"{key} {value}" for key, value in sorted(versions.items())))
