@@ -1,6 +1,7 @@
 """``parity``: a thin command line over the library (see ``parity.workflows``).
 
-Exit codes: 0 parity holds, 1 parity fails, 2 bad usage or bad input.
+Exit codes: 0 parity holds, 1 parity fails, 2 bad usage or bad input,
+3 crashed (the reference raised, or a harness bug; traceback on stderr).
 """
 
 from __future__ import annotations
@@ -8,12 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from backends.common.determinism import apply_environment
 
-from .errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, ParityInputError
+from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_OK, ParityInputError
 
 
 def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True) -> None:
@@ -187,6 +189,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ParityInputError as error:
         print(f"parity: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception:  # not a verdict: keep exit 1 for "parity fails" only
+        traceback.print_exc()
+        print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
+        return EXIT_CRASHED
 
 
 if __name__ == "__main__":

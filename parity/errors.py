@@ -1,10 +1,16 @@
-"""Exceptions that map to the CLI's exit codes (0 parity, 1 divergence, 2 bad input)."""
+"""Exceptions that map to the CLI's exit codes.
+
+0 parity holds, 1 parity fails, 2 bad usage or bad input, 3 something crashed
+that is neither (the reference raised, or a harness bug): a traceback is
+printed, and it is never mistaken for a parity verdict.
+"""
 
 from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
+EXIT_CRASHED = 3
 
 
 class ParityInputError(Exception):

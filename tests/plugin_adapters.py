@@ -16,3 +16,14 @@ class SignFlipTorch(TorchBackend):
 
 
 INSTANCE = TorchBackend()
+
+
+def _raising_farfield(ctx, wave):
+    raise RuntimeError("reference farfield exploded")
+
+
+class RaisingReference(TorchBackend):
+    """A reference that crashes: the CLI must not report this as a parity verdict."""
+
+    name = "raising-reference"
+    STAGES = {**TorchBackend.STAGES, "farfield": _raising_farfield}

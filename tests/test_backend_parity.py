@@ -37,8 +37,6 @@ pytest.importorskip("backends.torch", reason="PyTorch (the candidate) is not ins
 from backends.common.config import resolve_config  # noqa: E402
 from backends.common.taps import PIPELINES, pipeline_taps  # noqa: E402
 from backends.common.weights import init_weights  # noqa: E402
-from backends.tf import TensorFlowBackend  # noqa: E402
-from backends.torch import TorchBackend  # noqa: E402
 
 try:
     from tests.matrix import (CASE_BY_ID, CASES, Case, RunCache, bound, describe_case,  # noqa: E402
@@ -57,16 +55,6 @@ ISOLATED_NETWORK = [pytest.param(case, spec.name, id=f"{case.id}/{spec.name}")
                     for case in CASES for spec in pipeline_taps("pinn", case.cfg) if is_network_tap(spec.name)]
 
 _network_report: dict[tuple[str, str], tuple[float, str]] = {}  # (tap, dtype) -> (worst value, case id)
-
-
-@pytest.fixture(scope="module")
-def reference() -> TensorFlowBackend:
-    return TensorFlowBackend()
-
-
-@pytest.fixture(scope="module")
-def candidate() -> TorchBackend:
-    return TorchBackend()
 
 
 @pytest.fixture(scope="module")

@@ -443,3 +443,11 @@ def test_real_exit_codes_of_python_m_parity(tmp_path):
     assert bad.stderr.startswith("parity: error: unknown case 'nope'") and "Traceback" not in bad.stderr
     usage = _process(["run", "--mode", "sideways"])
     assert usage.returncode == EXIT_BAD_INPUT and "invalid choice" in usage.stderr
+
+
+def test_a_crashing_reference_exits_3_not_1(tmp_path, capsys):
+    code = main(["run", "--case", "physics-default", "--set", "N=32", "--out", str(tmp_path),
+                 "--reference", "tests.plugin_adapters:RaisingReference"])
+    captured = capsys.readouterr()
+    assert code == 3
+    assert "reference farfield exploded" in captured.err and "not a parity verdict" in captured.err

@@ -24,8 +24,6 @@ import torch  # noqa: E402
 
 from backends.common.config import resolve_config  # noqa: E402
 from backends.common.taps import pipeline_taps  # noqa: E402
-from backends.tf import TensorFlowBackend  # noqa: E402
-from backends.torch import TorchBackend  # noqa: E402
 from parity import cases as cases_module  # noqa: E402
 from parity.cases import BUILTIN_CASES  # noqa: E402
 from parity.errors import CorruptGoldenError, ParityInputError, StaleGoldenError  # noqa: E402
@@ -38,16 +36,6 @@ CASE = dataclasses.replace(BUILTIN_CASES["physics-default"], name="physics-small
                            batch=1)
 SPECS = pipeline_taps(CASE.pipeline, CASE.config)
 TAP_NAMES = [spec.name for spec in SPECS]
-
-
-@pytest.fixture(scope="module")
-def reference() -> TensorFlowBackend:
-    return TensorFlowBackend()
-
-
-@pytest.fixture(scope="module")
-def candidate() -> TorchBackend:
-    return TorchBackend()
 
 
 @pytest.fixture(scope="module")

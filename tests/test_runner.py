@@ -25,11 +25,6 @@ from parity.workflows import cast_case, tolerance_table
 
 
 @pytest.fixture(scope="module")
-def tf_backend():
-    return TensorFlowBackend()
-
-
-@pytest.fixture(scope="module")
 def tolerances():
     return tolerance_table(None)
 
@@ -74,9 +69,9 @@ def _statuses(report, mode):
     ("object_canvas", canvas_sign_flip, "object.canvas"),
     ("farfield", farfield_not_orthonormal, "farfield"),
 ])
-def test_physics_fault_is_localised_in_both_modes(tf_backend, tolerances, physics_case, stage, fault, tap):
+def test_physics_fault_is_localised_in_both_modes(reference, tolerances, physics_case, stage, fault, tap):
     candidate = TorchBackend().with_stage(stage, fault)
-    report = run_case(physics_case, tf_backend, candidate, tolerances)
+    report = run_case(physics_case, reference, candidate, tolerances)
     assert not report.passed
     assert report.first_divergence.tap == tap and report.first_divergence.mode == "isolated"
     order = [t.name for t in report.taps]
@@ -92,24 +87,24 @@ def test_physics_fault_is_localised_in_both_modes(tf_backend, tolerances, physic
     assert report.first_divergence.messages and tap in report.first_divergence.messages[0]
 
 
-def test_pinn_network_fault_is_localised(tf_backend, tolerances, pinn_case):
+def test_pinn_network_fault_is_localised(reference, tolerances, pinn_case):
     candidate = TorchBackend().with_stage("encoder_block", encoder_scaled)
-    report = run_case(pinn_case, tf_backend, candidate, tolerances)
+    report = run_case(pinn_case, reference, candidate, tolerances)
     assert report.first_divergence.tap == "encoder.block1"
     assert report.tap("encoder.block0").passed
     assert report.tap("decoder.amp").modes["isolated"].passed  # judged on the reference's encoder output
 
 
-def test_propagated_only_falls_back_to_propagated(tf_backend, tolerances, physics_case):
+def test_propagated_only_falls_back_to_propagated(reference, tolerances, physics_case):
     candidate = TorchBackend().with_stage("farfield", farfield_not_orthonormal)
-    report = run_case(physics_case, tf_backend, candidate, tolerances, RunOptions(modes=("propagated",)))
+    report = run_case(physics_case, reference, candidate, tolerances, RunOptions(modes=("propagated",)))
     assert report.first_divergence.tap == "farfield" and report.first_divergence.mode == "propagated"
     assert all("isolated" not in tap.modes for tap in report.taps)
 
 
-def test_a_raising_stage_is_reported_not_crashing(tf_backend, tolerances, physics_case):
+def test_a_raising_stage_is_reported_not_crashing(reference, tolerances, physics_case):
     candidate = TorchBackend().with_stage("exit_wave", exit_wave_raises)
-    report = run_case(physics_case, tf_backend, candidate, tolerances)
+    report = run_case(physics_case, reference, candidate, tolerances)
     exit_wave = report.tap("exit_wave")
     assert "boom in exit_wave" in exit_wave.modes["propagated"].error
     assert "boom in exit_wave" in exit_wave.modes["isolated"].error
@@ -118,8 +113,8 @@ def test_a_raising_stage_is_reported_not_crashing(tf_backend, tolerances, physic
     assert report.first_divergence.tap == "exit_wave"
 
 
-def test_clean_candidate_passes_and_records_everything(tf_backend, tolerances, physics_case):
-    report = run_case(physics_case, tf_backend, TorchBackend(), tolerances)
+def test_clean_candidate_passes_and_records_everything(reference, tolerances, physics_case):
+    report = run_case(physics_case, reference, TorchBackend(), tolerances)
     assert report.passed and report.first_divergence is None
     document = report.to_dict()
     assert [tap["name"] for tap in document["taps"]][:3] == ["object.canvas", "object.trimmed", "patches.extracted"]
@@ -130,28 +125,28 @@ def test_clean_candidate_passes_and_records_everything(tf_backend, tolerances, p
     assert document["audits"][0]["name"] == "config" and document["audits"][0]["passed"]
 
 
-def test_config_mismatch_is_reported_before_any_tensor(tf_backend, tolerances, physics_case):
+def test_config_mismatch_is_reported_before_any_tensor(reference, tolerances, physics_case):
     class SwishDefault(TorchBackend):
         def resolve_config(self, cfg):
             return cfg.replace(amp_activation="swish", buffer=0)
 
-    report = run_case(physics_case, tf_backend, SwishDefault(), tolerances)
+    report = run_case(physics_case, reference, SwishDefault(), tolerances)
     assert not report.passed and report.first_divergence.mode == "config"
     assert any("amp_activation='swish'" in message for message in report.first_divergence.messages)
     assert all(not tap.modes for tap in report.taps)  # nothing compared
 
 
-def test_weights_audit_runs_before_comparison(tf_backend, tolerances, pinn_case):
+def test_weights_audit_runs_before_comparison(reference, tolerances, pinn_case):
     broken = dict(pinn_case.weights)
     broken.pop("encoder.block0.conv0.bias")
     case = dataclasses.replace(pinn_case, provided_weights=broken)
-    report = run_case(case, tf_backend, TorchBackend(), tolerances)
+    report = run_case(case, reference, TorchBackend(), tolerances)
     assert report.first_divergence.mode == "weights"
     assert any("encoder.block0.conv0.bias" in message for message in report.first_divergence.messages)
 
 
-def test_pinn_report_has_weight_mapping_rows(tf_backend, tolerances, pinn_case):
-    report = run_case(pinn_case, tf_backend, TorchBackend(), tolerances, RunOptions(taps=("input.scaled",)))
+def test_pinn_report_has_weight_mapping_rows(reference, tolerances, pinn_case):
+    report = run_case(pinn_case, reference, TorchBackend(), tolerances, RunOptions(taps=("input.scaled",)))
     weights = next(audit for audit in report.audits if audit.name == "weights")
     assert weights.passed
     rows = weights.details["mapping"]["parameters"]
@@ -159,9 +154,9 @@ def test_pinn_report_has_weight_mapping_rows(tf_backend, tolerances, pinn_case):
     assert [tap.name for tap in report.taps] == ["input.scaled"]
 
 
-def test_spilled_store_and_tiny_chunks_give_the_same_metrics(tf_backend, tolerances, physics_case):
-    in_memory = run_case(physics_case, tf_backend, TorchBackend(), tolerances)
-    spilled = run_case(physics_case, tf_backend, TorchBackend(), tolerances,
+def test_spilled_store_and_tiny_chunks_give_the_same_metrics(reference, tolerances, physics_case):
+    in_memory = run_case(physics_case, reference, TorchBackend(), tolerances)
+    spilled = run_case(physics_case, reference, TorchBackend(), tolerances,
                        RunOptions(spill_bytes=0, chunk_bytes=4096))
     for a, b in zip(in_memory.taps, spilled.taps):
         for mode in ("propagated", "isolated"):
@@ -169,7 +164,7 @@ def test_spilled_store_and_tiny_chunks_give_the_same_metrics(tf_backend, toleran
             assert ma.max_abs_error == mb.max_abs_error and ma.worst_index == mb.worst_index
 
 
-def test_candidate_taps_are_not_kept_alive(tf_backend, tolerances, physics_case):
+def test_candidate_taps_are_not_kept_alive(reference, tolerances, physics_case):
     """Propagated comparison drops each candidate tap once judged (statistics only)."""
     alive: list[weakref.ref] = []
     peak = 0
@@ -183,15 +178,15 @@ def test_candidate_taps_are_not_kept_alive(tf_backend, tolerances, physics_case)
             alive.append(weakref.ref(value))
             return value
 
-    report = run_case(physics_case, tf_backend, Watched(), tolerances, RunOptions(modes=("propagated",)))
+    report = run_case(physics_case, reference, Watched(), tolerances, RunOptions(modes=("propagated",)))
     assert report.passed and len(alive) == len(report.taps)
     assert peak == 0  # when a tap arrives, no earlier candidate tap is still referenced
 
 
-def test_adapter_by_import_path_is_used(tf_backend, tolerances, physics_case):
+def test_adapter_by_import_path_is_used(reference, tolerances, physics_case):
     adapter = load_adapter("tests.plugin_adapters:SignFlipTorch")
     assert adapter.name == "torch-signflip"
-    report = run_case(physics_case, tf_backend, adapter, tolerances)
+    report = run_case(physics_case, reference, adapter, tolerances)
     assert report.first_divergence.tap == "object.canvas"
     assert report.candidate["name"] == "torch-signflip"
     assert report.candidate["stages_replaced"] == ["object_canvas"]
