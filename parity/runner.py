@@ -179,6 +179,11 @@ def _propagated(candidate: Adapter, case: Case, specs: list[TapSpec], judge: _Ju
                                                 error=f"{type(error).__name__}: {error}")
             elif spec.name not in results:
                 results[spec.name] = ModeResult("propagated", None, skipped="not reached: an earlier stage raised")
+        return results
+    for spec in specs:  # a tap the candidate never delivered is a failure, not a silent pass
+        if spec.name not in results:
+            results[spec.name] = ModeResult("propagated", judge.tolerance(spec, "propagated"),
+                                            error="the candidate's run_pipeline never delivered this tap")
     return results
 
 

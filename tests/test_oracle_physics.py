@@ -362,6 +362,20 @@ def test_round_trip_place_then_extract(backends, case, cfg, positions):
 
 
 # ---------------------------------------------------------------- TF translate vs the native op
+def native_translate(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """TF's own ImageProjectiveTransformV3 (bilinear, zero fill) moving each image by (t_x, t_y)."""
+    import tensorflow as tf
+
+    batch, height, width = images.shape
+    transforms = np.zeros((batch, 8), np.float32)
+    transforms[:, 0] = transforms[:, 4] = 1.0  # output (x, y) reads input (x - t_x, y - t_y)
+    transforms[:, 2], transforms[:, 5] = -shifts[:, 0], -shifts[:, 1]
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.constant(images[..., None]), transforms=tf.constant(transforms),
+        output_shape=tf.constant([height, width], tf.int32), fill_value=tf.constant(0.0, tf.float32),
+        interpolation="BILINEAR", fill_mode="CONSTANT").numpy()[..., 0]
+
+
 def test_tf_translate_agrees_with_native_projective_transform():
     import tensorflow as tf
 
@@ -378,13 +392,7 @@ def test_tf_translate_agrees_with_native_projective_transform():
     images = np.repeat(image[None], batch, axis=0)
 
     ours = tf_translate(tf.constant(images), tf.constant(shifts)).numpy()
-    transforms = np.zeros((batch, 8), np.float32)
-    transforms[:, 0] = transforms[:, 4] = 1.0
-    transforms[:, 2], transforms[:, 5] = -shifts[:, 0], -shifts[:, 1]
-    native = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.constant(images[..., None]), transforms=tf.constant(transforms),
-        output_shape=tf.constant([height, width], tf.int32), fill_value=tf.constant(0.0, tf.float32),
-        interpolation="BILINEAR", fill_mode="CONSTANT").numpy()[..., 0]
+    native = native_translate(images, shifts)
 
     # The native kernel forms the source coordinate x - t_x (and y - t_y) in
     # float32: an error of at most half an ulp of the largest coordinate it
@@ -428,13 +436,7 @@ def test_tf_translate_edge_rule_matches_native_projective_transform():
     shifts = np.array([[0.5, -0.5], [-2.5, 3.25], [10.75, -7.125], [-0.25, 0.0], [25.5, 0.5]], np.float32)
     batch = len(shifts)
     images = np.repeat(image[None], batch, axis=0)
-    transforms = np.zeros((batch, 8), np.float32)
-    transforms[:, 0] = transforms[:, 4] = 1.0
-    transforms[:, 2], transforms[:, 5] = -shifts[:, 0], -shifts[:, 1]
-    native = tf.raw_ops.ImageProjectiveTransformV3(
-        images=tf.constant(images[..., None]), transforms=tf.constant(transforms),
-        output_shape=tf.constant([height, width], tf.int32), fill_value=tf.constant(0.0, tf.float32),
-        interpolation="BILINEAR", fill_mode="CONSTANT").numpy()[..., 0]
+    native = native_translate(images, shifts)
     ours = tf_translate(tf.constant(images), tf.constant(shifts)).numpy()
     peak = np.abs(image).max()
     tolerance = 4 * np.finfo(np.float32).eps * peak

@@ -210,3 +210,18 @@ def test_reference_contract_violation_stops_the_run(tolerances, physics_case):
     report = run_case(physics_case, WrongDtypeReference(), TorchBackend(), tolerances)
     assert report.first_divergence.mode == "reference"
     assert "farfield" in report.first_divergence.messages[0]
+
+
+def test_a_tap_the_candidate_never_delivers_fails(reference, tolerances, physics_case):
+    class Forgetful(TorchBackend):
+        def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+            def forgetful_sink(spec, value):
+                if spec.name != "farfield":
+                    sink(spec, value)
+
+            super().run_pipeline(pipeline, cfg, inputs, weights, forgetful_sink, taps)
+
+    report = run_case(physics_case, reference, Forgetful(), tolerances, RunOptions(modes=("propagated",)))
+    assert not report.passed
+    assert "never delivered" in report.tap("farfield").modes["propagated"].error
+    assert report.first_divergence.tap == "farfield"
