@@ -20,8 +20,9 @@ import nox
 
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests"]
+# Sessions run on the interpreter that runs nox (any 3.11+); a missing one is an error, never a skip.
+nox.options.error_on_missing_interpreters = True
 
-PYTHON = ["3.11", "3.12", "3.13"]
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
@@ -46,14 +47,14 @@ def _install(session: nox.Session, extras: str) -> None:
     session.install(*_pip_args(), "-e", f".[{extras}]")
 
 
-@nox.session(python=PYTHON[0])
+@nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (real TensorFlow and PyTorch on the CPU)."""
     _install(session, "torch,tf,test")
     session.run("pytest", "-n", os.environ.get("PARITY_TEST_WORKERS", "2"), "--dist", "loadfile", *session.posargs)
 
 
-@nox.session(python=PYTHON[0])
+@nox.session
 def parity(session: nox.Session) -> None:
     """The main job: every built-in case, TF vs Torch here, then Torch vs the recorded goldens.
 
@@ -65,7 +66,7 @@ def parity(session: nox.Session) -> None:
     session.run("parity", "check", "--candidate", "torch", "--out", "reports/check", *session.posargs)
 
 
-@nox.session(python=PYTHON[0])
+@nox.session
 def gpu(session: nox.Session) -> None:
     """Torch on CUDA against the CPU-recorded TF goldens (no TensorFlow needed).
 
@@ -76,14 +77,14 @@ def gpu(session: nox.Session) -> None:
                 *session.posargs)
 
 
-@nox.session(python=PYTHON[0])
+@nox.session
 def record(session: nox.Session) -> None:
     """Re-record the goldens with the TF reference (after a deliberate change of a case)."""
     _install(session, "torch,tf,test")
     session.run("parity", "record", *session.posargs)
 
 
-@nox.session(python=PYTHON[0])
+@nox.session
 def calibrate(session: nox.Session) -> None:
     """Measure noise floors; `nox -s calibrate -- --write` tightens tolerances.toml."""
     _install(session, "torch,tf,test")

@@ -18,6 +18,24 @@ from backends.common.determinism import apply_environment
 from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_OK, ParityInputError
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _output_folder(path: str) -> Path:
+    """The --out folder, refused up front if it cannot be one (before any comparison runs)."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ParityInputError(f"--out {path}: exists and is not a folder")
+    return folder
+
+
 def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True) -> None:
     parser.add_argument("--case", action="append", dest="cases", metavar="NAME",
                         help="built-in case (repeatable; default: all; see `parity cases`)")
@@ -39,7 +57,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tolerances", metavar="FILE.toml", help="tolerance table (default fixtures/tolerances.toml)")
     parser.add_argument("--out", default="reports", metavar="DIR", help="where report.json files go (default reports/)")
     parser.add_argument("--dump-taps", action="store_true", help="also write both backends' taps to HDF5")
-    parser.add_argument("--chunk-mb", type=int, default=64, help="comparison chunk size per side in MiB")
+    parser.add_argument("--chunk-mb", type=_positive_int, default=64, help="comparison chunk size per side in MiB")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict lines")
 
 
@@ -126,7 +144,8 @@ def command_run(args) -> int:
     tolerances = tolerance_table(args.tolerances)
     reference = load_adapter(args.reference, "cpu")
     candidate = load_adapter(args.candidate, args.device)
-    reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), Path(args.out), notes)
+    out = _output_folder(args.out)
+    reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), out, notes)
                for case in cases]
     _print(reports, args.quiet)
     for line in notes:
@@ -139,6 +158,10 @@ def command_record(args) -> int:
     from .adapters import load_adapter
     from .workflows import DEFAULT_GOLDENS, choose_cases, record_golden
 
+    if (args.config or args.assignments) and not args.goldens:
+        raise ParityInputError("--set/--config change a case, and the shipped goldens in fixtures/goldens must "
+                               "stay those of the built-in cases; record into another folder with --goldens DIR "
+                               "and check with the same --set and --goldens")
     cases, _ = choose_cases(args.cases, args.config, args.assignments, args.pipeline)
     reference = load_adapter(args.reference, "cpu")
     for case in cases:
@@ -154,10 +177,11 @@ def command_check(args) -> int:
     cases, _ = choose_cases(args.cases, args.config, args.assignments, args.pipeline)
     tolerances = tolerance_table(args.tolerances)
     candidate = load_adapter(args.candidate, args.device)
+    out = _output_folder(args.out)
     reports = []
     for case in cases:
         with open_golden(case, args.goldens or DEFAULT_GOLDENS) as golden:
-            reports.append(run_and_write(case, golden, candidate, tolerances, _compare_options(args), Path(args.out)))
+            reports.append(run_and_write(case, golden, candidate, tolerances, _compare_options(args), out))
     _print(reports, args.quiet)
     print(f"reports written under {args.out}/")
     return EXIT_OK if all(report.passed for report in reports) else EXIT_DIVERGED

@@ -174,7 +174,9 @@ class Golden:
         details += [part for part in changed if part != "config"]
         raise StaleGoldenError(f"{self.path}: stale golden for case {case.name!r}: recorded case hash "
                                f"{self.case_hash}, current {case.hash()}; changed: {'; '.join(details)}. "
-                               f"Re-record with `parity record --case {case.name}`")
+                               f"Re-record with `parity record --case {case.name}` (knob overrides change the "
+                               f"case: record and check with the same overrides, into a folder of your own "
+                               f"with --goldens)")
 
     def tap_names(self) -> list[str]:
         return list(self.tap_order) or list(self.h5["taps"])

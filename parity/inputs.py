@@ -56,9 +56,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_knobs(config_file: str | None, assignments: Sequence[str], base: ForwardConfig | None = None,
-                  ) -> ForwardConfig:
-    """--config FILE then --set k=v (later wins), resolved and validated once."""
-    knobs: dict[str, Any] = {}
+                  defaults: dict[str, Any] | None = None) -> ForwardConfig:
+    """``defaults``, then --config FILE, then --set k=v (later wins), resolved and validated once."""
+    knobs: dict[str, Any] = dict(defaults or {})
     source = "--set"
     if config_file:
         knobs.update(load_config_file(config_file))
@@ -146,11 +146,31 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise ParityInputError(f"{path}: not a readable .npz archive ({error})") from None
 
 
-def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Validated inputs and the keys that were ignored."""
-    arrays = load_npz(path)
+def infer_dtype(arrays: Mapping[str, np.ndarray]) -> tuple[str, list[str]]:
+    """The working dtype the inputs ask for, and the keys a float32 run would round.
+
+    All floating inputs 64-bit (float64 / complex128): float64. Otherwise
+    float32, and the 64-bit keys are named so the rounding is never silent.
+    """
+    floating = {key: value.dtype for key, value in arrays.items() if value.dtype.kind in "fc"}
+    wide = sorted(key for key, dtype in floating.items() if dtype.itemsize == (8 if dtype.kind == "f" else 16))
+    if floating and len(wide) == len(floating):
+        return "float64", []
+    return "float32", wide
+
+
+def split_keys(pipeline: str, arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The arrays that are inputs of ``pipeline``, and the keys it ignores."""
     expected = set(PIPELINE_INPUTS.get(pipeline, ()))
-    ignored = sorted(key for key in arrays if KEY_ALIASES.get(key, key) not in expected)
+    used = {key: value for key, value in arrays.items() if KEY_ALIASES.get(key, key) in expected}
+    return used, sorted(set(arrays) - set(used))
+
+
+def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
+                arrays: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Validated inputs and the keys that were ignored (``arrays``: the file, if already read)."""
+    arrays = load_npz(path) if arrays is None else arrays
+    _, ignored = split_keys(pipeline, arrays)
     return validate_inputs(str(path), pipeline, cfg, arrays), ignored
 
 

@@ -37,10 +37,15 @@ class Criteria:
     min_cosine: float | None = None
     max_phase_error: float | None = None
     phase_floor: float = 1e-3
+    allow_nonfinite: bool = False  # NaN/Inf at the same positions in both sides pass only when set
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if f.name == "allow_nonfinite":
+                if not isinstance(v, bool):
+                    raise TypeError(f"Criteria.allow_nonfinite must be true or false, got {v!r}")
+                continue
             if v is None:
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
@@ -363,6 +368,11 @@ class StreamingComparator:
                 f"{name}: NaN/Inf positions differ: reference {self._nan[0]} NaN, {self._inf[0]} Inf, "
                 f"candidate {self._nan[1]} NaN, {self._inf[1]} Inf ({self._n_mismatch} positions differ, "
                 f"first at {idx}: reference {_fmt(fa_, self.reference_dtype)}, candidate {_fmt(fb_, self.candidate_dtype)})")
+        nonfinite = self._nan[0] + self._inf[0] + self._nan[1] + self._inf[1]
+        if agree and nonfinite and not c.allow_nonfinite:
+            failures.append(f"{name}: {self._nan[0]} NaN and {self._inf[0]} Inf in the reference, at the same "
+                            f"positions in the candidate; non-finite values fail unless the tolerance sets "
+                            f"allow_nonfinite = true")
         if c.max_rel_to_peak is not None and not max_rel <= c.max_rel_to_peak:
             failures.append(f"{name}: max |a-b| / max |a| = {max_rel:.1e} exceeds {c.max_rel_to_peak:.1e}{worst_txt}")
         if c.max_abs is not None and not self._max_err <= c.max_abs:

@@ -90,7 +90,8 @@ def render_table(report: RunReport) -> Table:
     for index, tap in enumerate(report.taps):
         propagated, isolated = tap.modes.get("propagated"), tap.modes.get("isolated")
         amplification = "" if tap.amplification is None else f"{tap.amplification:.2g}x"
-        status = Text("ok", style="green") if tap.passed else Text("FAIL", style="bold red")
+        status = {True: Text("ok", style="green"), False: Text("FAIL", style="bold red"),
+                  None: Text("-", style="dim")}[tap.passed]
         name = Text(tap.name, style="bold red" if tap.name == divergent else "")
         shape = "x".join(str(dim) for dim in tap.shape) or "()"
         table.add_row(str(index), name, shape, _error_cell(propagated), _error_cell(isolated), amplification,
@@ -107,8 +108,10 @@ def summary_lines(report: RunReport) -> list[str]:
         if report.first_divergence.inherited:
             lines.append("  (every stage passes in isolation: the error accumulated across stages)")
     verdict = "PASS" if report.passed else "FAIL"
-    lines.append(f"{verdict}: {sum(tap.passed for tap in report.taps)}/{len(report.taps)} taps within tolerance "
-                 f"(max |a-b| / max |a| shown)")
+    unjudged = sum(tap.passed is None for tap in report.taps)
+    judged = f", {unjudged} not judged" if unjudged else ""
+    lines.append(f"{verdict}: {sum(tap.passed is True for tap in report.taps)}/{len(report.taps)} taps within "
+                 f"tolerance{judged} (max |a-b| / max |a| shown)")
     return lines
 
 

@@ -66,9 +66,10 @@ class TapResult:
     amplification: float | None = None  # propagated error / max propagated error of its inputs
 
     @property
-    def passed(self) -> bool:
+    def passed(self) -> bool | None:
+        """True when judged in at least one mode and passed in all; None when never judged."""
         verdicts = [result.passed for result in self.modes.values() if result.passed is not None]
-        return all(verdicts)
+        return all(verdicts) if verdicts else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "stage": self.stage, "inputs": self.inputs, "layout": self.layout,
@@ -126,7 +127,9 @@ class RunReport:
 
     @property
     def passed(self) -> bool:
-        return all(audit.passed for audit in self.audits) and all(tap.passed for tap in self.taps)
+        """Every audit passed and every tap was judged and passed (nothing judged is no pass)."""
+        return (all(audit.passed for audit in self.audits) and bool(self.taps)
+                and all(tap.passed is True for tap in self.taps))
 
     def tap(self, name: str) -> TapResult:
         for result in self.taps:

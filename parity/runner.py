@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fnmatch
-import importlib.util
+import importlib
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -28,6 +28,7 @@ from backends.common.weights import weight_problems
 from . import provenance
 from .adapters import Adapter
 from .cases import Case
+from .errors import ParityInputError
 from .goldens import Golden, atomic_h5
 from .metrics import compare
 from .results import MODES, Audit, Divergence, ModeResult, RunReport, TapResult
@@ -113,11 +114,13 @@ def weights_audit(case: Case) -> Audit:
     if not problems:
         from . import weightmap
 
-        if importlib.util.find_spec("tensorflow") is not None:
+        try:
+            importlib.import_module("backends.tf.keras_io")  # can Keras files be written here?
+        except ImportError:  # no TensorFlow (GPU machines): the Torch half of the round trip alone
+            mapping = weightmap.torch_roundtrip_report(case.config, case.weights)
+        else:
             with tempfile.TemporaryDirectory(prefix="parity-weights-") as workdir:
                 mapping = weightmap.check_weight_mapping(case.config, case.weights, workdir)
-        else:
-            mapping = weightmap.torch_roundtrip_report(case.config, case.weights)
         problems += mapping.problems
         problems += [f"parameter {row.canonical!r} ({row.torch_name}, {row.transform}) changes by "
                      f"{row.max_abs_roundtrip_diff:g} through the Keras/Torch round trip"
@@ -276,6 +279,9 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
     """Judge ``candidate`` against ``reference`` (an adapter, or a golden file) on ``case``."""
     specs = pipeline_taps(case.pipeline, case.config)
     selected = _selected(specs, options.taps)
+    if not selected:
+        raise ParityInputError(f"--taps {list(options.taps or ())}: no tap of the {case.pipeline} pipeline matches; "
+                               f"its taps are {[spec.name for spec in specs]}")
     device = getattr(candidate, "device", "cpu")
     results = [_tap_result(spec, case) for spec in selected]
     if isinstance(reference, Golden):
@@ -321,4 +327,9 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
             tap.modes[mode] = mode_results.get(tap.name) or ModeResult(mode, None, skipped="no result")
         tap.amplification = _amplification(tap, errors)
     report.first_divergence = first_divergence(results)
+    unjudged = next((tap for tap in results if tap.passed is None), None)
+    if report.first_divergence is None and unjudged is not None:  # no verdict is not a pass
+        reasons = [f"{mode}: {result.skipped}" for mode, result in unjudged.modes.items() if result.skipped]
+        report.first_divergence = Divergence(unjudged.name, "unjudged",
+                                             [f"{unjudged.name}: not judged in any mode"] + reasons)
     return report

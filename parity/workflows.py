@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 
 from backends.common.config import ForwardConfig
+from backends.common.taps import pipeline_taps
 
 from . import provenance
 from .adapters import Adapter
 from .cases import Case, select_cases, user_case
-from .errors import ParityInputError
+from .errors import CorruptGoldenError, ParityInputError
 from .goldens import Golden, GoldenWriter, atomic_h5, golden_path
-from .inputs import load_inputs, load_weights, resolve_knobs
+from .inputs import infer_dtype, load_inputs, load_npz, load_weights, resolve_knobs, split_keys
 from .report import write_report
 from .results import RunReport
-from .runner import RunOptions, run_case
+from .runner import RunOptions, TapStore, reference_audit, run_case
 from .tolerances import ToleranceTable, load_tolerances
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +60,15 @@ def choose_cases(names: Sequence[str] | None, config_file: str | None = None, as
             raise ParityInputError("--case and --inputs exclude each other")
         if not pipeline:
             raise ParityInputError("--inputs needs --pipeline {pinn,physics,simulate}")
-        cfg = resolve_knobs(config_file, assignments)
-        inputs, ignored = load_inputs(inputs_file, pipeline, cfg)
+        arrays = load_npz(inputs_file)
+        dtype, rounded = infer_dtype(split_keys(pipeline, arrays)[0])
+        cfg = resolve_knobs(config_file, assignments, defaults={"dtype": dtype})
+        if cfg.dtype == "float32" and rounded:
+            notes.append(f"{inputs_file}: {rounded} are 64-bit and are rounded to the float32 run "
+                         "(--set dtype=float64 keeps them)")
+        elif cfg.dtype != dtype:
+            notes.append(f"{inputs_file}: inputs are {dtype}, cast to dtype={cfg.dtype} as set")
+        inputs, ignored = load_inputs(inputs_file, pipeline, cfg, arrays)
         if ignored:
             notes.append(f"{inputs_file}: ignored keys {ignored} (not inputs of pipeline {pipeline!r})")
         weights = None
@@ -77,6 +85,9 @@ def choose_cases(names: Sequence[str] | None, config_file: str | None = None, as
     cases = select_cases(list(names) if names else None)
     if pipeline:
         cases = [case for case in cases if case.pipeline == pipeline]
+        if not cases:
+            raise ParityInputError(f"--pipeline {pipeline}: none of the selected cases "
+                                   f"{list(names) if names else 'built-in'} runs that pipeline")
     if config_file or assignments:
         cases = [cast_case(case, resolve_knobs(config_file, assignments, base=case.config)) for case in cases]
     return cases, notes
@@ -99,6 +110,10 @@ def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path
     with atomic_h5(path) as h5:
         writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device))
         reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=writer)
+        contract = reference_audit(pipeline_taps(case.pipeline, case.config), case, TapStore(writer.taps))
+        if not contract.passed:  # raising here leaves any earlier golden in place
+            raise ParityInputError(f"{path}: not recorded, the reference breaks the tap contract: "
+                                   + "; ".join(contract.messages))
     return path
 
 
@@ -108,6 +123,12 @@ def open_golden(case: Case, directory: str | Path) -> Golden:
     try:
         golden.verify()
         golden.check_case(case)
+        expected = [spec.name for spec in pipeline_taps(case.pipeline, case.config)]
+        recorded = set(golden.h5["taps"])
+        if set(expected) != recorded:
+            raise CorruptGoldenError(f"{golden.path}: golden taps differ from the registry's: missing "
+                                     f"{[name for name in expected if name not in recorded]}, unexpected "
+                                     f"{sorted(recorded - set(expected))}; re-record with `parity record`")
         stored = golden.inputs()
         for name, value in case.inputs.items():
             if name not in stored or not np.array_equal(stored[name], value):

@@ -202,9 +202,14 @@ def probe_effective(cfg, probe: np.ndarray) -> np.ndarray:
     return probe * disk(cfg.N) if cfg.probe_mask else probe
 
 
-def exit_wave(cfg, probe_eff: np.ndarray, patches: np.ndarray) -> np.ndarray:
-    """M * G(probe * patch), per sample and channel: (B, N, N, C)."""
-    wave = np.asarray(probe_eff).astype(np.complex128)[None, :, :, None] * np.asarray(patches).astype(np.complex128)
+def exit_wave(cfg, probe: np.ndarray, patches: np.ndarray) -> np.ndarray:
+    """M * G(probe * patch), per sample and channel: (B, N, N, C).
+
+    ``probe`` is the input probe, not ``probe.effective``: the disk mask is
+    applied once, after smoothing ("smooth, then mask"), as PtychoPINN's
+    ProbeIllumination does; masking before smoothing too would change the rim.
+    """
+    wave = np.asarray(probe).astype(np.complex128)[None, :, :, None] * np.asarray(patches).astype(np.complex128)
     if cfg.gaussian_sigma > 0:
         smoothed = np.empty_like(wave)
         for b in range(wave.shape[0]):
@@ -299,7 +304,7 @@ def run_physics(cfg, inputs) -> dict[str, np.ndarray]:
     taps["object.trimmed"] = object_trimmed(cfg, taps["object.canvas"])
     taps["patches.extracted"] = patches_extracted(cfg, taps["object.canvas"], inputs["positions"])
     taps["probe.effective"] = probe_effective(cfg, inputs["probe"])
-    taps["exit_wave"] = exit_wave(cfg, taps["probe.effective"], taps["patches.extracted"])
+    taps["exit_wave"] = exit_wave(cfg, inputs["probe"], taps["patches.extracted"])
     taps["farfield"] = farfield(cfg, taps["exit_wave"])
     taps["amplitude"] = amplitude(cfg, taps["farfield"])
     taps["amplitude.scaled"] = amplitude_scaled(cfg, taps["amplitude"])
@@ -312,7 +317,7 @@ def run_simulate(cfg, inputs) -> dict[str, np.ndarray]:
     taps: dict[str, np.ndarray] = {}
     taps["sim.patches"] = sim_patches(cfg, inputs["object"], inputs["scan_positions"])
     taps["probe.effective"] = probe_effective(cfg, inputs["probe"])
-    taps["exit_wave"] = exit_wave(cfg, taps["probe.effective"], taps["sim.patches"])
+    taps["exit_wave"] = exit_wave(cfg, inputs["probe"], taps["sim.patches"])
     taps["farfield"] = farfield(cfg, taps["exit_wave"])
     taps["amplitude"] = amplitude(cfg, taps["farfield"])
     taps["sim.intensity_scale"] = sim_intensity_scale(cfg, taps["exit_wave"])

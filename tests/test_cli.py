@@ -153,9 +153,21 @@ def test_run_with_user_inputs(capsys, tmp_path):
     assert "ignored keys ['comment']" in out
     report = _report(out_dir, "user-my_scan")
     assert report["passed"] is True and report["case"]["tags"] == ["user"]
-    assert report["config"]["N"] == 32 and report["config"]["dtype"] == "float32"
+    # float64 inputs and no dtype set: the run takes the inputs' precision instead of rounding them
+    assert report["config"]["N"] == 32 and report["config"]["dtype"] == "float64"
     assert report["case"]["batch"] == 2
     assert [tap["name"] for tap in report["taps"]] == PHYSICS_TAPS
+
+
+def test_user_inputs_rounded_to_float32_are_named(capsys, tmp_path):
+    arrays = synthetic.pipeline_inputs("physics", resolve_config({"N": 32}), 2, seed=3)
+    arrays["positions"] = arrays["positions"].astype(np.float64)  # one 64-bit key among float32 ones
+    path = tmp_path / "mixed.npz"
+    np.savez(path, **arrays)
+    code, out, err = cli(capsys, "run", "--pipeline", "physics", "--inputs", path, *SMALL, "--out", tmp_path)
+    assert code == EXIT_OK, err
+    assert "['positions'] are 64-bit and are rounded to the float32 run" in out
+    assert _report(tmp_path, "user-mixed")["config"]["dtype"] == "float32"
 
 
 def test_run_with_user_inputs_in_float64(capsys, tmp_path):
@@ -451,3 +463,21 @@ def test_a_crashing_reference_exits_3_not_1(tmp_path, capsys):
     captured = capsys.readouterr()
     assert code == 3
     assert "reference farfield exploded" in captured.err and "not a parity verdict" in captured.err
+
+
+def test_pinn_check_runs_without_tensorflow(tmp_path):
+    """A pinn golden checked with TensorFlow unimportable: the weights audit falls back to Torch alone."""
+    goldens = tmp_path / "goldens"
+    assert main(["record", "--case", "pinn-n32-single-patch", "--goldens", str(goldens)]) == EXIT_OK
+    result = _process(["check", "--goldens", goldens, "--case", "pinn-n32-single-patch", "--out", tmp_path / "out",
+                       "--quiet"], block_tensorflow=True)
+    assert result.returncode == EXIT_OK, result.stderr
+    assert _block_report(result.stderr)["loaded"] == []  # tried, refused, never loaded
+    report = json.loads((tmp_path / "out" / "pinn-n32-single-patch" / "report.json").read_text())
+    weights = next(audit for audit in report["audits"] if audit["name"] == "weights")
+    assert weights["passed"] and all(row["keras_path"] == "" for row in weights["details"]["mapping"]["parameters"])
+
+
+def test_record_with_overrides_into_the_shipped_goldens_is_refused(capsys):
+    code, _, err = cli(capsys, "record", "--case", "physics-default", "--set", "N=32")
+    assert code == EXIT_BAD_INPUT and "--goldens" in err

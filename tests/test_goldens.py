@@ -377,3 +377,30 @@ def test_dtype_mismatch_fails_even_when_values_agree(recorded, candidate):
     divergence = report.first_divergence
     assert (divergence.tap, divergence.mode) == ("farfield", "isolated")
     assert "dtype differs" in divergence.messages[0]
+
+
+def test_golden_missing_a_tap_is_corrupt(recorded, tmp_path):
+    folder = tmp_path / "goldens"
+    shutil.copytree(recorded, folder)
+    with h5py.File(golden_path(folder, CASE.name), "a") as h5:
+        del h5["taps"]["farfield"]
+    with pytest.raises(CorruptGoldenError, match=r"missing \['farfield'\]"):
+        open_golden(CASE, folder)
+
+
+def test_record_refuses_a_reference_that_breaks_the_tap_contract(recorded, tmp_path, reference):
+    class SkipsAmplitude(type(reference)):
+        def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+            def skipping(spec, value):
+                if spec.name != "amplitude":
+                    sink(spec, value)
+
+            super().run_pipeline(pipeline, cfg, inputs, weights, skipping, taps)
+
+    folder = tmp_path / "goldens"
+    shutil.copytree(recorded, folder)
+    before = golden_path(folder, CASE.name).read_bytes()
+    with pytest.raises(ParityInputError, match="reference produced no tap 'amplitude'"):
+        record_golden(CASE, SkipsAmplitude(), folder)
+    assert golden_path(folder, CASE.name).read_bytes() == before
+    assert sorted(path.name for path in folder.iterdir()) == [f"{CASE.name}.h5"]

@@ -139,10 +139,14 @@ def test_dtype_mismatch_fails_but_reports_metrics():
     assert m.failures == ["farfield: dtype differs: reference complex64, candidate complex128"]
 
 
-def test_nan_same_positions_passes():
+def test_nan_same_positions_fails_unless_allowed():
     a = np.array([1.0, np.nan, 3.0])
     b = np.array([1.0, np.nan, 3.5])
-    m = compare("x", a, b, Criteria(max_abs=1.0, atol=1.0))
+    strict = compare("x", a, b, Criteria(max_abs=1.0, atol=1.0))
+    assert not strict.passed and strict.nonfinite_positions_agree  # a NaN both sides share is still a NaN
+    assert strict.failures == ["x: 1 NaN and 0 Inf in the reference, at the same positions in the candidate; "
+                               "non-finite values fail unless the tolerance sets allow_nonfinite = true"]
+    m = compare("x", a, b, Criteria(max_abs=1.0, atol=1.0, allow_nonfinite=True))
     assert m.passed and m.nonfinite_positions_agree and m.allclose
     assert (m.nan_reference, m.nan_candidate) == (1, 1)
     assert m.n_compared == 2
@@ -163,18 +167,20 @@ def test_nan_different_positions_fails():
 
 
 def test_inf_sign():
+    allow = Criteria(allow_nonfinite=True)
     a = np.array([np.inf, 1.0, -np.inf])
-    assert compare("x", a, a.copy()).passed
-    m = compare("x", a, np.array([-np.inf, 1.0, -np.inf]))
+    assert compare("x", a, a.copy(), allow).passed
+    assert not compare("x", a, a.copy()).passed  # matching Infs still fail by default
+    m = compare("x", a, np.array([-np.inf, 1.0, -np.inf]), allow)
     assert not m.passed and m.n_nonfinite_mismatch == 1
     assert (m.inf_reference, m.inf_candidate) == (2, 2)
     c = np.array([complex(np.inf, 0.0), 1j])
-    assert compare("z", c, c.copy()).passed
-    assert not compare("z", c, np.array([complex(-np.inf, 0.0), 1j])).passed
-    assert not compare("z", c, np.array([complex(0.0, np.inf), 1j])).passed    # Inf moved to the imaginary part
-    assert not compare("z", c, np.array([complex(np.nan, 0.0), 1j])).passed
+    assert compare("z", c, c.copy(), allow).passed
+    assert not compare("z", c, np.array([complex(-np.inf, 0.0), 1j]), allow).passed
+    assert not compare("z", c, np.array([complex(0.0, np.inf), 1j]), allow).passed  # Inf moved to the imaginary part
+    assert not compare("z", c, np.array([complex(np.nan, 0.0), 1j]), allow).passed
     # the finite companion of an infinite part is not compared
-    assert compare("z", c, np.array([complex(np.inf, 1.0), 1j])).passed
+    assert compare("z", c, np.array([complex(np.inf, 1.0), 1j]), allow).passed
 
 
 # ----------------------------------------------------------------------------- criteria

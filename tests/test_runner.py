@@ -225,3 +225,34 @@ def test_a_tap_the_candidate_never_delivers_fails(reference, tolerances, physics
     assert not report.passed
     assert "never delivered" in report.tap("farfield").modes["propagated"].error
     assert report.first_divergence.tap == "farfield"
+
+
+def test_nothing_judged_is_not_a_pass(reference, tolerances, physics_case):
+    class CannotIsolate(TorchBackend):
+        def run_stage(self, *args, **kwargs):
+            raise NotImplementedError("this port has no per-stage entry points")
+
+    report = run_case(physics_case, reference, CannotIsolate(), tolerances, RunOptions(modes=("isolated",)))
+    assert not report.passed
+    assert all(tap.passed is None for tap in report.taps)
+    assert report.first_divergence.mode == "unjudged"
+    assert "no per-stage entry points" in " ".join(report.first_divergence.messages)
+
+
+def test_empty_tap_selection_is_bad_input(reference, tolerances, physics_case):
+    from parity.errors import ParityInputError
+
+    with pytest.raises(ParityInputError, match="no tap of the physics pipeline matches"):
+        run_case(physics_case, reference, TorchBackend(), tolerances, RunOptions(taps=("nomatch*",)))
+
+
+def test_nan_shared_by_both_backends_fails(reference, tolerances, physics_case):
+    """A bug both sides share that yields NaN (say, the canvas epsilon dropped) must not pass."""
+    def nan_wave(ctx, probe, patches):
+        return torch_stages.exit_wave(ctx, probe, patches) * float("nan")
+
+    both_broken = TorchBackend().with_stage("exit_wave", nan_wave)
+    report = run_case(physics_case, both_broken, both_broken, tolerances)
+    assert not report.passed
+    assert report.first_divergence.tap == "exit_wave"
+    assert "allow_nonfinite" in report.first_divergence.messages[0]

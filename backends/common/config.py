@@ -89,8 +89,8 @@ class ForwardConfig:
 
     @property
     def encoder_filters(self) -> tuple[int, ...]:
-        base = self.n_filters_scale * (2048 // self.N)
-        return tuple(base * 2**i for i in range(self.depth))
+        # f * (2048 / N) * 2^i exactly; validation guarantees f * 2048 / N is an integer.
+        return tuple(self.n_filters_scale * 2048 * 2**i // self.N for i in range(self.depth))
 
     @property
     def decoder_filters(self) -> tuple[int, ...]:
@@ -149,6 +149,9 @@ def _validate(cfg: ForwardConfig) -> list[str]:
         value = getattr(cfg, name)
         if not (math.isfinite(value) and value > 0):
             problems.append(f"{name} must be finite and > 0, got {value!r}")
+    if not problems and (cfg.n_filters_scale * 2048) % n:
+        problems.append(f"n_filters_scale * 2048 / N must be a whole number of filters, got "
+                        f"{cfg.n_filters_scale} * 2048 / {n}")
     if cfg.amp_activation not in AMP_ACTIVATIONS:
         problems.append(f"amp_activation must be one of {AMP_ACTIVATIONS}, got {cfg.amp_activation!r}")
     if cfg.dtype not in DTYPES:

@@ -175,7 +175,9 @@ def _illumination_taps(patches: str, channels: Callable[[ForwardConfig], int]) -
     return [
         T("probe.effective", "probe_effective", ("probe",), "HW", "complex", _probe_shape, ("probe_mask",),
           description="probe times the disk mask when probe_mask"),
-        T("exit_wave", "exit_wave", ("probe.effective", patches), "BHWC", "complex", _bhwc(channels),
+        # exit_wave reads the input probe, not probe.effective: the disk mask is applied once,
+        # after smoothing (spec 5, "smooth, then mask"), as PtychoPINN's ProbeIllumination does.
+        T("exit_wave", "exit_wave", ("probe", patches), "BHWC", "complex", _bhwc(channels),
           ("probe_mask", "gaussian_sigma"), description="mask * smooth(probe * patch)"),
         T("farfield", "farfield", ("exit_wave",), "BHWC", "complex", _bhwc(channels), (),
           description="orthonormal FFT2, unshifted"),

@@ -21,8 +21,14 @@ class TorchBackend(Backend):
     STAGES = STAGES
 
     def __init__(self, device: str = "cpu") -> None:
-        if device.startswith("cuda") and not torch.cuda.is_available():
+        try:
+            kind = torch.device(device).type
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device {device!r} is not a PyTorch device; expected cpu, cuda or cuda:N") from None
+        if kind == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} asked for, but this PyTorch sees no CUDA device")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(f"device {device!r}: this backend runs on cpu or cuda")
         super().__init__(device)
 
     def to_internal(self, spec: TapSpec, cfg: ForwardConfig, array: np.ndarray) -> torch.Tensor:
