@@ -10,13 +10,16 @@ replace a single stage of a built-in backend, subclass it or call
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from backends.common import determinism
 from backends.common.config import ForwardConfig
+from backends.common.taps import TapSpec, pipeline_taps
 
 from .errors import ParityInputError
 
@@ -49,6 +52,38 @@ class Adapter(Protocol):
 
 
 
+@dataclasses.dataclass(frozen=True)
+class Graph:
+    """What one side computes for a pipeline: its taps (with the inputs each reads) and what it leaves out."""
+
+    specs: list[TapSpec]
+    unprovided: dict[str, str]
+
+
+def graph_of(adapter: Any, pipeline: str, cfg: ForwardConfig, guard: Any = None) -> Graph:
+    """The adapter's own graph (``graph()`` / ``unprovided()`` when it has them), else the registry's."""
+    def call(what, function, *args):
+        return guard.call(what, function, *args) if guard is not None else function(*args)
+
+    registry = pipeline_taps(pipeline, cfg)
+    unprovided: dict[str, str] = {}
+    if callable(getattr(adapter, "unprovided", None)):
+        unprovided = dict(call("unprovided()", adapter.unprovided, pipeline, cfg))
+    else:
+        declared = getattr(adapter, "not_provided", None) or {}
+        unprovided = {name: str(reason) for name, reason in dict(declared).items()}
+    specs = registry
+    if callable(getattr(adapter, "graph", None)):
+        specs = list(call("graph()", adapter.graph, pipeline, cfg))
+    specs = [spec for spec in specs if spec.name not in unprovided]
+    return Graph(specs, unprovided)
+
+
+def frameworks_of(target: Any) -> tuple[str, ...]:
+    declared = getattr(target, "frameworks", ()) or ()
+    return (declared,) if isinstance(declared, str) else tuple(declared)
+
+
 def _construct(factory: Any, device: str, where: str) -> Any:
     try:
         return factory(device=device)
@@ -79,6 +114,10 @@ def load_adapter(spec: str, device: str = "cpu") -> Adapter:
             target = getattr(target, part)
         except AttributeError:
             raise ParityInputError(f"adapter {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+    try:  # the determinism switch, for every framework the adapter declares, before any of its code runs
+        determinism.configure_frameworks(frameworks_of(target))
+    except ValueError as error:
+        raise ParityInputError(f"adapter {spec!r}: {error}") from None
     adapter = _construct(target, device, f"adapter {spec!r}") if isinstance(target, type) or (
         callable(target) and not all(hasattr(target, name) for name in REQUIRED)) else target
     missing = [name for name in REQUIRED if not callable(getattr(adapter, name, None))]

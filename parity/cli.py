@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
 from backends.common.determinism import apply_environment
 
-from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_OK, ParityInputError
+from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError
+from .guard import DEFAULT_STAGE_TIMEOUT
 
 
 def _positive_int(text: str) -> int:
@@ -25,6 +30,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
 
 
@@ -58,6 +73,11 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="reports", metavar="DIR", help="where report.json files go (default reports/)")
     parser.add_argument("--dump-taps", action="store_true", help="also write both backends' taps to HDF5")
     parser.add_argument("--chunk-mb", type=_positive_int, default=64, help="comparison chunk size per side in MiB")
+    parser.add_argument("--batch-chunk", type=_positive_int, default=None, metavar="N",
+                        help="run at most N samples at a time (default: sized to keep memory bounded)")
+    parser.add_argument("--stage-timeout", type=_positive_float, default=DEFAULT_STAGE_TIMEOUT, metavar="SECONDS",
+                        help=f"give up on a stage that runs this long without a result "
+                             f"(default {DEFAULT_STAGE_TIMEOUT:g})")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict lines")
 
 
@@ -120,7 +140,21 @@ def _compare_options(args):
     from .runner import RunOptions
 
     return RunOptions(modes=_modes(args.mode), taps=tuple(args.taps) if args.taps else None,
-                      dump_dir=Path(args.out) if args.dump_taps else None, chunk_bytes=args.chunk_mb << 20)
+                      dump_dir=Path(args.out) if args.dump_taps else None, chunk_bytes=args.chunk_mb << 20,
+                      batch_chunk=args.batch_chunk, stage_timeout=args.stage_timeout)
+
+
+def verdict(reports) -> int:
+    """The exit code of a set of case reports: a reference that failed is a crash (3), never a verdict."""
+    crashed = [report for report in reports if report.stop_kind == "reference"]
+    for report in crashed:
+        print(f"parity: {report.case['name']}: {report.stopped}", file=sys.stderr)
+    if crashed:
+        print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
+        return EXIT_CRASHED
+    if any(report.stop_kind == "interrupted" for report in reports):
+        return EXIT_INTERRUPTED
+    return EXIT_OK if reports and all(report.passed for report in reports) else EXIT_DIVERGED
 
 
 def command_cases(args) -> int:
@@ -151,7 +185,7 @@ def command_run(args) -> int:
     for line in notes:
         print(f"note: {line}")
     print(f"reports written under {args.out}/")
-    return EXIT_OK if all(report.passed for report in reports) else EXIT_DIVERGED
+    return verdict(reports)
 
 
 def command_record(args) -> int:
@@ -184,7 +218,7 @@ def command_check(args) -> int:
             reports.append(run_and_write(case, golden, candidate, tolerances, _compare_options(args), out))
     _print(reports, args.quiet)
     print(f"reports written under {args.out}/")
-    return EXIT_OK if all(report.passed for report in reports) else EXIT_DIVERGED
+    return verdict(reports)
 
 
 def command_calibrate(args) -> int:
@@ -205,19 +239,42 @@ COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record
             "calibrate": command_calibrate}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: partial results are written, temporaries removed."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     apply_environment()  # before any framework import, so the determinism switch takes effect
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return COMMANDS[args.command](args)
     except ParityInputError as error:
         print(f"parity: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("parity: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception:  # not a verdict: keep exit 1 for "parity fails" only
         traceback.print_exc()
         print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
         return EXIT_CRASHED
 
 
+def run() -> None:
+    """Console entry point: exits without waiting for an adapter thread that never returned."""
+    code = main()
+    if any(thread.name.startswith("parity-") and thread.is_alive() for thread in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

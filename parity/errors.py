@@ -11,6 +11,7 @@ EXIT_OK = 0
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
 EXIT_CRASHED = 3
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as shells report them
 
 
 class ParityInputError(Exception):

@@ -178,6 +178,19 @@ class Golden:
                                f"case: record and check with the same overrides, into a folder of your own "
                                f"with --goldens)")
 
+    def graph(self):
+        """The taps this golden holds, as a reference's graph (taps it lacks: not provided, with the reason)."""
+        from backends.common.taps import pipeline_taps
+
+        from .adapters import Graph
+
+        registry = pipeline_taps(self.pipeline, self.config)
+        recorded = set(self.h5["taps"])
+        reasons = json.loads(self.attrs.get("not_provided", "{}") or "{}")
+        return Graph([spec for spec in registry if spec.name in recorded],
+                     {spec.name: str(reasons.get(spec.name, "not recorded in the golden"))
+                      for spec in registry if spec.name not in recorded})
+
     def tap_names(self) -> list[str]:
         return list(self.tap_order) or list(self.h5["taps"])
 

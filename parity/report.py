@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .jsonable import to_jsonable
 from .results import ModeResult, RunReport
 
 
@@ -35,16 +36,19 @@ def write_json_atomic(path: str | Path, document: Any) -> Path:
 
 
 def write_report(report: RunReport, directory: str | Path) -> Path:
-    return write_json_atomic(Path(directory) / "report.json", report.to_dict())
+    return write_json_atomic(Path(directory) / "report.json", to_jsonable(report.to_dict()))
 
 
 def _error_cell(result: ModeResult | None) -> Text:
     if result is None:
         return Text("-", style="dim")
     if result.error is not None:
-        return Text("raised", style="bold red")
+        label = {"in_place": "in place", "timeout": "timeout", "bad_output": "junk", "missing": "missing",
+                 "exit": "exit"}.get(result.error_kind or "", "raised")
+        return Text(label, style="bold red")
     if result.metrics is None:
-        return Text("n/a", style="dim")
+        label = {"not_provided": "n/p", "not_comparable": "n/c", "not_reached": "-", "not_run": "n/a"}
+        return Text(label.get(result.skip_kind or "", "n/a"), style="dim")
     metrics = result.metrics
     if not metrics.shape_match:
         return Text("shape", style="bold red")
@@ -90,8 +94,9 @@ def render_table(report: RunReport) -> Table:
     for index, tap in enumerate(report.taps):
         propagated, isolated = tap.modes.get("propagated"), tap.modes.get("isolated")
         amplification = "" if tap.amplification is None else f"{tap.amplification:.2g}x"
-        status = {True: Text("ok", style="green"), False: Text("FAIL", style="bold red"),
-                  None: Text("-", style="dim")}[tap.passed]
+        status = {"passed": Text("ok", style="green"), "failed": Text("FAIL", style="bold red"),
+                  "not_compared": Text("n/p", style="dim"), "not_comparable": Text("n/c", style="yellow"),
+                  }.get(tap.status, Text("-", style="dim"))
         name = Text(tap.name, style="bold red" if tap.name == divergent else "")
         shape = "x".join(str(dim) for dim in tap.shape) or "()"
         table.add_row(str(index), name, shape, _error_cell(propagated), _error_cell(isolated), amplification,
@@ -102,16 +107,27 @@ def render_table(report: RunReport) -> Table:
 def summary_lines(report: RunReport) -> list[str]:
     lines = [f"{audit.name} audit: {message}" for audit in report.audits if not audit.passed
              for message in audit.messages]
-    if report.first_divergence is not None:
-        lines.append(report.first_divergence.headline())
-        lines += [f"  {message}" for message in report.first_divergence.messages[1:4]]
-        if report.first_divergence.inherited:
+    if report.stopped:
+        lines.append(f"stopped: {report.stopped}")
+    divergence = report.first_divergence
+    if divergence is not None and divergence.kind != "audit":
+        lines.append(divergence.headline())
+        lines += [f"  {message}" for message in divergence.messages[1:4]]
+        if divergence.inherited:
             lines.append("  (every stage passes in isolation: the error accumulated across stages)")
+    for tap in report.taps:
+        if tap.status in ("not_compared", "not_comparable") or (tap.status == "unjudged" and tap.reason):
+            lines.append(f"{tap.name}: {tap.reason}")
+    if report.log.get("bytes"):
+        lines.append(f"adapter output ({report.log['bytes']} bytes) captured in {report.log['path']}")
+    counts = report.counts()
+    judged = counts.get("passed", 0) + counts.get("failed", 0)
     verdict = "PASS" if report.passed else "FAIL"
-    unjudged = sum(tap.passed is None for tap in report.taps)
-    judged = f", {unjudged} not judged" if unjudged else ""
-    lines.append(f"{verdict}: {sum(tap.passed is True for tap in report.taps)}/{len(report.taps)} taps within "
-                 f"tolerance{judged} (max |a-b| / max |a| shown)")
+    extra = [f"{counts[key]} {label}" for key, label in (
+        ("not_compared", "not compared (not provided)"), ("not_comparable", "not comparable (configuration)"),
+        ("unjudged", "not judged")) if counts.get(key)]
+    lines.append(f"{verdict}: {counts.get('passed', 0)}/{judged} taps within tolerance"
+                 + (f"; {', '.join(extra)}" if extra else "") + " (max |a-b| / max |a| shown)")
     return lines
 
 

@@ -14,7 +14,7 @@ from .metrics import TapMetrics
 from .tolerances import AppliedTolerance
 
 SCHEMA_NAME = "ptycho-parity/report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MODES = ("propagated", "isolated")
 
 
@@ -24,15 +24,26 @@ def _finite_or_text(value: float | None) -> float | str | None:
     return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
+# Why a mode has no metrics (``ModeResult.status`` besides "passed" / "failed" / "error").
+NOT_PROVIDED = "not_provided"  # one side does not compute this tap (declared or absent): not compared
+NOT_COMPARABLE = "not_comparable"  # a knob it depends on is resolved differently: the run fails
+NOT_REACHED = "not_reached"  # an earlier stage failed or the run stopped
+NOT_RUN = "not_run"  # this mode cannot run it (isolated: the reference lacks an input it reads)
+
+
 @dataclasses.dataclass
 class ModeResult:
-    """One tap judged in one mode: metrics against a tolerance, or the error a stage raised."""
+    """One tap judged in one mode: metrics against a tolerance, the error a stage raised, or why neither."""
 
     mode: str
     tolerance: AppliedTolerance | None
     metrics: TapMetrics | None = None
-    error: str | None = None  # the candidate (or reference) stage raised
-    skipped: str | None = None  # why this mode has no result (not reached, cannot isolate)
+    error: str | None = None  # the candidate stage raised, hung, returned junk or changed an input
+    skipped: str | None = None  # why this mode has no result, in plain words
+    skip_kind: str | None = None  # NOT_PROVIDED, NOT_COMPARABLE, NOT_REACHED, NOT_RUN
+    error_kind: str | None = None  # "raised", "exit", "interrupt", "timeout", "in_place", "bad_output", "missing"
+    note: str | None = None  # e.g. "isolated inputs equal the propagated ones: result shared"
+    diagnoses: list = dataclasses.field(default_factory=list)
 
     @property
     def passed(self) -> bool | None:
@@ -43,14 +54,24 @@ class ModeResult:
         return self.metrics.passed
 
     @property
+    def status(self) -> str:
+        if self.error is not None:
+            return "error"
+        if self.metrics is not None:
+            return "passed" if self.metrics.passed else "failed"
+        return self.skip_kind or "skipped"
+
+    @property
     def rel_error(self) -> float | None:
         return None if self.metrics is None else self.metrics.max_rel_to_peak
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "passed": self.passed,
+        return {"mode": self.mode, "passed": self.passed, "status": self.status,
                 "tolerance": None if self.tolerance is None else self.tolerance.to_dict(),
                 "metrics": None if self.metrics is None else self.metrics.to_dict(),
-                "error": self.error, "skipped": self.skipped}
+                "error": self.error, "error_kind": self.error_kind, "skipped": self.skipped,
+                "skip_kind": self.skip_kind, "note": self.note,
+                "diagnoses": [d.to_dict() if hasattr(d, "to_dict") else d for d in self.diagnoses]}
 
 
 @dataclasses.dataclass
@@ -71,9 +92,30 @@ class TapResult:
         verdicts = [result.passed for result in self.modes.values() if result.passed is not None]
         return all(verdicts) if verdicts else None
 
+    @property
+    def status(self) -> str:
+        """passed, failed, not_compared (a side does not provide it), not_comparable, or unjudged."""
+        verdict = self.passed
+        if verdict is not None:
+            return "passed" if verdict else "failed"
+        kinds = {result.skip_kind for result in self.modes.values()}
+        if NOT_COMPARABLE in kinds:
+            return NOT_COMPARABLE
+        if NOT_PROVIDED in kinds:
+            return "not_compared"
+        return "unjudged"
+
+    @property
+    def reason(self) -> str | None:
+        """Why the tap has no verdict (the first mode's reason), else None."""
+        if self.passed is not None:
+            return None
+        return next((result.skipped for result in self.modes.values() if result.skipped), None)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "stage": self.stage, "inputs": self.inputs, "layout": self.layout,
                 "kind": self.kind, "shape": self.shape, "dtype": self.dtype, "passed": self.passed,
+                "status": self.status, "reason": self.reason,
                 "amplification": _finite_or_text(self.amplification),
                 "modes": {mode: result.to_dict() for mode, result in self.modes.items()}}
 
@@ -83,9 +125,10 @@ class Divergence:
     """The first tap, in stage order, that fails (isolated mode first, else propagated)."""
 
     tap: str | None
-    mode: str  # "isolated", "propagated", "config", "weights"
+    mode: str  # "isolated", "propagated", "config", "weights", "reference", "unjudged", "interrupted"
     messages: list[str]
     inherited: bool = False  # fails propagated only: upstream error grew past tolerance here
+    kind: str = "stage"  # "stage", "in_place", "inherited", "audit", "unjudged", "stopped"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,12 +167,24 @@ class RunReport:
     provenance: dict[str, Any]
     timing: dict[str, float]
     notes: list[str] = dataclasses.field(default_factory=list)
+    log: dict[str, Any] = dataclasses.field(default_factory=dict)  # adapter output: path, bytes
+    stopped: str | None = None  # why the run ended early (interrupted, an adapter hung), if it did
+    stop_kind: str | None = None  # "reference" (it failed: exit 3), "interrupted", "candidate" (it hung)
 
     @property
     def passed(self) -> bool:
-        """Every audit passed and every tap was judged and passed (nothing judged is no pass)."""
-        return (all(audit.passed for audit in self.audits) and bool(self.taps)
-                and all(tap.passed is True for tap in self.taps))
+        """Every audit passed, nothing stopped the run, at least one tap was judged and every tap passed
+        or is not compared because a side does not provide it (nothing judged is no pass)."""
+        statuses = [tap.status for tap in self.taps]
+        return (self.stopped is None and all(audit.passed for audit in self.audits) and "passed" in statuses
+                and all(status in ("passed", "not_compared") for status in statuses))
+
+    def counts(self) -> dict[str, int]:
+        """How many taps have each status."""
+        found: dict[str, int] = {}
+        for tap in self.taps:
+            found[tap.status] = found.get(tap.status, 0) + 1
+        return found
 
     def tap(self, name: str) -> TapResult:
         for result in self.taps:
@@ -146,5 +201,6 @@ class RunReport:
             "first_divergence": None if self.first_divergence is None else self.first_divergence.to_dict(),
             "audits": [audit.to_dict() for audit in self.audits],
             "taps": [tap.to_dict() for tap in self.taps],
+            "counts": self.counts(), "stopped": self.stopped, "stop_kind": self.stop_kind, "log": self.log,
             "provenance": self.provenance, "timing": self.timing, "notes": self.notes,
         }

@@ -1,37 +1,39 @@
 """Running a case through a reference and a candidate and judging every tap.
 
-Two modes. ``propagated``: both run the whole pipeline from the same inputs.
-``isolated``: each candidate stage runs on the reference's recorded inputs
-to that stage, so upstream error cannot accumulate. The reference's taps are
-kept in a store (memory, or HDF5 when large, dumped or a golden); candidate
-taps are compared chunk by chunk as they arrive and then dropped.
+Two modes. ``propagated``: both run the whole pipeline from the same inputs. ``isolated``: each
+candidate stage runs on the reference's recorded inputs to that stage (the inputs the candidate's
+own graph says it reads), so upstream error cannot accumulate. The batch is cut into chunks that
+run in lockstep (``parity/chunks.py``): for each chunk the reference runs (or a golden is read),
+then the candidate in both modes, and every tap is compared chunk by chunk with streaming
+statistics, so memory does not grow with the batch. Every call into adapter code goes through a
+``Guard`` (``parity/guard.py``): whatever the adapter does, the run ends in a report.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
-import importlib
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import h5py
-import numpy as np
-
 from backends.common.taps import TapSpec, pipeline_taps
-from backends.common.weights import weight_problems
 
 from . import provenance
-from .adapters import Adapter
+from .adapters import Adapter, graph_of
+from .audits import affected_taps, config_audit, reference_audit, resolve_all, weights_audit
+from .capture import OutputLog
 from .cases import Case
+from .chunks import DEFAULT_CHUNK_BYTES, batch_of, plan
+from .divergence import amplification, first_divergence
+from .dumps import TapDump
 from .errors import ParityInputError
-from .goldens import Golden, atomic_h5
-from .metrics import compare
-from .results import MODES, Audit, Divergence, ModeResult, RunReport, TapResult
+from .goldens import Golden
+from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
+from .jsonable import to_jsonable
+from .results import MODES, NOT_COMPARABLE, NOT_REACHED, ModeResult, RunReport, TapResult
+from .tapflow import CaseRun
 from .tolerances import ToleranceTable
 
 
@@ -41,7 +43,11 @@ class RunOptions:
     taps: tuple[str, ...] | None = None  # globs: which taps to compare (all by default)
     dump_dir: Path | None = None  # write both backends' taps to HDF5 here
     chunk_bytes: int = 64 << 20  # comparison chunk per side
-    spill_bytes: int = 1 << 30  # reference taps beyond this total go to an HDF5 file, not memory
+    spill_bytes: int = DEFAULT_CHUNK_BYTES  # all taps of one batch chunk, one side (sets the chunk size)
+    batch_chunk: int | None = None  # at most this many samples per chunk
+    stage_timeout: float | None = DEFAULT_STAGE_TIMEOUT  # seconds a stage may run without delivering a tap
+    log_path: Path | None = None  # adapter output goes here (default: a file beside the report, or none)
+    keep_samples: int = 4  # samples of each side kept per failing tap for pictures and diagnosis
 
 
 def _selected(specs: list[TapSpec], patterns: tuple[str, ...] | None) -> list[TapSpec]:
@@ -50,286 +56,131 @@ def _selected(specs: list[TapSpec], patterns: tuple[str, ...] | None) -> list[Ta
     return [spec for spec in specs if any(fnmatch.fnmatchcase(spec.name, pattern) for pattern in patterns)]
 
 
-def _tap_bytes(specs: list[TapSpec], case: Case) -> int:
-    total = 0
-    for spec in specs:
-        shape = spec.shape(case.config, case.batch)
-        total += int(np.prod([dim or 1 for dim in shape], dtype=np.int64)) * spec.dtype(case.config).itemsize
-    return total
-
-
-class TapStore:
-    """The reference's taps by name: numpy arrays in memory or datasets in an HDF5 group."""
-
-    def __init__(self, group: h5py.Group | None = None) -> None:
-        self.group = group
-        self.arrays: dict[str, np.ndarray] = {}
-
-    def put(self, spec: TapSpec, value: np.ndarray) -> None:
-        if self.group is None:
-            self.arrays[spec.name] = value
-        else:
-            self.group.create_dataset(spec.name, data=value)
-
-    def get(self, name: str) -> Any:
-        return self.arrays[name] if self.group is None else self.group[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.arrays if self.group is None else name in self.group
-
-    def load(self, name: str) -> np.ndarray:
-        return np.asarray(self.get(name)[()])
-
-
-class GoldenStore(TapStore):
-    def __init__(self, golden: Golden) -> None:
-        super().__init__(golden.h5["taps"])
-
-
-def config_audit(case: Case, adapters: Mapping[str, Adapter]) -> Audit:
-    """Every adapter must resolve the case's configuration to exactly the same knobs."""
-    messages, details = [], {}
-    for role, adapter in adapters.items():
-        try:
-            resolved = adapter.resolve_config(case.config)
-        except Exception as error:  # an adapter that cannot even resolve the config
-            messages.append(f"{role} ({adapter.name}) could not resolve the configuration: {error}")
-            continue
-        diff = case.config.diff(resolved)
-        if diff:
-            details[role] = {knob: {"harness": mine, role: theirs} for knob, (mine, theirs) in diff.items()}
-            messages += [f"{role} ({adapter.name}) resolves {knob}={theirs!r}, the harness resolved {mine!r}"
-                         for knob, (mine, theirs) in diff.items()]
-    return Audit("config", not messages, messages, details)
-
-
-def weights_audit(case: Case) -> Audit:
-    """Names, shapes, dtypes and finiteness, then the Keras <-> Torch mapping round trip.
-
-    The round trip goes through a real Keras weights file when TensorFlow is
-    installed, else through the Torch state_dict alone (GPU machines).
-    """
-    problems = weight_problems(case.config, case.weights or {})
-    details: dict[str, Any] = {}
-    if not problems:
-        from . import weightmap
-
-        try:
-            importlib.import_module("backends.tf.keras_io")  # can Keras files be written here?
-        except ImportError:  # no TensorFlow (GPU machines): the Torch half of the round trip alone
-            mapping = weightmap.torch_roundtrip_report(case.config, case.weights)
-        else:
-            with tempfile.TemporaryDirectory(prefix="parity-weights-") as workdir:
-                mapping = weightmap.check_weight_mapping(case.config, case.weights, workdir)
-        problems += mapping.problems
-        problems += [f"parameter {row.canonical!r} ({row.torch_name}, {row.transform}) changes by "
-                     f"{row.max_abs_roundtrip_diff:g} through the Keras/Torch round trip"
-                     for row in mapping.rows if not row.ok]
-        details["mapping"] = mapping.to_dict()
-    return Audit("weights", not problems, problems, details)
-
-
-def reference_audit(specs: list[TapSpec], case: Case, store: TapStore) -> Audit:
-    """The reference's taps must have the registry's shapes and dtypes (a contract, not a tolerance)."""
-    messages = []
-    for spec in specs:
-        if spec.name not in store:
-            messages.append(f"reference produced no tap {spec.name!r}")
-            continue
-        value = store.get(spec.name)
-        shape, dtype = tuple(spec.shape(case.config, case.batch)), spec.dtype(case.config)
-        if tuple(value.shape) != shape or value.dtype != dtype:
-            messages.append(f"reference tap {spec.name!r} is {value.dtype} {tuple(value.shape)}, "
-                            f"the registry declares {dtype} {shape}")
-    return Audit("reference", not messages, messages)
-
-
-class _Judge:
-    """Looks up tolerances and compares one candidate tap against the reference store."""
-
-    def __init__(self, case: Case, store: TapStore, tolerances: ToleranceTable, device: str, chunk_bytes: int):
-        self.case, self.store, self.tolerances = case, store, tolerances
-        self.device, self.chunk_bytes = device, chunk_bytes
-
-    def tolerance(self, spec: TapSpec, mode: str):
-        return self.tolerances.lookup(spec.name, self.case.config.dtype, self.device, mode, self.case.pipeline)
-
-    def judge(self, spec: TapSpec, mode: str, value: np.ndarray) -> ModeResult:
-        applied = self.tolerance(spec, mode)
-        metrics = compare(spec.name, self.store.get(spec.name), value, applied.criteria, chunk_bytes=self.chunk_bytes)
-        return ModeResult(mode, applied, metrics)
-
-
-def _propagated(candidate: Adapter, case: Case, specs: list[TapSpec], judge: _Judge,
-                dump: h5py.Group | None) -> dict[str, ModeResult]:
-    results: dict[str, ModeResult] = {}
-    names = [spec.name for spec in specs]
-
-    def sink(spec: TapSpec, value: np.ndarray) -> None:
-        if dump is not None:
-            dump.create_dataset(spec.name, data=value)
-        results[spec.name] = judge.judge(spec, "propagated", value)
-
-    try:
-        candidate.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=sink, taps=names)
-    except Exception as error:  # the candidate broke: the failing tap is named, later ones not reached
-        failing = getattr(error, "tap", None)
-        if failing not in names:
-            failing = next((name for name in names if name not in results), None)
-        for spec in specs:
-            if spec.name == failing:
-                results[spec.name] = ModeResult("propagated", judge.tolerance(spec, "propagated"),
-                                                error=f"{type(error).__name__}: {error}")
-            elif spec.name not in results:
-                results[spec.name] = ModeResult("propagated", None, skipped="not reached: an earlier stage raised")
-        return results
-    for spec in specs:  # a tap the candidate never delivered is a failure, not a silent pass
-        if spec.name not in results:
-            results[spec.name] = ModeResult("propagated", judge.tolerance(spec, "propagated"),
-                                            error="the candidate's run_pipeline never delivered this tap")
-    return results
-
-
-def _isolated(candidate: Adapter, case: Case, specs: list[TapSpec], judge: _Judge,
-              dump: h5py.Group | None) -> dict[str, ModeResult]:
-    results: dict[str, ModeResult] = {}
-    for spec in specs:
-        try:
-            stage_inputs = {name: case.inputs[name] if name in case.inputs else judge.store.load(name)
-                            for name in spec.inputs}
-        except KeyError as error:
-            results[spec.name] = ModeResult("isolated", None, skipped=f"reference lacks input {error}")
-            continue
-        try:
-            value = candidate.run_stage(spec.name, case.pipeline, case.config, stage_inputs, case.weights)
-        except NotImplementedError as error:
-            results[spec.name] = ModeResult("isolated", None, skipped=f"cannot isolate: {error}")
-            continue
-        except Exception as error:  # recorded against this stage; the others still run
-            results[spec.name] = ModeResult("isolated", judge.tolerance(spec, "isolated"),
-                                            error=f"{type(error).__name__}: {error}")
-            continue
-        if dump is not None:
-            dump.create_dataset(spec.name, data=value)
-        results[spec.name] = judge.judge(spec, "isolated", value)
-        del value, stage_inputs
-    return results
-
-
-def _amplification(tap: TapResult, errors: Mapping[str, float | None]) -> float | None:
-    own = errors.get(tap.name)
-    upstream = [errors[name] for name in tap.inputs if errors.get(name) is not None]
-    if own is None or not upstream or max(upstream) == 0:
-        return None
-    return own / max(upstream)
-
-
-def _messages(result: ModeResult) -> list[str]:
-    if result.error is not None:
-        return [f"{result.mode} stage raised: {result.error}"]
-    return list(result.metrics.failures) if result.metrics is not None else []
-
-
-def first_divergence(taps: list[TapResult]) -> Divergence | None:
-    for tap in taps:
-        isolated, propagated = tap.modes.get("isolated"), tap.modes.get("propagated")
-        if isolated is not None and isolated.passed is False:
-            return Divergence(tap.name, "isolated", _messages(isolated))
-        if (isolated is None or isolated.passed is None) and propagated is not None and propagated.passed is False:
-            return Divergence(tap.name, "propagated", _messages(propagated))
-    for tap in taps:  # every stage passes alone: the error accumulated past tolerance downstream
-        propagated = tap.modes.get("propagated")
-        if propagated is not None and propagated.passed is False:
-            return Divergence(tap.name, "propagated", _messages(propagated), inherited=True)
-    return None
-
-
-@contextlib.contextmanager
-def _stores(case: Case, specs: list[TapSpec], reference: Adapter | Golden, options: RunOptions,
-            ) -> Iterator[tuple[TapStore, h5py.Group | None, h5py.Group | None]]:
-    """The reference store plus dump groups for the candidate's propagated and isolated taps."""
-    with contextlib.ExitStack() as stack:
-        candidate_dump = isolated_dump = None
-        if options.dump_dir is not None:
-            candidate_file = stack.enter_context(atomic_h5(Path(options.dump_dir) / "taps_candidate.h5"))
-            candidate_dump = candidate_file.create_group("propagated")
-            isolated_dump = candidate_file.create_group("isolated")
-        if isinstance(reference, Golden):
-            yield GoldenStore(reference), candidate_dump, isolated_dump
-            return
-        if options.dump_dir is not None:
-            reference_file = stack.enter_context(atomic_h5(Path(options.dump_dir) / "taps_reference.h5"))
-            store = TapStore(reference_file.create_group("taps"))
-        elif _tap_bytes(specs, case) > options.spill_bytes:
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="parity-reference-"))
-            store = TapStore(stack.enter_context(h5py.File(Path(folder) / "taps.h5", "w")).create_group("taps"))
-        else:
-            store = TapStore()
-        yield store, candidate_dump, isolated_dump
-
-
-def _tap_result(spec: TapSpec, case: Case) -> TapResult:
-    return TapResult(name=spec.name, stage=spec.stage, inputs=list(spec.inputs), layout=spec.layout,
+def _tap_result(spec: TapSpec, case: Case, inputs: Sequence[str]) -> TapResult:
+    return TapResult(name=spec.name, stage=spec.stage, inputs=list(inputs), layout=spec.layout,
                      kind=spec.kind, shape=list(spec.shape(case.config, case.batch)),
                      dtype=spec.dtype(case.config).name)
 
 
+def _skip(mode: str, kind: str, reason: str) -> ModeResult:
+    return ModeResult(mode, None, skipped=reason, skip_kind=kind)
+
+
+def _describe(guard: Guard, adapter: Any, role: str) -> dict[str, Any]:
+    try:
+        described = guard.call("describe()", adapter.describe)
+    except AdapterFault as fault:
+        return {"name": getattr(adapter, "name", role), "describe_error": str(fault)}
+    described = to_jsonable(described)
+    return described if isinstance(described, dict) else {"name": getattr(adapter, "name", role),
+                                                          "describe": described}
+
+
 def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolerances: ToleranceTable,
-             options: RunOptions = RunOptions()) -> RunReport:
+             options: RunOptions = RunOptions(), observers: Iterable[Any] = ()) -> RunReport:
     """Judge ``candidate`` against ``reference`` (an adapter, or a golden file) on ``case``."""
-    specs = pipeline_taps(case.pipeline, case.config)
-    selected = _selected(specs, options.taps)
+    registry = pipeline_taps(case.pipeline, case.config)
+    selected = _selected(registry, options.taps)
     if not selected:
         raise ParityInputError(f"--taps {list(options.taps or ())}: no tap of the {case.pipeline} pipeline matches; "
-                               f"its taps are {[spec.name for spec in specs]}")
-    device = getattr(candidate, "device", "cpu")
-    results = [_tap_result(spec, case) for spec in selected]
-    if isinstance(reference, Golden):
+                               f"its taps are {[spec.name for spec in registry]}")
+    log = OutputLog(options.log_path) if options.log_path is not None else None
+    guards = {"candidate": Guard("candidate", log, options.stage_timeout)}
+    golden = isinstance(reference, Golden)
+    if not golden:
+        guards["reference"] = Guard("reference", log, options.stage_timeout)
+    observers = list(observers)
+    dump = None
+    if options.dump_dir is not None:
+        dump = TapDump(options.dump_dir, case.batch, options.modes)
+        observers.append(dump)
+    try:
+        return _run(case, reference, candidate, tolerances, options, observers, registry, selected, guards, log)
+    except BaseException:
+        if dump is not None:
+            dump.abort()
+        raise
+    finally:
+        for guard in guards.values():
+            guard.close()
+        if log is not None:
+            log.close()
+
+
+def _run(case, reference, candidate, tolerances, options, observers, registry, selected, guards, log) -> RunReport:
+    golden = isinstance(reference, Golden)
+    device = str(getattr(candidate, "device", "cpu"))
+    timing: dict[str, float] = {}
+    candidate_info = _describe(guards["candidate"], candidate, "candidate")
+    if golden:
         reference.check_case(case)
         reference_info = {**reference.backend, "name": "golden", "path": str(reference.path),
                           "recorded_by": reference.backend.get("name")}
-        audits = [config_audit(case, {"candidate": candidate})]
     else:
-        reference_info = reference.describe()
-        audits = [config_audit(case, {"reference": reference, "candidate": candidate})]
+        reference_info = _describe(guards["reference"], reference, "reference")
+    adapters = {"candidate": candidate} if golden else {"reference": reference, "candidate": candidate}
+    resolved = resolve_all(case, adapters, lambda role, fn, cfg: guards[role].call("resolve_config()", fn, cfg))
+    audits = [config_audit(case, resolved)]
     if case.pipeline == "pinn":
-        audits.append(weights_audit(case))
-    timing: dict[str, float] = {}
+        audits.append(weights_audit(case, keras_files=not golden))
+    graphs = {"candidate": graph_of(candidate, case.pipeline, case.config, guards["candidate"])}
+    graphs["reference"] = (reference.graph() if golden else
+                           graph_of(reference, case.pipeline, case.config, guards["reference"]))
+    candidate_inputs = {spec.name: spec.inputs for spec in graphs["candidate"].specs}
+    results = [_tap_result(spec, case, candidate_inputs.get(spec.name, spec.inputs)) for spec in selected]
     report = RunReport(case=case.summary() | {"hashes": case.hashes()}, pipeline=case.pipeline,
-                       config=case.config.to_dict(), reference=reference_info, candidate=candidate.describe(),
+                       config=case.config.to_dict(), reference=reference_info, candidate=candidate_info,
                        device=device, modes=list(options.modes), audits=audits, taps=results,
                        first_divergence=None, provenance=provenance.collect(device), timing=timing)
-    failed = next((audit for audit in audits if not audit.passed), None)
-    if failed is not None:  # no tensor is compared under a mismatched configuration or broken weights
-        report.first_divergence = Divergence(None, failed.name, failed.messages)
-        return report
-    with _stores(case, specs, reference, options) as (store, candidate_dump, isolated_dump):
-        if not isinstance(reference, Golden):
-            started = time.perf_counter()
-            reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=store.put)
-            timing["reference_s"] = time.perf_counter() - started
-        contract = reference_audit(selected, case, store)
-        audits.append(contract)
-        if not contract.passed:
-            report.first_divergence = Divergence(None, "reference", contract.messages)
-            return report
-        judge = _Judge(case, store, tolerances, device, options.chunk_bytes)
-        by_mode = {}
-        for mode, run in (("propagated", _propagated), ("isolated", _isolated)):
-            if mode in options.modes:
-                started = time.perf_counter()
-                by_mode[mode] = run(candidate, case, selected, judge,
-                                    candidate_dump if mode == "propagated" else isolated_dump)
-                timing[f"{mode}_s"] = time.perf_counter() - started
+    if log is not None:
+        report.log = {"path": str(log.path)}
+    blocking = next((audit for audit in audits[1:] if not audit.passed), None)
+    not_comparable = affected_taps(audits[0], [graph.specs for graph in graphs.values()], registry)
+    if blocking is not None or len(not_comparable) == len(registry):
+        reason = (f"not compared: the {blocking.name} audit failed" if blocking is not None
+                  else next(iter(not_comparable.values())))
+        for tap in results:
+            for mode in options.modes:
+                tap.modes[mode] = _skip(mode, NOT_COMPARABLE, not_comparable.get(tap.name, reason))
+        report.first_divergence = first_divergence(results, audits)
+        return _finish(report, log)
+
+    flow = CaseRun(case, reference, candidate, tolerances, options, graphs, selected, not_comparable, guards,
+                   observers, device)
+    batch = batch_of(case.pipeline, case.inputs)
+    chunks = plan(case.pipeline, registry, case.config, batch, options.spill_bytes, options.batch_chunk)
+    started = time.perf_counter()
+    try:
+        for start, stop in chunks:
+            if not flow.run_chunk(start, stop, whole=len(chunks) == 1):
+                break
+    except KeyboardInterrupt:
+        report.stopped, report.stop_kind = "interrupted (KeyboardInterrupt) before the run completed", "interrupted"
+    except AdapterFault as fault:  # the reference failed: no verdict is possible
+        report.stopped, report.stop_kind = f"the reference failed: {fault}", "reference"
+    timing.update(flow.timing)
+    timing["total_s"] = time.perf_counter() - started
+    if flow.stopped and report.stopped is None:
+        report.stopped, report.stop_kind = flow.stopped, flow.stop_kind
+    contract = flow.contract_problems
+    if contract:
+        audits.append(reference_audit(contract))
+    by_mode = flow.results()
     errors = {name: result.rel_error for name, result in by_mode.get("propagated", {}).items()}
     for tap in results:
-        for mode, mode_results in by_mode.items():
-            tap.modes[mode] = mode_results.get(tap.name) or ModeResult(mode, None, skipped="no result")
-        tap.amplification = _amplification(tap, errors)
-    report.first_divergence = first_divergence(results)
-    unjudged = next((tap for tap in results if tap.passed is None), None)
-    if report.first_divergence is None and unjudged is not None:  # no verdict is not a pass
-        reasons = [f"{mode}: {result.skipped}" for mode, result in unjudged.modes.items() if result.skipped]
-        report.first_divergence = Divergence(unjudged.name, "unjudged",
-                                             [f"{unjudged.name}: not judged in any mode"] + reasons)
+        for mode in options.modes:
+            tap.modes[mode] = by_mode.get(mode, {}).get(tap.name) or _skip(mode, NOT_REACHED, "not reached")
+        tap.amplification = amplification(tap, errors)
+    for observer in observers:
+        finish = getattr(observer, "finish", None)
+        if finish is not None:
+            finish(report)
+    report.first_divergence = first_divergence(results, audits, report.stopped)
+    return _finish(report, log)
+
+
+def _finish(report: RunReport, log: OutputLog | None) -> RunReport:
+    if log is not None:
+        size = log.size()
+        report.log = {"path": str(log.path), "bytes": size} if size else {}
     return report

@@ -23,7 +23,8 @@ from .goldens import Golden, GoldenWriter, atomic_h5, golden_path
 from .inputs import infer_dtype, load_inputs, load_npz, load_weights, resolve_knobs, split_keys
 from .report import write_report
 from .results import RunReport
-from .runner import RunOptions, TapStore, reference_audit, run_case
+from .audits import contract_problems
+from .runner import RunOptions, run_case
 from .tolerances import ToleranceTable, load_tolerances
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,6 +99,10 @@ def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, t
     case_dir = out_dir / case.name
     if options.dump_dir is not None:
         options = dataclasses.replace(options, dump_dir=case_dir)
+    log_path = case_dir / "adapter.log"
+    if log_path.exists():
+        log_path.unlink()
+    options = dataclasses.replace(options, log_path=log_path)
     report = run_case(case, reference, candidate, tolerances, options)
     report.notes.extend(notes)
     write_report(report, case_dir)
@@ -110,10 +115,13 @@ def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path
     with atomic_h5(path) as h5:
         writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device))
         reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=writer)
-        contract = reference_audit(pipeline_taps(case.pipeline, case.config), case, TapStore(writer.taps))
-        if not contract.passed:  # raising here leaves any earlier golden in place
+        problems = [f"reference produced no tap {spec.name!r}" if spec.name not in writer.taps else
+                    contract_problems(spec, case.config, case.batch, writer.taps[spec.name])
+                    for spec in pipeline_taps(case.pipeline, case.config)]
+        problems = [problem for problem in problems if problem]
+        if problems:  # raising here leaves any earlier golden in place
             raise ParityInputError(f"{path}: not recorded, the reference breaks the tap contract: "
-                                   + "; ".join(contract.messages))
+                                   + "; ".join(problems))
     return path
 
 

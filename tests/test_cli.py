@@ -92,7 +92,7 @@ def test_run_passes_and_writes_a_report(capsys, tmp_path):
     assert code == EXIT_OK, err
     assert "PASS: 9/9 taps" in out
     report = _report(tmp_path)
-    assert report["schema"] == "ptycho-parity/report" and report["schema_version"] == 1
+    assert report["schema"] == "ptycho-parity/report" and report["schema_version"] == 2
     assert report["case"]["name"] == "physics-default" and report["pipeline"] == "physics"
     assert report["config"] == resolve_config({"N": 32}).to_dict()
     assert report["reference"]["name"] == "tf" and report["candidate"]["name"] == "torch"

@@ -19,7 +19,8 @@ from backends.torch import TorchBackend
 from backends.torch import stages as torch_stages
 from parity.adapters import load_adapter
 from parity.cases import builtin_case
-from parity.runner import RunOptions, _amplification, run_case
+from parity.divergence import amplification as _amplification
+from parity.runner import RunOptions, run_case
 from parity.results import TapResult
 from parity.workflows import cast_case, tolerance_table
 
@@ -133,7 +134,13 @@ def test_config_mismatch_is_reported_before_any_tensor(reference, tolerances, ph
     report = run_case(physics_case, reference, SwishDefault(), tolerances)
     assert not report.passed and report.first_divergence.mode == "config"
     assert any("amp_activation='swish'" in message for message in report.first_divergence.messages)
-    assert all(not tap.modes for tap in report.taps)  # nothing compared
+    # buffer sizes the canvas, and every physics tap but the probe's reads the canvas: those are not
+    # comparable; probe.effective depends on neither knob and is still compared
+    statuses = {tap.name: tap.status for tap in report.taps}
+    assert statuses.pop("probe.effective") == "passed"
+    assert set(statuses.values()) == {"not_comparable"}
+    assert "buffer differs" in report.tap("object.canvas").reason
+    assert "reads 'patches.extracted'" in report.tap("exit_wave").reason
 
 
 def test_weights_audit_runs_before_comparison(reference, tolerances, pinn_case):
@@ -170,12 +177,12 @@ def test_candidate_taps_are_not_kept_alive(reference, tolerances, physics_case):
     peak = 0
 
     class Watched(TorchBackend):
-        def to_canonical(self, spec, cfg, tensor):
+        def to_canonical_native(self, spec, cfg, tensor):
             nonlocal peak
             gc.collect()
             peak = max(peak, sum(ref() is not None for ref in alive))
-            value = super().to_canonical(spec, cfg, tensor)
-            alive.append(weakref.ref(value))
+            value = super().to_canonical_native(spec, cfg, tensor)[...]  # a fresh view: the probe's tap is
+            alive.append(weakref.ref(value))  # the input tensor itself, which the executor rightly keeps
             return value
 
     report = run_case(physics_case, reference, Watched(), tolerances, RunOptions(modes=("propagated",)))

@@ -25,7 +25,7 @@ from .taps import TapSpec, pipeline_inputs, pipeline_taps, tap_index
 from .weights import weight_problems, weights_fingerprint
 
 StageFn = Callable[..., Any]
-TapSink = Callable[[TapSpec, np.ndarray], None]
+TapSink = Callable[[TapSpec, Any], None]
 
 
 class StageError(RuntimeError):
@@ -34,6 +34,20 @@ class StageError(RuntimeError):
     def __init__(self, message: str, tap: str | None = None) -> None:
         super().__init__(message)
         self.tap = tap
+
+
+class InputMutatedError(StageError):
+    """A stage changed one of its input tensors in place (its output may well be right)."""
+
+    def __init__(self, tap: str, inputs: list[str], backend: str) -> None:
+        names = ", ".join(repr(name) for name in inputs)
+        super().__init__(f"{backend} stage {tap!r} modified its input {names} in place", tap)
+        self.inputs = list(inputs)
+
+
+def _versions(values: list[Any]) -> list[int | None]:
+    """Torch's per-tensor in-place counters (None for tensors without one: TF, numpy copies)."""
+    return [getattr(value, "_version", None) for value in values]
 
 
 class WeightsError(ValueError):
@@ -127,16 +141,39 @@ class Backend:
     def _context(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> StageContext:
         return StageContext(cfg=cfg, build_params=lambda: self.params_for(cfg, weights), device=self.device)
 
-    def _call(self, spec: TapSpec, ctx: StageContext, inputs: list[Any]) -> Any:
+    def graph(self, pipeline: str, cfg: ForwardConfig) -> list[TapSpec]:
+        """The taps this backend computes, in stage order, each with the inputs it reads (the registry's)."""
+        return pipeline_taps(pipeline, cfg)
+
+    def to_canonical_native(self, spec: TapSpec, cfg: ForwardConfig, tensor: Any) -> Any:
+        """The tap in the canonical layout, in the backend's own tensor type where that is cheaper (a view).
+
+        Sinks that set ``accepts_tensors = True`` get this instead of a numpy copy.
+        """
+        return self.to_canonical(spec, cfg, tensor)
+
+    def _stage_function(self, spec: TapSpec) -> StageFn:
         try:
-            function = self.stages[spec.stage]
+            return self.stages[spec.stage]
         except KeyError:
             raise StageError(f"{self.name}: no stage {spec.stage!r} for tap {spec.name!r}", spec.name) from None
+
+    def _invoke(self, spec: TapSpec, ctx: StageContext, inputs: list[Any]) -> Any:
+        return self._stage_function(spec)(ctx, *inputs, **spec.args)
+
+    def _call(self, spec: TapSpec, ctx: StageContext, inputs: list[Any]) -> Any:
+        """Run one stage; returns (value, names of inputs it modified in place)."""
+        before = _versions(inputs)
         try:
-            return function(ctx, *inputs, **spec.args)
+            value = self._invoke(spec, ctx, inputs)
+        except StageError:
+            raise
         except Exception as error:  # re-raised with the stage named
             raise StageError(f"{self.name} stage {spec.name!r} failed: {type(error).__name__}: {error}",
                              spec.name) from error
+        mutated = [name for name, old, new in zip(spec.inputs, before, _versions(inputs))
+                   if old is not None and new != old]
+        return value, mutated
 
     def run_pipeline(self, pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray],
                      weights: Mapping[str, np.ndarray] | None = None, sink: TapSink | None = None,
@@ -146,26 +183,36 @@ class Backend:
         With no sink nothing is converted or copied; tensors are dropped after
         their last consumer, so only the live frontier of the graph is held.
         """
-        specs = pipeline_taps(pipeline, cfg)
+        specs = self.graph(pipeline, cfg)
         ctx = self._context(cfg, weights)
-        if pipeline == "pinn":
-            ctx.params  # noqa: B018 - weight problems surface before the first stage runs
+        self._prepare(pipeline, cfg, weights, ctx)
         env = {spec.name: self.to_internal(spec, cfg, inputs[spec.name]) for spec in pipeline_inputs(pipeline)}
         last_use: dict[str, int] = {}
         for position, spec in enumerate(specs):
             for name in spec.inputs:
                 last_use[name] = position
         selected = None if taps is None else set(taps)
+        native = getattr(sink, "accepts_tensors", False)
+        on_mutation = getattr(sink, "input_mutated", None)
         for position, spec in enumerate(specs):
-            value = self._call(spec, ctx, [env[name] for name in spec.inputs])
+            value, mutated = self._call(spec, ctx, [env[name] for name in spec.inputs])
+            if mutated and on_mutation is not None:
+                on_mutation(spec, mutated)
             if sink is not None and (selected is None or spec.name in selected):
-                sink(spec, self.to_canonical(spec, cfg, value))
+                convert = self.to_canonical_native if native else self.to_canonical
+                sink(spec, convert(spec, cfg, value))
             if last_use.get(spec.name, -1) > position:
                 env[spec.name] = value
             del value
             for name in spec.inputs:
                 if last_use[name] == position:
                     env.pop(name, None)
+
+    def _prepare(self, pipeline: str, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None,
+                 ctx: StageContext) -> None:
+        """Work before the first stage of a run: weight problems surface here, not mid-pipeline."""
+        if pipeline == "pinn":
+            ctx.params  # noqa: B018
 
     def run_all(self, pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray],
                 weights: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
@@ -176,14 +223,24 @@ class Backend:
 
     def run_stage(self, tap: str, pipeline: str, cfg: ForwardConfig, stage_inputs: Mapping[str, np.ndarray],
                   weights: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-        """Run the single stage producing ``tap`` on canonical inputs (isolated mode)."""
+        """Run the single stage producing ``tap`` on canonical inputs (isolated mode).
+
+        Raises ``InputMutatedError`` when the stage changed one of its inputs in place.
+        """
         index = tap_index(pipeline, cfg)
-        spec = index[tap]
-        if spec.is_input:
-            raise KeyError(f"{tap!r} is a pipeline input, not a stage")
+        graph = {spec.name: spec for spec in self.graph(pipeline, cfg)}
+        if tap not in graph:
+            if tap in index and index[tap].is_input:
+                raise KeyError(f"{tap!r} is a pipeline input, not a stage")
+            raise NotImplementedError(f"{self.name} does not compute {tap!r}")
+        spec = graph[tap]
         missing = [name for name in spec.inputs if name not in stage_inputs]
         if missing:
             raise KeyError(f"stage {tap!r} needs inputs {missing}")
         ctx = self._context(cfg, weights)
-        args = [self.to_internal(index[name], cfg, stage_inputs[name]) for name in spec.inputs]
-        return self.to_canonical(spec, cfg, self._call(spec, ctx, args))
+        specs_by_name = {**index, **graph}
+        args = [self.to_internal(specs_by_name[name], cfg, stage_inputs[name]) for name in spec.inputs]
+        value, mutated = self._call(spec, ctx, args)
+        if mutated:
+            raise InputMutatedError(tap, mutated, self.name)
+        return self.to_canonical(spec, cfg, value)

@@ -95,6 +95,24 @@ def configure_torch() -> Any:
     return torch
 
 
+FRAMEWORK_SWITCHES = {"tf": "configure_tensorflow", "tensorflow": "configure_tensorflow",
+                      "torch": "configure_torch", "pytorch": "configure_torch", "numpy": None, "jax": None}
+
+
+def configure_frameworks(names: tuple[str, ...] | list[str]) -> list[str]:
+    """Apply the switch for each declared framework ("tf", "torch", "numpy"); returns those applied."""
+    applied = []
+    for name in names:
+        key = str(name).lower()
+        if key not in FRAMEWORK_SWITCHES:
+            raise ValueError(f"frameworks: unknown framework {name!r}; known: {sorted(FRAMEWORK_SWITCHES)}")
+        switch = FRAMEWORK_SWITCHES[key]
+        if switch is not None:
+            globals()[switch]()
+            applied.append(key)
+    return applied
+
+
 def record() -> dict[str, Any]:
     """The determinism state as it is now, for provenance."""
     state: dict[str, Any] = {

@@ -44,6 +44,10 @@ class TapSpec:
     knobs: tuple[str, ...] = ()
     args: Mapping[str, object] = dataclasses.field(default_factory=dict)
     description: str = ""
+    # How the tap depends on the batch: None, per sample (the batch can be cut into chunks);
+    # "mean", a mean over the whole batch (chunk values combine, weighted by chunk size);
+    # "global", a statistic of the whole batch that later stages read (the batch runs as one chunk).
+    reduction: str | None = None
 
     @property
     def is_input(self) -> bool:
@@ -199,11 +203,11 @@ def _loss_taps() -> list[TapSpec]:
     knobs = ("intensity_scale",)
     return [
         T("loss.poisson", "loss_poisson", ("intensity", "X"), "scalar", "real", _scalar, knobs,
-          description="mean(lambda - k log(lambda + 1e-12))"),
+          description="mean(lambda - k log(lambda + 1e-12))", reduction="mean"),
         T("loss.poisson.per_sample", "loss_poisson_per_sample", ("intensity", "X"), "B", "real", _per_sample, knobs,
           description="Poisson loss per sample"),
         T("loss.mae", "loss_mae", ("amplitude.scaled", "X"), "scalar", "real", _scalar, knobs,
-          description="mean |amplitude.scaled - s X|"),
+          description="mean |amplitude.scaled - s X|", reduction="mean"),
         T("loss.mae.per_sample", "loss_mae_per_sample", ("amplitude.scaled", "X"), "B", "real", _per_sample, knobs,
           description="MAE per sample"),
     ]
@@ -215,7 +219,7 @@ def _simulate_taps() -> list[TapSpec]:
           description="object sampled around each scan position"),
         *_illumination_taps("sim.patches", _one),
         T("sim.intensity_scale", "sim_intensity_scale", ("exit_wave",), "scalar", "real", _scalar, ("nphotons",),
-          description="sqrt(nphotons / mean sum |exit_wave|^2)"),
+          description="sqrt(nphotons / mean sum |exit_wave|^2)", reduction="global"),
         T("sim.intensity", "sim_intensity", ("sim.intensity_scale", "amplitude"), "BHWC", "real", _bhwc(_one),
           ("nphotons",), description="expected counts"),
     ]
@@ -231,6 +235,11 @@ def pipeline_taps(pipeline: str, cfg: ForwardConfig) -> list[TapSpec]:
     if pipeline == "simulate":
         return _simulate_taps()
     raise KeyError(f"unknown pipeline {pipeline!r}; pipelines are {PIPELINES}")
+
+
+def batched(spec: TapSpec) -> bool:
+    """Whether axis 0 of this tensor runs over samples (scan positions), so a batch chunk slices it."""
+    return spec.layout[:1] in ("B", "M")
 
 
 def pipeline_inputs(pipeline: str) -> list[TapSpec]:

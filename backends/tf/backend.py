@@ -18,6 +18,7 @@ from .stages import STAGES
 
 class TensorFlowBackend(Backend):
     name = "tf"
+    frameworks = ("tf",)
     STAGES = STAGES
 
     def __init__(self, device: str = "cpu") -> None:

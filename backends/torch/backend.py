@@ -18,6 +18,7 @@ from .state_dict import to_state_dict
 
 class TorchBackend(Backend):
     name = "torch"
+    frameworks = ("torch",)
     STAGES = STAGES
 
     def __init__(self, device: str = "cpu") -> None:
@@ -45,6 +46,14 @@ class TorchBackend(Backend):
         elif spec.layout == "B12C":
             tensor = tensor.transpose(1, 2)[:, None]
         return tensor.detach().cpu().numpy().copy(order="C")
+
+    def to_canonical_native(self, spec: TapSpec, cfg: ForwardConfig, tensor: torch.Tensor) -> torch.Tensor:
+        """The canonical layout as a view on the device: no copy, for comparison engines that take tensors."""
+        if spec.layout == "BHWC":
+            return tensor.permute(0, 2, 3, 1)
+        if spec.layout == "B12C":
+            return tensor.transpose(1, 2)[:, None]
+        return tensor
 
     def build_params(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray]) -> PtychoNet:
         network = PtychoNet(cfg)

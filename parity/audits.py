@@ -1,0 +1,132 @@
+"""Checks made before (and beside) any tensor comparison: configuration, weights, the reference's contract.
+
+The configuration audit is per knob: a knob an adapter resolves differently makes the taps that
+depend on it (the registry's ``knobs`` of a tap, and everything downstream of such a tap in either
+adapter's graph) "not comparable"; the other taps are still compared, and the run fails with the
+audit named first.
+"""
+
+from __future__ import annotations
+
+import importlib
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from backends.common.config import ForwardConfig
+from backends.common.taps import TapSpec
+from backends.common.weights import weight_problems
+
+from .cases import Case
+from .results import Audit
+
+
+def config_audit(case: Case, resolved: Mapping[str, ForwardConfig | BaseException]) -> Audit:
+    """``resolved``: per role ("reference", "candidate"), the configuration the adapter will run, or the
+    exception its ``resolve_config`` raised. Details map each differing knob to the values."""
+    messages: list[str] = []
+    details: dict[str, Any] = {"knobs": {}}
+    for role, outcome in resolved.items():
+        if isinstance(outcome, BaseException):
+            messages.append(f"{role} could not resolve the configuration: {outcome}")
+            details.setdefault("unresolved", []).append(role)
+            continue
+        if not isinstance(outcome, ForwardConfig):
+            messages.append(f"{role}.resolve_config returned {type(outcome).__name__}, expected a ForwardConfig")
+            details.setdefault("unresolved", []).append(role)
+            continue
+        for knob, (mine, theirs) in case.config.diff(outcome).items():
+            details["knobs"].setdefault(knob, {"harness": mine})[role] = theirs
+            messages.append(f"{role} resolves {knob}={theirs!r}, the harness resolved {mine!r}")
+    return Audit("config", not messages, messages, details)
+
+
+def affected_taps(audit: Audit, graphs: Iterable[list[TapSpec]], registry: list[TapSpec]) -> dict[str, str]:
+    """Tap -> "not comparable: <knob> differs ..." for every tap a differing knob reaches.
+
+    An adapter whose configuration could not be resolved at all makes every tap not comparable.
+    """
+    knobs = audit.details.get("knobs", {})
+    if audit.details.get("unresolved"):
+        roles = ", ".join(audit.details["unresolved"])
+        return {spec.name: f"not comparable: the {roles} could not resolve the configuration" for spec in registry}
+    if not knobs:
+        return {}
+    reasons: dict[str, str] = {}
+    for spec in registry:
+        for knob in spec.knobs:
+            if knob in knobs:
+                values = ", ".join(f"{role} {value!r}" for role, value in knobs[knob].items())
+                reasons.setdefault(spec.name, f"not comparable: {knob} differs ({values})")
+    edges: dict[str, set[str]] = {}
+    for graph in [registry, *graphs]:
+        for spec in graph:
+            edges.setdefault(spec.name, set()).update(spec.inputs)
+    changed = True
+    while changed:  # everything downstream of an affected tap is affected too
+        changed = False
+        for spec in registry:
+            if spec.name in reasons:
+                continue
+            source = next((name for name in sorted(edges.get(spec.name, ())) if name in reasons), None)
+            if source is not None:
+                knob_text = reasons[source].removeprefix("not comparable: ")
+                reasons[spec.name] = f"not comparable: reads {source!r}, and {knob_text}"
+                changed = True
+    return reasons
+
+
+def weights_audit(case: Case, keras_files: bool = True) -> Audit:
+    """Names, shapes, dtypes and finiteness, then the Keras <-> Torch mapping round trip.
+
+    The round trip goes through a real Keras weights file when ``keras_files`` and TensorFlow is
+    installed, else through the Torch state_dict alone (GPU machines, ``check``).
+    """
+    problems = weight_problems(case.config, case.weights or {})
+    details: dict[str, Any] = {}
+    if not problems:
+        from . import weightmap
+
+        use_keras = keras_files
+        if use_keras:
+            try:
+                importlib.import_module("backends.tf.keras_io")
+            except ImportError:
+                use_keras = False
+        if use_keras:
+            with tempfile.TemporaryDirectory(prefix="parity-weights-") as workdir:
+                mapping = weightmap.check_weight_mapping(case.config, case.weights, workdir)
+        else:
+            mapping = weightmap.torch_roundtrip_report(case.config, case.weights)
+        problems += mapping.problems
+        problems += [f"parameter {row.canonical!r} ({row.torch_name}, {row.transform}) changes by "
+                     f"{row.max_abs_roundtrip_diff:g} through the Keras/Torch round trip"
+                     for row in mapping.rows if not row.ok]
+        details["mapping"] = mapping.to_dict()
+    return Audit("weights", not problems, problems, details)
+
+
+def contract_problems(spec: TapSpec, cfg: ForwardConfig, batch: int, value: Any) -> str | None:
+    """Why a reference tap breaks the registry's contract (shape, dtype), or None."""
+    shape, dtype = tuple(spec.shape(cfg, batch)), spec.dtype(cfg)
+    got_shape = tuple(getattr(value, "shape", ()))
+    got_dtype = getattr(value, "dtype", None)
+    if got_shape != shape or got_dtype != dtype:
+        return (f"reference tap {spec.name!r} is {got_dtype} {got_shape}, the registry declares {dtype} {shape}")
+    return None
+
+
+def reference_audit(problems: list[str]) -> Audit:
+    return Audit("reference", not problems, problems)
+
+
+def resolve_all(case: Case, adapters: Mapping[str, Any],
+                call: Callable[[str, Callable, Any], Any]) -> dict[str, ForwardConfig | BaseException]:
+    """Each adapter's resolved configuration through ``call(role, function, arg)`` (the guard)."""
+    resolved: dict[str, ForwardConfig | BaseException] = {}
+    for role, adapter in adapters.items():
+        try:
+            resolved[role] = call(role, adapter.resolve_config, case.config)
+        except Exception as error:  # noqa: BLE001 - reported, never raised
+            resolved[role] = error
+    return resolved

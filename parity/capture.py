@@ -1,0 +1,116 @@
+"""Output of adapter code (print, warnings, logging, C-level writes) captured into a log file.
+
+The harness's own terminal output must stay readable: adapter code runs with file descriptors 1
+and 2 (and ``sys.stdout`` / ``sys.stderr``, ``warnings``) pointed at the run's log, and the CLI
+writes through ``terminal()``, a stream on a duplicate of the original stdout that the
+redirection does not touch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+_terminal: io.TextIOBase | None = None
+_lock = threading.Lock()
+
+
+def terminal() -> io.TextIOBase:
+    """A text stream to where stdout pointed when first asked, unaffected by later capture."""
+    global _terminal
+    with _lock:
+        if _terminal is None:
+            try:
+                sys.stdout.flush()
+                _terminal = io.TextIOWrapper(os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0),
+                                             encoding=getattr(sys.stdout, "encoding", None) or "utf-8",
+                                             errors="replace", line_buffering=True, write_through=True)
+            except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
+                _terminal = sys.stdout  # no real descriptor (pytest capture, notebooks): write where Python does
+        return _terminal
+
+
+class OutputLog:
+    """A log file that adapter output goes to; ``capture()`` redirects into it for a block."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run, closed by close()
+
+    def close(self) -> None:
+        """Close the log; an empty one is removed (nothing was printed)."""
+        with contextlib.suppress(OSError):
+            self._file.close()
+        if self.size() == 0:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except OSError:
+            return 0
+
+    def note(self, text: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._file.write(text.encode("utf-8", "replace") + b"\n")
+            self._file.flush()
+
+    @contextlib.contextmanager
+    def capture(self) -> Iterator[None]:
+        """Redirect fds 1 and 2, ``sys.stdout``/``sys.stderr`` and warnings into the log."""
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        saved: list[tuple[int, int]] = []
+        for fd in (1, 2):
+            try:
+                saved.append((fd, os.dup(fd)))
+                os.dup2(self._file.fileno(), fd)
+            except OSError:
+                continue
+        text = io.TextIOWrapper(_Unclosable(self._file), encoding="utf-8", errors="replace", write_through=True)
+        previous = sys.stdout, sys.stderr
+        sys.stdout = sys.stderr = text
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                warnings.showwarning = _to(text)
+                yield
+        finally:
+            with contextlib.suppress(Exception):
+                text.flush()
+            sys.stdout, sys.stderr = previous
+            for fd, duplicate in saved:
+                with contextlib.suppress(OSError):
+                    os.dup2(duplicate, fd)
+                    os.close(duplicate)
+
+
+class _Unclosable(io.RawIOBase):
+    """The log's binary file seen as a raw stream that closing the wrapper does not close."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.target.write(data)
+        self.target.flush()
+        return len(data)
+
+
+def _to(stream):
+    def show(message, category, filename, lineno, file=None, line=None):
+        stream.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    return show

@@ -1,0 +1,101 @@
+"""Cutting a case into batch chunks that run in lockstep through reference and candidate.
+
+Inputs whose registry layout runs over samples (``B...``, ``M...``) are sliced along axis 0; the
+others (probe, object) are shared by every chunk. A pipeline with a batch-global reduction that
+later stages read (``TapSpec.reduction == "global"``) runs as one chunk. Taps that are means over
+the batch (``reduction == "mean"``) are combined across chunks, weighted by chunk size; with one
+chunk the value is passed through untouched, so small runs are bitwise what an unchunked run gives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from backends.common.config import ForwardConfig
+from backends.common.taps import TapSpec, batched, pipeline_inputs
+
+DEFAULT_CHUNK_BYTES = 256 << 20  # all taps of one chunk, one side
+
+
+def sample_bytes(specs: list[TapSpec], cfg: ForwardConfig) -> int:
+    """Bytes one sample adds to the taps of a run (free dimensions count as 1)."""
+    total = 0
+    for spec in specs:
+        if spec.reduction is not None or not batched(spec):
+            continue
+        shape = spec.shape(cfg, 1)
+        total += math.prod(dim or 1 for dim in shape) * spec.dtype(cfg).itemsize
+    return max(total, 1)
+
+
+def plan(pipeline: str, specs: list[TapSpec], cfg: ForwardConfig, batch: int, max_bytes: int | None = None,
+         max_samples: int | None = None) -> list[tuple[int, int]]:
+    """[(start, stop), ...] covering ``range(batch)``."""
+    if batch <= 0:
+        return [(0, batch)]
+    if any(spec.reduction == "global" for spec in specs):
+        return [(0, batch)]
+    per_chunk = max(1, (max_bytes or DEFAULT_CHUNK_BYTES) // sample_bytes(specs, cfg))
+    if max_samples is not None:
+        per_chunk = max(1, min(per_chunk, int(max_samples)))
+    return [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
+
+
+def batch_of(pipeline: str, inputs: Mapping[str, np.ndarray]) -> int:
+    for spec in pipeline_inputs(pipeline):
+        if batched(spec) and spec.name in inputs:
+            return int(np.shape(inputs[spec.name])[0])
+    return 1
+
+
+def slice_inputs(pipeline: str, inputs: Mapping[str, np.ndarray], start: int, stop: int,
+                 whole: bool) -> dict[str, np.ndarray]:
+    """The inputs of one chunk (the arrays themselves when the chunk is the whole batch)."""
+    if whole:
+        return dict(inputs)
+    sliced = {}
+    for spec in pipeline_inputs(pipeline):
+        value = inputs[spec.name]
+        sliced[spec.name] = value[start:stop] if batched(spec) else value
+    return sliced
+
+
+def slice_tap(spec: TapSpec, value: Any, start: int, stop: int, whole: bool) -> Any:
+    """One chunk of a reference tap read from a golden (datasets slice lazily)."""
+    if whole or not batched(spec) or spec.reduction is not None:
+        return value[()] if hasattr(value, "shape") and value.shape == () else value[...]
+    return value[start:stop]
+
+
+class MeanCombiner:
+    """A batch-mean scalar tap, combined over chunks (weighted by chunk size)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Any, int]] = []
+
+    def add(self, value: Any, count: int) -> None:
+        self.parts.append((value, count))
+
+    def value(self) -> Any:
+        if len(self.parts) == 1:
+            return self.parts[0][0]
+        dtype = np.asarray(_numpy(self.parts[0][0])).dtype
+        total = sum(float(np.asarray(_numpy(value))) * count for value, count in self.parts)
+        return np.asarray(total / sum(count for _, count in self.parts), dtype=dtype)
+
+
+def _numpy(value: Any) -> Any:
+    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+
+
+def as_array(value: Any) -> np.ndarray:
+    """Canonical numpy view of a candidate value (a torch tensor is brought to the host)."""
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
+        return np.asarray(value.numpy())
+    return np.asarray(value)

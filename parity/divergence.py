@@ -1,0 +1,70 @@
+"""Which stage diverges first, and how much each stage amplifies the error it is handed.
+
+Rules, in order (tested in tests/test_divergence.py):
+1. An audit that failed (configuration, weights, the reference's contract) is named first.
+2. Otherwise the first tap in stage order whose stage fails on its own: isolated mode fails (a
+   wrong value, a raise, a timeout, junk returned), or the stage changed an input in place (in
+   either mode), or it fails propagated where isolated could not judge it.
+3. Otherwise, when every stage passes on its own but a propagated tap fails, the error
+   accumulated across stages: the first such tap, marked inherited.
+4. Otherwise a tap never judged (no verdict is no pass), or a run stopped early.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from .results import Audit, Divergence, ModeResult, TapResult
+
+
+def messages_of(result: ModeResult) -> list[str]:
+    found = []
+    if result.error is not None:
+        found.append(f"{result.mode}: {result.error}")
+    if result.metrics is not None:
+        found += list(result.metrics.failures)
+    return found
+
+
+def _in_place(result: ModeResult | None) -> bool:
+    return result is not None and result.error_kind == "in_place"
+
+
+def first_divergence(taps: list[TapResult], audits: list[Audit], stopped: str | None = None) -> Divergence | None:
+    failed = next((audit for audit in audits if not audit.passed), None)
+    if failed is not None:
+        return Divergence(None, failed.name, list(failed.messages), kind="audit")
+    for tap in taps:
+        isolated, propagated = tap.modes.get("isolated"), tap.modes.get("propagated")
+        for result in (isolated, propagated):
+            if _in_place(result):
+                return Divergence(tap.name, result.mode, messages_of(result), kind="in_place")
+        if isolated is not None and isolated.passed is False:
+            return Divergence(tap.name, "isolated", messages_of(isolated))
+        if (isolated is None or isolated.passed is None) and propagated is not None and propagated.passed is False:
+            return Divergence(tap.name, "propagated", messages_of(propagated))
+    for tap in taps:  # every stage passes alone: the error accumulated past tolerance downstream
+        propagated = tap.modes.get("propagated")
+        if propagated is not None and propagated.passed is False:
+            return Divergence(tap.name, "propagated", messages_of(propagated), inherited=True, kind="inherited")
+    if stopped is not None:
+        return Divergence(None, "stopped", [stopped], kind="stopped")
+    unjudged = next((tap for tap in taps if tap.status == "unjudged"), None)
+    if unjudged is not None:
+        reasons = [f"{mode}: {result.skipped}" for mode, result in unjudged.modes.items() if result.skipped]
+        return Divergence(unjudged.name, "unjudged", [f"{unjudged.name}: not judged in any mode"] + reasons,
+                          kind="unjudged")
+    return None
+
+
+def amplification(tap: TapResult, errors: Mapping[str, float | None]) -> float | None:
+    """A tap's propagated error over the largest propagated error of its inputs (None when undefined)."""
+    own = errors.get(tap.name)
+    upstream = [errors[name] for name in tap.inputs if errors.get(name) is not None]
+    if own is None or not math.isfinite(own) or not upstream:
+        return None
+    worst = max(upstream)
+    if not math.isfinite(worst) or worst == 0:
+        return None
+    return own / worst

@@ -1,0 +1,114 @@
+"""Running adapter code so that whatever it does, the run ends in a report and an honest exit code.
+
+Every call into an adapter (``describe``, ``resolve_config``, ``run_pipeline``, ``run_stage``)
+goes through ``Guard.call``: it runs on one long-lived worker thread with the adapter's output
+captured into the run's log, any ``BaseException`` (``SystemExit`` and ``KeyboardInterrupt``
+raised by adapter code included) comes back as an ``AdapterFault``, and a call that makes no
+progress for ``stage_timeout`` seconds is abandoned (the worker is a daemon thread; the CLI exits
+without waiting for it). Progress is reported with ``tick()`` each time a stage delivers a tap, so
+the timeout is per stage, not per pipeline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .capture import OutputLog
+
+DEFAULT_STAGE_TIMEOUT = 600.0  # seconds without a tap; a sane stage of a sane case takes well under this
+
+
+class AdapterFault(Exception):
+    """Adapter code did not return normally.
+
+    ``kind``: "raised" (an exception), "exit" (``SystemExit``), "interrupt" (``KeyboardInterrupt``
+    raised inside adapter code), "timeout" (no progress for the stage timeout) or "stuck" (an
+    earlier call never returned, so this adapter cannot be called again).
+    """
+
+    def __init__(self, message: str, kind: str, original: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.original = original
+        self.tap = getattr(original, "tap", None)
+
+
+def describe_exception(error: BaseException) -> str:
+    if isinstance(error, SystemExit):
+        return f"called sys.exit({error.code!r})"
+    if isinstance(error, KeyboardInterrupt):
+        return "raised KeyboardInterrupt"
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class Guard:
+    """One worker thread for one adapter's calls; see the module docstring."""
+
+    def __init__(self, label: str, log: OutputLog | None = None,
+                 stage_timeout: float | None = DEFAULT_STAGE_TIMEOUT) -> None:
+        self.label = label
+        self.log = log
+        self.stage_timeout = stage_timeout
+        self.stuck: str | None = None
+        self._progress = time.monotonic()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        """A stage finished: the per-stage timer starts again."""
+        self._progress = time.monotonic()
+
+    def _worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            function, args, kwargs, box, done = job
+            try:
+                with self.log.capture() if self.log is not None else contextlib.nullcontext():
+                    box["value"] = function(*args, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - adapter code may raise anything, exits included
+                box["error"] = error
+            finally:
+                done.set()
+
+    def call(self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``function(*args, **kwargs)`` on the worker; ``what`` names the call in messages."""
+        if self.stuck is not None:
+            raise AdapterFault(f"{self.label}: not called ({what}): {self.stuck}", "stuck")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._worker, name=f"parity-{self.label}", daemon=True)
+            self._thread.start()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self.tick()
+        self._jobs.put((function, args, kwargs, box, done))
+        while not done.wait(0.1):
+            idle = time.monotonic() - self._progress
+            if self.stage_timeout is not None and idle > self.stage_timeout:
+                self.stuck = f"an earlier call ({what}) did not return within {self.stage_timeout:g} s"
+                raise AdapterFault(f"{self.label} {what}: no result within the stage timeout of "
+                                   f"{self.stage_timeout:g} s (--stage-timeout)", "timeout")
+        if "error" in box:
+            error = box["error"]
+            kind = ("exit" if isinstance(error, SystemExit) else
+                    "interrupt" if isinstance(error, KeyboardInterrupt) else "raised")
+            raise AdapterFault(f"{self.label} {what}: {describe_exception(error)}", kind, error) from (
+                error if isinstance(error, Exception) else None)
+        return box.get("value")
+
+    def close(self) -> None:
+        if self._thread is not None and self.stuck is None:
+            self._jobs.put(None)
+            self._thread.join(timeout=5)
+        self._thread = None
+
+
+def any_stuck(guards: list[Guard]) -> bool:
+    return any(guard.stuck is not None for guard in guards)

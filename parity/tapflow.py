@@ -1,0 +1,364 @@
+"""One case, chunk by chunk: the reference's taps, the candidate in both modes, every comparison.
+
+``CaseRun.run_chunk`` is called for consecutive batch chunks; ``CaseRun.results()`` then gives a
+``ModeResult`` per (mode, tap). Per tap and mode only a ``TapJudge`` (streaming statistics) lives
+across chunks; the reference's values of a chunk live until its candidate runs are compared.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from backends.common.backend import Backend, InputMutatedError
+from backends.common.taps import TapSpec, batched, pipeline_inputs
+
+from .audits import contract_problems
+from .chunks import MeanCombiner, as_array, slice_inputs, slice_tap
+from .goldens import Golden
+from .guard import AdapterFault, describe_exception
+from .metrics import StreamingComparator
+from .results import NOT_COMPARABLE, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
+
+
+class TapJudge:
+    """Streaming comparison of one tap in one mode across chunks."""
+
+    def __init__(self, spec: TapSpec, mode: str, tolerance, batch: int, chunk_bytes: int) -> None:
+        self.spec, self.mode, self.tolerance, self.batch = spec, mode, tolerance, batch
+        self.chunk_bytes = chunk_bytes
+        self.comparator: StreamingComparator | None = None
+        self.seen = 0  # samples (or elements for unbatched taps) fed
+        self.exact = True  # every chunk so far bitwise equal to the reference
+        self.mean = (MeanCombiner(), MeanCombiner()) if spec.reduction == "mean" else None
+        self.shared = False  # fed from the propagated run (its inputs were the reference's, bitwise)
+
+    def _full_shape(self, chunk_shape: tuple[int, ...], chunk_len: int) -> tuple[int, ...]:
+        if batched(self.spec) and self.spec.reduction is None and chunk_shape and chunk_shape[0] == chunk_len:
+            return (self.batch, *chunk_shape[1:])
+        return tuple(chunk_shape)
+
+    def update(self, reference: Any, candidate: Any, start: int, stop: int, whole: bool) -> None:
+        per_sample = batched(self.spec) and self.spec.reduction is None
+        if not whole and not per_sample and self.mean is None and self.comparator is not None:
+            return  # a tap shared by every chunk (the probe's) is compared once
+        if self.mean is not None and not whole:
+            self.mean[0].add(reference, stop - start)
+            self.mean[1].add(candidate, stop - start)
+            return
+        reference, candidate = np.asarray(reference), as_array(candidate)
+        if self.comparator is None:
+            chunk_len = stop - start
+            self.comparator = StreamingComparator(
+                self.spec.name, self._full_shape(reference.shape, chunk_len), reference.dtype,
+                self._full_shape(candidate.shape, chunk_len), candidate.dtype, self.tolerance.criteria)
+        comparator = self.comparator
+        if comparator.shape_match and tuple(reference.shape[1:]) == tuple(candidate.shape[1:]) \
+                and reference.shape == candidate.shape:
+            per_row = int(np.prod(reference.shape[1:], dtype=np.int64)) if reference.ndim else 1
+            offset = start * per_row if per_sample and not whole else 0
+            comparator.update(reference, candidate, offset)
+            self.exact = self.exact and comparator._max_err == 0 and comparator._n_mismatch == 0 \
+                and reference.dtype == candidate.dtype
+        else:
+            self.exact = False
+            if comparator.shape_match:  # the candidate's chunk shape changed under a matching total
+                comparator.shape_match = False
+            comparator.count_nonfinite(reference_chunk=reference, candidate_chunk=candidate)
+        self.seen = stop
+
+    def finish_means(self) -> None:
+        if self.mean is not None and self.mean[0].parts:
+            reference, candidate = self.mean[0].value(), self.mean[1].value()
+            self.mean = None
+            self.update(reference, candidate, 0, self.batch, whole=True)
+
+    def result(self) -> ModeResult | None:
+        self.finish_means()
+        if self.comparator is None:
+            return None
+        try:
+            metrics = self.comparator.result()
+        except ValueError as error:  # fewer elements than the shape: the run stopped part way
+            return ModeResult(self.mode, None, skipped=f"compared only in part: {error}", skip_kind=NOT_REACHED)
+        return ModeResult(self.mode, self.tolerance, metrics)
+
+
+class _Sink:
+    """The candidate's propagated taps, compared as they arrive."""
+
+    accepts_tensors = True
+
+    def __init__(self, flow: CaseRun) -> None:
+        self.flow = flow
+
+    def __call__(self, spec: TapSpec, value: Any) -> None:
+        try:
+            self.flow._deliver(spec, value)
+        except Exception as error:  # a harness bug must not pass for the candidate's failure
+            self.flow.harness_error = error
+            raise
+
+    def input_mutated(self, spec: TapSpec, inputs: list[str]) -> None:
+        self.flow._mutated(spec, inputs)
+
+
+class CaseRun:
+    def __init__(self, case, reference, candidate, tolerances, options, graphs, selected, not_comparable, guards,
+                 observers, device: str) -> None:
+        self.case, self.reference, self.candidate = case, reference, candidate
+        self.options, self.guards, self.observers, self.device = options, guards, observers, device
+        self.tolerances = tolerances
+        self.golden = isinstance(reference, Golden)
+        self.timing: dict[str, float] = {}
+        self.stopped: str | None = None
+        self.stop_kind: str | None = None
+        self.contract_problems: list[str] = []
+        self.final: dict[str, dict[str, ModeResult]] = {mode: {} for mode in options.modes}
+        self.judges: dict[tuple[str, str], TapJudge] = {}
+        self.batch = case.batch
+        self.input_names = {spec.name for spec in pipeline_inputs(case.pipeline)}
+        reference_graph, candidate_graph = graphs["reference"], graphs["candidate"]
+        self.reference_provides = {spec.name for spec in reference_graph.specs}
+        self.candidate_specs = {spec.name: spec for spec in candidate_graph.specs}
+        self.compared: list[TapSpec] = []
+        for spec in selected:
+            reason = None
+            if spec.name in not_comparable:
+                self._set_all(spec.name, NOT_COMPARABLE, not_comparable[spec.name])
+            elif spec.name in reference_graph.unprovided:
+                reason = f"the reference does not provide it ({reference_graph.unprovided[spec.name]})"
+            elif spec.name in candidate_graph.unprovided or spec.name not in self.candidate_specs:
+                why = candidate_graph.unprovided.get(spec.name, "absent from its graph")
+                reason = f"the candidate does not provide it ({why})"
+            else:
+                self.compared.append(self.candidate_specs[spec.name])
+            if reason is not None:
+                self._set_all(spec.name, NOT_PROVIDED, f"not compared: {reason}")
+        self.isolable: dict[str, str | None] = {}
+        for spec in self.compared:
+            lacking = [name for name in spec.inputs
+                       if name not in self.input_names and name not in self.reference_provides]
+            self.isolable[spec.name] = None if not lacking else (
+                f"not run in isolation: the reference does not provide {', '.join(map(repr, lacking))}, which this "
+                f"stage reads ({reference_graph.unprovided.get(lacking[0], 'not computed')}); judged propagated only")
+        self.propagated_alive = "propagated" in options.modes
+        self.compared_names = {spec.name for spec in self.compared}
+        self.reference_specs = {spec.name: spec for spec in reference_graph.specs}
+        self.harness_error: Exception | None = None
+
+    def _set_all(self, tap: str, kind: str, reason: str) -> None:
+        for mode in self.options.modes:
+            self.final[mode][tap] = ModeResult(mode, None, skipped=reason, skip_kind=kind)
+
+    def _tolerance(self, spec: TapSpec, mode: str):
+        return self.tolerances.lookup(spec.name, self.case.config.dtype, self.device, mode, self.case.pipeline)
+
+    def _judge(self, spec: TapSpec, mode: str) -> TapJudge:
+        key = (mode, spec.name)
+        if key not in self.judges:
+            self.judges[key] = TapJudge(spec, mode, self._tolerance(spec, mode), self.batch,
+                                        self.options.chunk_bytes)
+        return self.judges[key]
+
+    # ---- one chunk ----
+    def run_chunk(self, start: int, stop: int, whole: bool) -> bool:
+        self.start, self.stop, self.whole = start, stop, whole
+        inputs = slice_inputs(self.case.pipeline, self.case.inputs, start, stop, whole)
+        began = time.perf_counter()
+        self.reference_values = self._reference_chunk(inputs)
+        self._add_time("reference_s", began)
+        if self.contract_problems:
+            self.stopped = "the reference breaks the tap contract (see the reference audit)"
+            self.stop_kind = "reference"
+            return False
+        self.delivered: dict[str, Any] = {}
+        self.shared: set[str] = set()
+        self.exact_inputs = set(self.input_names)
+        if self.propagated_alive:
+            began = time.perf_counter()
+            self._propagated(inputs)
+            self._add_time("propagated_s", began)
+        if "isolated" in self.options.modes and self.stopped is None:
+            began = time.perf_counter()
+            self._isolated(inputs)
+            self._add_time("isolated_s", began)
+        self.reference_values, self.delivered, self.shared = {}, {}, set()
+        return self.stopped is None
+
+    def _add_time(self, key: str, began: float) -> None:
+        self.timing[key] = self.timing.get(key, 0.0) + time.perf_counter() - began
+
+    def _reference_chunk(self, inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        needed = {spec.name for spec in self.compared} | {
+            name for spec in self.compared for name in spec.inputs if name in self.reference_provides}
+        if self.golden:
+            for name in needed:
+                spec = self.reference_specs[name]
+                values[name] = np.asarray(slice_tap(spec, self.reference.tap(name), self.start, self.stop, self.whole))
+            return values
+        guard = self.guards["reference"]
+        cfg, batch = self.case.config, self.stop - self.start
+
+        def keep(spec: TapSpec, value: Any) -> None:
+            guard.tick()
+            array = as_array(value)
+            problem = contract_problems(spec, cfg, batch, array) if spec.reduction is None else None
+            if problem is not None and problem not in self.contract_problems:
+                self.contract_problems.append(problem)
+            if spec.name in needed:
+                values[spec.name] = array
+
+        guard.call("run_pipeline()", self.reference.run_pipeline, self.case.pipeline, cfg, inputs,
+                   self.case.weights, sink=keep)
+        missing = sorted(needed - set(values))
+        if missing:
+            self.contract_problems.append(f"reference produced no tap {missing[0]!r}"
+                                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        return values
+
+    def _compare(self, mode: str, spec: TapSpec, value: Any) -> bool:
+        """Feed one chunk of a candidate tap; False when the value is not a tensor at all."""
+        if value is None or not hasattr(value, "shape"):
+            if not isinstance(value, (int, float, complex, np.number)):
+                self._error(mode, spec.name, f"returned {type(value).__name__}, expected an array of shape "
+                            f"{tuple(spec.shape(self.case.config, self.stop - self.start))}", "bad_output")
+                return False
+        try:
+            reference = self.reference_values[spec.name]
+            judge = self._judge(spec, mode)
+            judge.update(reference, value, self.start, self.stop, self.whole)
+        except (TypeError, ValueError) as error:
+            self._error(mode, spec.name, f"returned a value that cannot be compared: {error}", "bad_output")
+            return False
+        for observer in self.observers:
+            update = getattr(observer, "update", None)
+            if update is not None:
+                update(mode, spec, reference, value, self.start)
+        return True
+
+    def _error(self, mode: str, tap: str, message: str, kind: str) -> None:
+        if tap not in self.final[mode] or self.final[mode][tap].error is None:
+            self.final[mode][tap] = ModeResult(mode, None, error=message, error_kind=kind)
+
+    # ---- propagated ----
+    def _deliver(self, spec: TapSpec, value: Any) -> None:
+        self.guards["candidate"].tick()
+        if spec.name not in self.compared_names:
+            return
+        self.delivered[spec.name] = True
+        if not self._compare("propagated", spec, value):
+            return
+        judge = self.judges[("propagated", spec.name)]
+        if judge.exact:
+            self.exact_inputs.add(spec.name)
+        if ("isolated" in self.options.modes and self.isolable.get(spec.name) is None
+                and all(name in self.exact_inputs for name in spec.inputs)):
+            # isolated mode would feed this stage exactly these inputs: judge this value now, while it is
+            # fresh (a later stage may still change it in place), instead of running the stage again
+            if self._compare("isolated", spec, value):
+                self.shared.add(spec.name)
+                self.judges[("isolated", spec.name)].shared = True
+
+    def _mutated(self, spec: TapSpec, inputs: list[str]) -> None:
+        names = ", ".join(repr(name) for name in inputs)
+        self._error("propagated", spec.name, f"stage {spec.name!r} modified its input {names} in place", "in_place")
+
+    def _propagated(self, inputs: Mapping[str, np.ndarray]) -> None:
+        names = [spec.name for spec in self.compared]
+        try:
+            self.guards["candidate"].call("run_pipeline()", self.candidate.run_pipeline, self.case.pipeline,
+                                          self.case.config, inputs, self.case.weights, sink=_Sink(self), taps=names)
+        except AdapterFault as fault:
+            if self.harness_error is not None:
+                raise self.harness_error from None
+            self._propagated_fault(fault, names)
+            return
+        for name in names:  # a tap the candidate never delivered is a failure, not a silent pass
+            if name not in self.delivered:
+                self._error("propagated", name, "the candidate's run_pipeline never delivered this tap", "missing")
+
+    def _propagated_fault(self, fault: AdapterFault, names: list[str]) -> None:
+        failing = fault.tap if fault.tap in names else next((n for n in names if n not in self.delivered), None)
+        kind = {"timeout": "timeout", "stuck": "timeout", "exit": "exit", "interrupt": "interrupt"}.get(
+            fault.kind, "raised")
+        if failing is not None:
+            message = str(fault.original) if isinstance(fault.original, Exception) and fault.tap else str(fault)
+            self._error("propagated", failing, f"stage raised: {message}" if kind == "raised" else str(fault), kind)
+            later = names[names.index(failing) + 1:]
+            for name in later:
+                if name not in self.delivered and name not in self.final["propagated"]:
+                    self.final["propagated"][name] = ModeResult(
+                        "propagated", None, skipped=f"not reached: the candidate failed at {failing!r}",
+                        skip_kind=NOT_REACHED)
+        self.propagated_alive = False
+        if fault.kind in ("timeout", "stuck"):
+            self.stopped, self.stop_kind = f"the candidate hung: {fault}", "candidate"
+
+    # ---- isolated ----
+    def _isolated(self, inputs: Mapping[str, np.ndarray]) -> None:
+        guard = self.guards["candidate"]
+        copy_inputs = not isinstance(self.candidate, Backend)  # unknown adapters may write into what they get
+        for spec in self.compared:
+            reason = self.isolable[spec.name]
+            if reason is not None:
+                self.final["isolated"].setdefault(spec.name, ModeResult("isolated", None, skipped=reason,
+                                                                        skip_kind=NOT_RUN))
+                continue
+            if self.final["isolated"].get(spec.name) is not None and self.final["isolated"][spec.name].error:
+                continue
+            if spec.name in self.shared:
+                continue
+            stage_inputs = {name: inputs[name] if name in self.input_names else self.reference_values[name]
+                            for name in spec.inputs}
+            if copy_inputs:
+                stage_inputs = {name: np.array(value, copy=True) for name, value in stage_inputs.items()}
+            try:
+                value = guard.call(f"run_stage({spec.name!r})", self.candidate.run_stage, spec.name,
+                                   self.case.pipeline, self.case.config, stage_inputs, self.case.weights)
+            except AdapterFault as fault:
+                if self._isolated_fault(spec, fault):
+                    return
+                continue
+            self._compare("isolated", spec, value)
+
+    def _isolated_fault(self, spec: TapSpec, fault: AdapterFault) -> bool:
+        """Record a failed isolated stage; True when the run must stop."""
+        original = fault.original
+        if isinstance(original, NotImplementedError):
+            self.final["isolated"][spec.name] = ModeResult("isolated", None, skipped=f"cannot isolate: {original}",
+                                                           skip_kind=NOT_RUN)
+            return False
+        if isinstance(original, InputMutatedError):
+            self._error("isolated", spec.name, str(original), "in_place")
+            return False
+        if fault.kind in ("timeout", "stuck"):
+            self._error("isolated", spec.name, str(fault), "timeout")
+            self.stopped, self.stop_kind = f"the candidate hung: {fault}", "candidate"
+            return True
+        kind = {"exit": "exit", "interrupt": "interrupt"}.get(fault.kind, "raised")
+        text = describe_exception(original) if original is not None else str(fault)
+        self._error("isolated", spec.name, f"stage raised: {text}", kind)
+        return False
+
+    # ---- the end ----
+    def results(self) -> dict[str, dict[str, ModeResult]]:
+        by_mode: dict[str, dict[str, ModeResult]] = {mode: dict(results) for mode, results in self.final.items()}
+        for (mode, tap), judge in self.judges.items():
+            measured = judge.result()
+            current = by_mode[mode].get(tap)
+            if measured is None:
+                continue
+            if current is not None and current.error is not None:
+                current.metrics, current.tolerance = measured.metrics, measured.tolerance or current.tolerance
+                continue
+            if current is not None and current.skip_kind is not None:
+                continue
+            if getattr(judge, "shared", False):
+                measured.note = "its inputs equal the propagated run's bitwise: the propagated output is reused"
+            by_mode[mode][tap] = measured
+        return by_mode
