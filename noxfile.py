@@ -66,6 +66,22 @@ def parity(session: nox.Session) -> None:
     session.run("parity", "check", "--candidate", "torch", "--out", "reports/check", *session.posargs)
 
 
+EXAMPLES = [
+    ["--candidate", "examples.keras_flat.adapter:LegacyTF"],
+    ["--candidate", "examples.torch_fused.adapter:TorchPort"],
+    ["--reference", "examples.keras_flat.adapter:LegacyTF", "--candidate", "examples.torch_fused.adapter:TorchPort"],
+]
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """The two worked plug-in adapters of examples/ against the TF reference, and against each other."""
+    _install(session, "torch,tf,test")
+    for index, adapters in enumerate(EXAMPLES):
+        session.run("parity", "run", "--case", "physics-default", "--case", "physics-fly001-moon", *adapters,
+                    "--out", f"reports/examples/{index}", *session.posargs)
+
+
 @nox.session
 def gpu(session: nox.Session) -> None:
     """Torch on CUDA against the CPU-recorded TF goldens (no TensorFlow needed).

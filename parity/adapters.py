@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -104,10 +106,15 @@ def load_adapter(spec: str, device: str = "cpu") -> Adapter:
     else:
         raise ParityInputError(f"adapter {spec!r}: expected one of {sorted(BUILTIN)} or an import path "
                                "'package.module:attr'")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # a user's own package in the current folder, as `python -m` would see it
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ParityInputError(f"adapter {spec!r}: cannot import {module_name!r} ({error})") from None
+    except (Exception, SystemExit) as error:  # the module's own code failed while importing
+        raise ParityInputError(f"adapter {spec!r}: importing {module_name!r} failed: "
+                               f"{type(error).__name__}: {error}") from None
     target = module
     for part in attr.split("."):
         try:

@@ -52,12 +52,14 @@ def affected_taps(audit: Audit, graphs: Iterable[list[TapSpec]], registry: list[
         return {spec.name: f"not comparable: the {roles} could not resolve the configuration" for spec in registry}
     if not knobs:
         return {}
+    roots: dict[str, str] = {}  # tap -> "<knob> differs (...)"
     reasons: dict[str, str] = {}
     for spec in registry:
         for knob in spec.knobs:
-            if knob in knobs:
+            if knob in knobs and spec.name not in roots:
                 values = ", ".join(f"{role} {value!r}" for role, value in knobs[knob].items())
-                reasons.setdefault(spec.name, f"not comparable: {knob} differs ({values})")
+                roots[spec.name] = f"{knob} differs ({values})"
+                reasons[spec.name] = f"not comparable: {roots[spec.name]}"
     edges: dict[str, set[str]] = {}
     for graph in [registry, *graphs]:
         for spec in graph:
@@ -66,12 +68,12 @@ def affected_taps(audit: Audit, graphs: Iterable[list[TapSpec]], registry: list[
     while changed:  # everything downstream of an affected tap is affected too
         changed = False
         for spec in registry:
-            if spec.name in reasons:
+            if spec.name in roots:
                 continue
-            source = next((name for name in sorted(edges.get(spec.name, ())) if name in reasons), None)
+            source = next((name for name in sorted(edges.get(spec.name, ())) if name in roots), None)
             if source is not None:
-                knob_text = reasons[source].removeprefix("not comparable: ")
-                reasons[spec.name] = f"not comparable: reads {source!r}, and {knob_text}"
+                roots[spec.name] = roots[source]
+                reasons[spec.name] = f"not comparable: reads {source!r}, downstream of where {roots[source]}"
                 changed = True
     return reasons
 

@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 CANONICAL_AXES = {"BHWC": "BHWC", "B12C": "B12C", "HW": "HW", "M2": "M2", "B": "B", "scalar": ""}
-_TOKEN = re.compile(r"\(([A-Z0-9](?:\*[A-Z0-9])*)\)|([A-Z0-9])")
+_TOKEN = re.compile(r"\(([BHWCM12](?:\*[BHWCM12])*)\)|([BHWCM12])")
 
 
 class LayoutError(ValueError):

@@ -123,9 +123,12 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
     audits = [config_audit(case, resolved)]
     if case.pipeline == "pinn":
         audits.append(weights_audit(case, keras_files=not golden))
-    graphs = {"candidate": graph_of(candidate, case.pipeline, case.config, guards["candidate"])}
-    graphs["reference"] = (reference.graph() if golden else
-                           graph_of(reference, case.pipeline, case.config, guards["reference"]))
+    try:  # an adapter that cannot say what it computes is a usage error, not a verdict
+        graphs = {"candidate": graph_of(candidate, case.pipeline, case.config, guards["candidate"])}
+        graphs["reference"] = (reference.graph() if golden else
+                               graph_of(reference, case.pipeline, case.config, guards["reference"]))
+    except AdapterFault as fault:
+        raise ParityInputError(f"{fault.original if fault.original is not None else fault}") from None
     candidate_inputs = {spec.name: spec.inputs for spec in graphs["candidate"].specs}
     results = [_tap_result(spec, case, candidate_inputs.get(spec.name, spec.inputs)) for spec in selected]
     report = RunReport(case=case.summary() | {"hashes": case.hashes()}, pipeline=case.pipeline,

@@ -23,3 +23,11 @@ def candidate():
     from backends.torch import TorchBackend
 
     return TorchBackend()
+
+
+@pytest.fixture(scope="session")
+def tolerances():
+    """The shipped tolerance table."""
+    from parity.workflows import tolerance_table
+
+    return tolerance_table(None)

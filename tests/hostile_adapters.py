@@ -1,0 +1,150 @@
+"""Candidate adapters that misbehave, loaded by the tests as ``tests.hostile_adapters:NAME``.
+
+Each is the Torch port with one stage or method doing what adapter code must never be able to
+turn into a false verdict: exiting, hanging, returning junk, printing, changing its input.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from backends.torch import TorchBackend
+from backends.torch.stages import STAGES
+
+STAGE = "farfield"
+# run_stage is only called where isolated mode cannot reuse the propagated run (its inputs differ from
+# the reference's by rounding): in physics-default that is true from `amplitude` on.
+ISOLATED_STAGE = "intensity"
+
+
+class ExitingInRunStage(TorchBackend):
+    """sys.exit(0) inside run_stage: must never read as 'parity holds'."""
+
+    name = "exits-in-run-stage"
+
+    def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
+        if tap == ISOLATED_STAGE:
+            sys.exit(0)
+        return super().run_stage(tap, pipeline, cfg, stage_inputs, weights)
+
+
+class ExitingInPipeline(TorchBackend):
+    name = "exits-in-pipeline"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages[STAGE] = _exit_stage
+
+
+def _exit_stage(ctx, wave):
+    sys.exit(0)
+
+
+class InterruptingStage(TorchBackend):
+    name = "raises-keyboard-interrupt"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages[STAGE] = _interrupt_stage
+
+
+def _interrupt_stage(ctx, wave):
+    raise KeyboardInterrupt
+
+
+class ReturnsNone(TorchBackend):
+    name = "returns-none"
+
+    def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
+        if tap == ISOLATED_STAGE:
+            return None
+        return super().run_stage(tap, pipeline, cfg, stage_inputs, weights)
+
+
+class ReturnsTensor(TorchBackend):
+    """run_stage hands back a torch tensor (canonical layout) instead of numpy: that is a valid answer."""
+
+    name = "returns-tensor"
+
+    def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(super().run_stage(tap, pipeline, cfg, stage_inputs, weights)))
+
+
+class OddDescribe(TorchBackend):
+    """describe() holding numpy scalars, NaN, infinity and an object JSON cannot hold."""
+
+    name = "odd-describe"
+
+    def describe(self):
+        return {**super().describe(), "gain": np.float32(1.5), "bad": float("nan"), "big": np.inf,
+                "blob": object(), "nested": {"x": np.int64(3)}}
+
+
+class Hangs(TorchBackend):
+    """A far-field stage that never returns."""
+
+    name = "hangs"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages[STAGE] = _hang_stage
+
+
+def _hang_stage(ctx, wave):
+    while True:
+        time.sleep(0.05)
+
+
+class Chatty(TorchBackend):
+    """Prints, warns and writes to stderr while it runs: none of it may land in the results table."""
+
+    name = "chatty"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages[STAGE] = _chatty_stage
+
+
+def _chatty_stage(ctx, wave):
+    print("CHATTY-STDOUT debug print from the port")
+    print("CHATTY-STDERR to stderr", file=sys.stderr)
+    warnings.warn("CHATTY-WARNING a deprecation in the port", UserWarning, stacklevel=1)
+    return STAGES[STAGE](ctx, wave)
+
+
+class NegatesInputInPlace(TorchBackend):
+    """exit_wave's stage negates the canvas-cut patches it reads, after computing a correct output."""
+
+    name = "negates-input-in-place"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages["exit_wave"] = _exit_wave_then_negate
+
+
+def _exit_wave_then_negate(ctx, probe, patches):
+    wave = STAGES["exit_wave"](ctx, probe, patches.clone())
+    patches.neg_()
+    return wave
+
+
+class ScalesWaveInFarfield(TorchBackend):
+    """The FFT stage scales exit_wave in place, then transforms a copy taken before: its output is right."""
+
+    name = "scales-wave-in-farfield"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages["farfield"] = _farfield_then_scale
+
+
+def _farfield_then_scale(ctx, wave):
+    spectrum = STAGES["farfield"](ctx, wave.clone())
+    wave.mul_(2.0)
+    return spectrum

@@ -1,0 +1,194 @@
+"""The adapter kit, point by point (issue #7): a user's TF code base and Torch port wrapped with
+``parity.PluginAdapter`` and compared for real against the TF reference and each other."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity import PluginAdapter, RunOptions, builtin_case, load_adapter, run_case, tap
+from parity.cli import main
+from parity.errors import EXIT_DIVERGED, EXIT_OK, ParityInputError
+
+pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
+
+from examples.keras_flat.adapter import LegacyTF  # noqa: E402
+from examples.torch_fused.adapter import TorchPort  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = [ROOT / "examples" / "keras_flat" / "adapter.py", ROOT / "examples" / "torch_fused" / "adapter.py"]
+
+
+@pytest.fixture(scope="module")
+def case():
+    return builtin_case("physics-fly001-moon").with_config(N=32)
+
+
+def _statuses(report):
+    return {tap.name: tap.status for tap in report.taps}
+
+
+@pytest.mark.parametrize("adapter", [LegacyTF, TorchPort], ids=["keras-flat", "torch-fused"])
+def test_each_example_passes_against_the_tf_reference(adapter, reference, tolerances, case):
+    report = run_case(case, reference, adapter(), tolerances)
+    assert report.passed, [(tap.name, tap.status, tap.reason) for tap in report.taps]
+    statuses = _statuses(report)
+    assert statuses["farfield"] == "not_compared" and statuses["amplitude"] == "passed"
+    assert "fuses the FFT and the modulus" in report.tap("farfield").reason
+
+
+def test_the_two_ports_compare_against_each_other(tolerances, case):
+    """Neither side is a built-in backend: TF legacy code as reference, the Torch port as candidate."""
+    report = run_case(case, LegacyTF(), TorchPort(), tolerances)
+    assert report.passed
+    farfield = report.tap("farfield")
+    assert farfield.status == "not_compared" and "the reference does not provide it" in farfield.reason
+    assert report.counts()["not_compared"] == 3  # farfield, object.trimmed, probe.effective
+
+
+def test_a_reference_without_a_tap_the_candidate_reads_is_judged_propagated_only(tolerances, case, candidate):
+    """Point 1 and 8: the built-in Torch amplitude reads farfield, which the legacy reference lacks."""
+    report = run_case(case, LegacyTF(), candidate, tolerances)
+    amplitude = report.tap("amplitude")
+    assert amplitude.modes["propagated"].passed is True
+    isolated = amplitude.modes["isolated"]
+    assert isolated.status == "not_run" and "the reference does not provide 'farfield'" in isolated.skipped
+    assert "judged propagated only" in isolated.skipped and "Unable to" not in isolated.skipped
+    assert report.passed
+
+
+def test_examples_are_short_and_use_only_the_public_api():
+    for path in EXAMPLES:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        assert len(lines) < 40, path
+        tree = ast.parse(path.read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 0}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert not any(name.startswith(("backends", "parity.")) for name in imported), (path, imported)
+
+
+def test_isolated_mode_localises_a_fault_in_a_port(reference, tolerances, case):
+    class Swapped(TorchPort):  # the port reads offsets as (y, x)
+        @tap("object.canvas")
+        def canvas(self, patches, offsets):
+            return self.model.reassemble(patches, offsets.flip(-1))
+
+    report = run_case(case, reference, Swapped(), tolerances)
+    assert report.first_divergence.tap == "object.canvas" and report.first_divergence.mode == "isolated"
+    assert _statuses(report)["patches.extracted"] == "failed"  # propagated inherits it ...
+    assert report.tap("patches.extracted").modes["isolated"].passed  # ... isolated does not
+
+
+def test_per_knob_audit_compares_what_the_knob_does_not_touch(reference, tolerances, case):
+    """Point 6: a port that ignores buffer makes the canvas and everything after it not comparable."""
+    class NoBuffer(TorchPort):
+        knobs = {"gaussian_sigma": 0.0, "buffer": 0}
+
+    report = run_case(case, reference, NoBuffer(), tolerances)
+    assert not report.passed and report.first_divergence.mode == "config"
+    assert report.tap("object.canvas").status == "not_comparable"
+    assert "buffer differs" in report.tap("object.canvas").reason
+    pinn = builtin_case("pinn-n32-single-patch")
+
+    class PinnNoBuffer(PluginAdapter):
+        frameworks = ("torch",)
+        knobs = {"buffer": 0}
+
+        @tap("input.scaled")
+        def scaled(self, X):
+            return X / self.cfg.intensity_scale
+
+    report = run_case(pinn, reference, PinnNoBuffer(), tolerances, RunOptions(taps=("input.scaled", "object.*")))
+    assert report.tap("input.scaled").status == "passed"  # compared: it does not depend on buffer
+    assert report.tap("object.canvas").status == "not_comparable"
+    assert not report.passed
+
+
+def test_undeclared_missing_taps_are_not_compared_and_never_silent(reference, tolerances, case):
+    class Partial(TorchPort):
+        not_provided = {}  # forgot to say why
+
+    report = run_case(case, reference, Partial(), tolerances)
+    assert report.tap("farfield").status == "not_compared"
+    assert "no @tap method" in report.tap("farfield").reason
+
+
+def test_base_class_supplies_name_device_describe_and_run_stage(case):
+    port = TorchPort(device="cpu")
+    described = port.describe()
+    assert described["name"] == "TorchPort" and described["device"] == "cpu"
+    assert described["layouts"]["BHWC"] == "BCHW" and "farfield" in described["not_provided"]
+    stage_inputs = {"exit_wave": np.ones((2, 32, 32, 4), np.complex64)}
+    amplitude = port.run_stage("amplitude", "physics", case.config, stage_inputs)
+    assert amplitude.shape == (2, 32, 32, 4) and amplitude.dtype == np.float32
+    assert np.allclose(amplitude.max(), 32 / 32 * 1.0 * 32 / 32 * 32, rtol=1e-6)  # DC of ones: N^2 / N
+
+
+def test_multi_output_and_glob_taps(reference, tolerances, case):
+    class Fused(TorchPort):
+        scaled = intensity = None
+
+        @tap("amplitude.scaled", "intensity")
+        def both(self, amplitude):
+            scaled = self.model.intensity_scale * amplitude
+            return scaled, scaled * scaled
+
+    report = run_case(case, reference, Fused(), tolerances)
+    assert report.passed and report.tap("intensity").status == "passed"
+
+
+def test_a_tap_that_reads_what_the_port_never_computes_is_a_clear_error(reference, tolerances, case):
+    class Broken(TorchPort):
+        @tap("amplitude", inputs=("farfield",))
+        def amplitude(self, spectrum):
+            return spectrum.abs()
+
+    with pytest.raises(ParityInputError, match=r"tap 'amplitude' reads \['farfield'\], which this adapter does not"):
+        run_case(case, reference, Broken(), tolerances)
+
+
+def test_the_cli_runs_an_example_and_keeps_its_output_out_of_the_table(tmp_path, capfd):
+    code = main(["run", "--case", "physics-default", "--set", "N=32", "--candidate",
+                 "examples.keras_flat.adapter:LegacyTF", "--out", str(tmp_path)])
+    out, _ = capfd.readouterr()
+    assert code == EXIT_OK
+    assert "2 not compared (not provided)" in out and "farfield: not compared" in out
+
+
+def test_a_port_with_an_audited_knob_fails_with_the_audit_named_first(tmp_path, capfd):
+    code = main(["run", "--case", "physics-n32-edge-offsets-f64", "--candidate",
+                 "examples.torch_fused.adapter:TorchPort", "--out", str(tmp_path)])
+    out, _ = capfd.readouterr()
+    assert code == EXIT_DIVERGED
+    summary = out[out.index("config audit"):]
+    assert summary.startswith("config audit: candidate resolves gaussian_sigma=0.0")
+    assert "5 not comparable (configuration)" in " ".join(summary.split())
+    assert "not judged" not in summary
+
+
+DETERMINISM_PROBE = """
+import json, sys
+from parity.adapters import load_adapter
+load_adapter("tests.kit_adapters:TFOnly")
+from backends.common import determinism
+state = determinism.record()
+print(json.dumps({"tf": state.get("tensorflow"), "builtins": [m for m in sys.modules if m.startswith("backends.tf")]}))
+"""
+
+
+def test_the_determinism_switch_is_applied_for_declared_frameworks_before_adapter_code():
+    """Point 9: a plug-in adapter declaring TF gets op determinism without any built-in backend loaded."""
+    process = subprocess.run([sys.executable, "-c", DETERMINISM_PROBE], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=240)
+    assert process.returncode == 0, process.stderr
+    state = json.loads(process.stdout.strip().splitlines()[-1])
+    assert state["tf"]["op_determinism"] is True and state["tf"]["tensor_float_32"] is False
+    assert state["builtins"] == []
+    assert load_adapter("tests.kit_adapters:TFOnly").name == "TFOnly"
