@@ -18,7 +18,7 @@ import numpy as np
 from backends.common.config import ForwardConfig
 from backends.common.taps import TapSpec, batched, pipeline_inputs
 
-DEFAULT_CHUNK_BYTES = 256 << 20  # all taps of one chunk, one side
+DEFAULT_CHUNK_BYTES = 64 << 20  # all taps of one chunk, one side: ~100 samples of N=64 physics
 
 
 def sample_bytes(specs: list[TapSpec], cfg: ForwardConfig) -> int:
