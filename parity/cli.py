@@ -215,9 +215,9 @@ def command_run(args) -> int:
 
     cases, notes = _cases(args)
     tolerances = tolerance_table(args.tolerances)
+    out = _output_folder(args.out)  # before the adapters load: nothing runs if reports cannot be written
     reference = load_adapter(args.reference, "cpu")
     candidate = load_adapter(args.candidate, args.device)
-    out = _output_folder(args.out)
     reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), out, notes)
                for case in cases]
     _print(reports, args.quiet)
@@ -249,8 +249,8 @@ def command_check(args) -> int:
 
     cases, _ = _cases(args)
     tolerances = tolerance_table(args.tolerances)
-    candidate = load_adapter(args.candidate, args.device)
     out = _output_folder(args.out)
+    candidate = load_adapter(args.candidate, args.device)
     reports = []
     for case in cases:
         with open_golden(case, args.goldens or DEFAULT_GOLDENS) as golden:
@@ -263,11 +263,13 @@ def command_check(args) -> int:
 def command_calibrate(args) -> int:
     from .adapters import load_adapter
     from .calibrate import calibrate, print_calibration, validate_calibration
+    from .tolerances import load_tolerances
     from .workflows import DEFAULT_TOLERANCES
 
     factor, floor = _option_number("--factor", args.factor), _option_number("--floor", args.floor)
     validate_calibration(factor, floor)
     cases, _ = _cases(args)
+    load_tolerances(args.tolerances or DEFAULT_TOLERANCES)  # a bad table is refused before anything runs
     out = _output_folder(args.out)
     reference = load_adapter(args.reference, "cpu")
     candidate = load_adapter(args.candidate, "cpu") if args.candidate else None

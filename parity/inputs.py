@@ -111,7 +111,7 @@ def cast_checked(path: str, key: str, value: np.ndarray, dtype: np.dtype) -> np.
         first = _first_bad(bad)
         original = value[first]
         if np.all(np.isfinite(original)):
-            raise ParityInputError(f"{where}: expected values that fit the run's dtype {dtype}; {original!r} at index "
+            raise ParityInputError(f"{where}: expected values that fit the run's dtype {dtype}; {original} at index "
                                    f"{first} overflows to Inf ({int(bad.sum())} such values; --set dtype=float64 "
                                    "keeps them if they fit there)")
         raise ParityInputError(f"{where}: expected finite values, found {int(bad.sum())} NaN/Inf "
