@@ -138,7 +138,7 @@ def estimate(cfg: ForwardConfig, pipeline: str, batch: int, *, chunk_batch: int 
     store, peak, at = _pipeline_parts(cfg, pipeline, chunk, shapes)
     largest = max(_nbytes(spec.shape(cfg, chunk), spec.dtype(cfg).itemsize) for spec in pipeline_taps(pipeline, cfg))
     parts = [Part("inputs", _input_bytes(cfg, pipeline, batch, shapes), False, f"x{INPUT_COPIES}"),
-             Part("comparison buffers", min(COMPARE_BYTES, 4 * largest), False)]
+             Part("comparison buffers", min(COMPARE_BYTES, 4 * largest), True)]
     if pipeline == "pinn":
         parameters = sum(math.prod(shape) for _, shape in weight_specs(cfg))
         parts.append(Part("weights", WEIGHT_COPIES * parameters * (4 if cfg.dtype == "float32" else 8), False,
