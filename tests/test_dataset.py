@@ -49,9 +49,10 @@ def test_the_builtin_cases_knobs_match_the_shipped_file():
     assert dataset.MOON_KNOBS["intensity_scale"] == pytest.approx(data.intensity_scale(), rel=1e-2)
     for name, pipeline in (("pinn-dataset-moon", "pinn"), ("simulate-dataset-moon", "simulate")):
         case = BUILTIN_CASES[name]
-        assert case.pipeline == pipeline and case.batch == data.M
+        assert case.pipeline == pipeline
+        assert case.batch == (dataset.MOON_GROUPS if pipeline == "pinn" else data.M)
         shapes = {key: value.shape for key, value in case.inputs.items()}
-        expected = ({"X": (16, 64, 64, 4), "positions": (16, 1, 2, 4), "probe": (64, 64)} if pipeline == "pinn" else
+        expected = ({"X": (4, 64, 64, 4), "positions": (4, 1, 2, 4), "probe": (64, 64)} if pipeline == "pinn" else
                     {"object": data.obj.shape, "scan_positions": (16, 2), "probe": (64, 64)})
         assert shapes == expected
 
