@@ -31,6 +31,8 @@ import numpy as np
 
 from backends.common.config import ForwardConfig
 
+from .data import fixtures_dir, moon_object, probe_for
+from .budget import check_read
 from .errors import ParityInputError
 from .npz import NpzArchive
 
@@ -139,8 +141,6 @@ def load_dataset(path: str | Path) -> Dataset:
     path = str(path)
     archive = NpzArchive(path, "dataset file")
     diff, M, legacy, counts = _check_headers(path, archive)
-    from .budget import check_read
-
     used = ["xcoords", "ycoords", diff, "probeGuess"] + (["objectGuess"] if "objectGuess" in archive else [])
     check_read(path, 3 * sum(archive[key].nbytes for key in used))  # file dtype, float64 copy, run-dtype copy
     x, y = (archive.read(key).astype(np.float64) for key in ("xcoords", "ycoords"))
@@ -240,11 +240,9 @@ MOON_PHOTONS = 1e6
 
 def simulate_moon_dataset(seed: int = MOON_SEED) -> dict[str, np.ndarray]:
     """The shipped dataset's arrays: a jittered raster over the moon object, Poisson counts, amplitudes stored."""
-    from . import data
-
     rng = np.random.Generator(np.random.PCG64(seed))
-    obj = data.moon_object().astype(np.complex64)
-    probe = data.probe_for(64).astype(np.complex64)
+    obj = moon_object().astype(np.complex64)
+    probe = probe_for(64).astype(np.complex64)
     n = probe.shape[0]
     centre = np.array(obj.shape[::-1]) / 2  # (x, y)
     grid = (np.arange(MOON_SIDE) - (MOON_SIDE - 1) / 2) * 12.0
@@ -262,8 +260,6 @@ def simulate_moon_dataset(seed: int = MOON_SEED) -> dict[str, np.ndarray]:
 
 @functools.lru_cache(maxsize=None)
 def _moon() -> Dataset:
-    from .data import fixtures_dir
-
     return load_dataset(fixtures_dir() / MOON_DATASET)
 
 

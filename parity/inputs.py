@@ -19,11 +19,12 @@ from backends.common.input_checks import input_problems
 from backends.common.taps import PIPELINE_INPUTS, PIPELINES, TapSpec, pipeline_inputs
 from backends.common.weights import weight_problems, weight_specs
 
-from .budget import check_read
+from .budget import check, check_read
 from .errors import ParityInputError
 from .files import read_toml, regular_file
 from .npz import NpzArchive, read_npz
 
+BATCHED = ("X", "object_patches", "scan_positions")  # the input whose first axis is the batch, per pipeline
 # Where a user's key names differ from the registry's input names.
 KEY_ALIASES = {"object.patches": "object_patches", "scan.positions": "scan_positions"}
 
@@ -224,6 +225,9 @@ def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
         return validate_inputs(str(path), pipeline, cfg, arrays), ignored
     names = _check_headers(str(path), pipeline, cfg, arrays)
     check_read(str(path), sum(arrays[key].nbytes for key in names.values()))
+    shapes = {name: arrays[key].shape for name, key in names.items()}
+    batch = next(shape[0] for name, shape in shapes.items() if name in BATCHED)
+    check(cfg, pipeline, batch, str(path), input_shapes=shapes)  # the whole run, from the headers alone
     validated = {spec.name: cast_checked(str(path), spec.name, arrays.read(names[spec.name]), spec.dtype(cfg))
                  for spec in pipeline_inputs(pipeline)}
     _check_usable(str(path), pipeline, cfg, validated)

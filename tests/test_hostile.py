@@ -389,3 +389,18 @@ def test_16_more_knobs_out_of_the_runs_arithmetic(knobs):
                                    {"intensity_scale": 1e19}, {"nphotons": 1e18}])
 def test_16_values_that_fit_are_accepted(knobs):
     assert resolve_config(knobs).to_dict().items() >= knobs.items()
+
+
+def test_8_a_small_file_that_asks_for_a_huge_run_is_refused_from_its_headers(tmp_path):
+    """200 000 scan positions are 1.6 MB on disk and ~50 GB of taps: refused before the data is read."""
+    from parity import budget
+    from parity.errors import ParityInputError
+    from parity.workflows import choose_cases
+
+    arrays = synthetic.pipeline_inputs("simulate", CFG, 3, seed=4)
+    path = tmp_path / "scan.npz"
+    np.savez(path, **arrays | {"scan_positions": np.full((200000, 2), 40.0, np.float32)})
+    with budget.memory_limit(1 << 30), pytest.raises(ParityInputError) as caught:
+        choose_cases(None, None, ["N=32"], "simulate", str(path))
+    assert str(caught.value).startswith(f"{path}: needs an estimated")
+    assert "the batch size B=200000" in str(caught.value)
