@@ -24,7 +24,7 @@ from .errors import ParityInputError
 from .files import read_toml, regular_file
 from .npz import NpzArchive, read_npz
 
-BATCHED = ("X", "object_patches", "scan_positions")  # the input whose first axis is the batch, per pipeline
+BATCH_LAYOUTS = ("BHWC", "B12C", "M2")  # registry layouts whose first axis is the batch
 # Where a user's key names differ from the registry's input names.
 KEY_ALIASES = {"object.patches": "object_patches", "scan.positions": "scan_positions"}
 
@@ -156,7 +156,7 @@ def _check_headers(path: str, pipeline: str, cfg: ForwardConfig, headers: Mappin
     for spec in pipeline_inputs(pipeline):
         header = headers[names[spec.name]]
         shape = tuple(header.shape)
-        if spec.layout in ("BHWC", "B12C", "M2") and len(shape) >= 1:
+        if spec.layout in BATCH_LAYOUTS and len(shape) >= 1:
             if batch is None:
                 batch = shape[0]
             elif shape[0] != batch:
@@ -226,7 +226,7 @@ def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
     names = _check_headers(str(path), pipeline, cfg, arrays)
     check_read(str(path), sum(arrays[key].nbytes for key in names.values()))
     shapes = {name: arrays[key].shape for name, key in names.items()}
-    batch = next(shape[0] for name, shape in shapes.items() if name in BATCHED)
+    batch = next(shapes[spec.name][0] for spec in pipeline_inputs(pipeline) if spec.layout in BATCH_LAYOUTS)
     check(cfg, pipeline, batch, str(path), input_shapes=shapes)  # the whole run, from the headers alone
     validated = {spec.name: cast_checked(str(path), spec.name, arrays.read(names[spec.name]), spec.dtype(cfg))
                  for spec in pipeline_inputs(pipeline)}

@@ -174,12 +174,15 @@ def test_a_dataset_whose_positions_miss_the_object_is_refused(tmp_path):
         dataset_cases(str(path), "simulate", None, [], None)
 
 
-def test_run_dataset_on_the_command_line(tmp_path):
+def test_run_dataset_on_the_command_line(tmp_path, capsys):
     pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
+    from parity.cli import main
     from tests.hostile import assert_refused, parity_process
 
-    result = parity_process("run", "--dataset", MOON, "--pipeline", "simulate", "--out", tmp_path, "--quiet")
-    assert result.returncode == 0, result.stderr
-    assert "dataset-moon-simulate: PASS" in result.stdout and (tmp_path / "dataset-moon-simulate" / "report.json").exists()
+    code = main(["run", "--dataset", str(MOON), "--pipeline", "simulate", "--mode", "propagated", "--out",
+                 str(tmp_path), "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "dataset-moon-simulate: PASS" in out, out
+    assert (tmp_path / "dataset-moon-simulate" / "report.json").exists()
     bad = _save(tmp_path, _drop("probeGuess")(_valid()))
     assert_refused(parity_process("run", "--dataset", bad, "--out", tmp_path / "o"), str(bad), "'probeGuess'")
