@@ -29,6 +29,7 @@ from backends.common.taps import pipeline_taps
 
 from .adapters import Adapter
 from .cases import Case
+from .errors import ParityInputError
 from .metrics import Criteria
 from .report import write_json_atomic
 from .tolerances import Rule, ToleranceTable, dump_table, load_tolerances
@@ -120,9 +121,19 @@ def _measure_case(case: Case, reference: Adapter, candidate: Adapter | None) -> 
     return found
 
 
+def validate_calibration(factor: float, floor: float | None) -> None:
+    """A factor below 1 (or NaN, Inf, negative) would write tolerances under the measured noise."""
+    if not (isinstance(factor, (int, float)) and math.isfinite(factor) and factor >= 1):
+        raise ParityInputError(f"--factor {factor!r}: expected a finite number >= 1 (tolerance = factor x noise; "
+                               "below 1 the reference fails against its own noise)")
+    if floor is not None and not (isinstance(floor, (int, float)) and math.isfinite(floor) and 0 < floor < 1):
+        raise ParityInputError(f"--floor {floor!r}: expected a finite relative error > 0 and < 1")
+
+
 def calibrate(cases: Sequence[Case], reference: Adapter, candidate: Adapter | None, path: Path, factor: float = 10.0,
               floor: float | None = None, write: bool = False, allow_looser: bool = False,
               out_dir: Path | None = None) -> CalibrationResult:
+    validate_calibration(factor, floor)
     floors = {dtype: floor if floor is not None else value for dtype, value in DEFAULT_FLOORS.items()}
     table = load_tolerances(path)
     merged: dict[tuple[str, str, str, str], Measurement] = {}

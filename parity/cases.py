@@ -18,7 +18,7 @@ import numpy as np
 from backends.common.config import ForwardConfig, resolve_config
 from backends.common.weights import init_weights, weights_fingerprint
 
-from . import data, synthetic
+from . import data, dataset, synthetic
 from .errors import ParityInputError
 
 InputBuilder = Callable[["Case"], dict[str, np.ndarray]]
@@ -177,6 +177,8 @@ BUILTIN_CASES: dict[str, Case] = {case.name: case for case in [
           "simulate", {"nphotons": 1e9}, batch=12, seed=8, build=_real_simulate, tags=("real-data",)),
     _case("simulate-n32-f64", "simulate, N=32 float64, synthetic object, probe_mask", "simulate",
           {"N": 32, "probe_mask": True, "dtype": "float64"}, batch=6, seed=9),
+    _case("pinn-dataset-moon", "fixtures/datasets/moon.npz (PtychoPINN contract), K-NN groups", "pinn", dataset.MOON_KNOBS, batch=dataset.MOON_GROUPS, seed=10, build=dataset.build_moon_inputs, tags=("real-data", "dataset")),
+    _case("simulate-dataset-moon", "fixtures/datasets/moon.npz objectGuess at its scan positions", "simulate", dataset.MOON_KNOBS, batch=dataset.MOON_POSITIONS, seed=11, build=dataset.build_moon_inputs, tags=("real-data", "dataset")),
 ]}
 
 

@@ -12,13 +12,16 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from backends.common import determinism
 from backends.common.determinism import apply_environment
 
+from . import budget
 from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError
 from .guard import DEFAULT_STAGE_TIMEOUT
 
@@ -43,11 +46,43 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _option_number(option: str, text: str | None) -> float | None:
+    """A numeric option, parsed here rather than by argparse so that a bad value is one line, exit 2."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ParityInputError(f"{option} {text!r}: expected a number") from None
+
+
+def _max_memory(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return budget.parse_size(text)
+    except ValueError as error:
+        raise ParityInputError(f"--max-memory: {error}") from None
+
+
 def _output_folder(path: str) -> Path:
-    """The --out folder, refused up front if it cannot be one (before any comparison runs)."""
+    """The --out folder, refused up front if it cannot be written (before any comparison runs)."""
     folder = Path(path)
-    if folder.exists() and not folder.is_dir():
-        raise ParityInputError(f"--out {path}: exists and is not a folder")
+    existing = folder
+    while not existing.exists() and existing != existing.parent:  # nearest existing ancestor
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "exists and is not a folder" if existing == folder else f"{existing} is a file, not a folder"
+        raise ParityInputError(f"--out {path}: {where}; expected a folder the reports can be written to")
+    if existing == folder:
+        try:  # really create a file: os.access says yes to root on a read-only file system
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as error:
+            raise ParityInputError(f"--out {path}: cannot write there ({error.strerror or error}); expected a "
+                                   "writable folder") from None
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        raise ParityInputError(f"--out {path}: cannot create it, {existing} is not writable (permission denied)")
     return folder
 
 
@@ -59,10 +94,16 @@ def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True)
                         help="override one knob (repeatable)")
     parser.add_argument("--pipeline", choices=("pinn", "physics", "simulate"),
                         help="with --inputs: the pipeline; with --case: keep only this pipeline's cases")
+    parser.add_argument("--max-memory", metavar="SIZE",
+                        help="refuse runs estimated to need more (e.g. 8G; default: "
+                             f"{budget.DEFAULT_FRACTION:g} of the available memory)")
     if user_inputs:
         parser.add_argument("--inputs", metavar="FILE.npz", help="your own inputs (spec names as keys)")
         parser.add_argument("--weights", metavar="FILE", help="pinn weights: .npz (canonical names), "
                             ".weights.h5 or .keras")
+        parser.add_argument("--dataset", metavar="FILE.npz",
+                            help="a PtychoPINN dataset (xcoords, ycoords, diff3d, probeGuess[, objectGuess]); "
+                                 "see docs/datasets.md")
 
 
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
@@ -112,8 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--reference", default="tf")
     calibrate.add_argument("--candidate", default="torch", help="also run twice to check run-to-run noise")
     calibrate.add_argument("--tolerances", metavar="FILE.toml")
-    calibrate.add_argument("--factor", type=float, default=10.0, help="tolerance = factor x noise (default 10)")
-    calibrate.add_argument("--floor", type=float, default=None, help="smallest tolerance (default per dtype)")
+    calibrate.add_argument("--factor", default="10", help="tolerance = factor x noise (>= 1, default 10)")
+    calibrate.add_argument("--floor", default=None, help="smallest tolerance, > 0 and < 1 (default per dtype)")
     calibrate.add_argument("--write", action="store_true", help="write tighter tolerances into the file")
     calibrate.add_argument("--allow-looser", action="store_true", help="with --write: also write looser ones")
     calibrate.add_argument("--out", default="reports", metavar="DIR")
@@ -170,15 +211,57 @@ def command_cases(args) -> int:
     return EXIT_OK
 
 
+CALIBRATE_RUNS_HELD = 5  # float32, float64, float32 again, the candidate twice
+
+
+def _chunk_batch(case, limit: int | None) -> int:
+    from backends.common.taps import pipeline_taps
+
+    from .chunks import plan
+
+    chunks = plan(case.pipeline, pipeline_taps(case.pipeline, case.config), case.config, case.batch,
+                  max_samples=limit)
+    return max(stop - start for start, stop in chunks)
+
+
+def _cases(args) -> tuple[list, list[str]]:
+    """The command's cases, every one within the memory limit (the one place every command goes through).
+
+    The limit (``--max-memory`` or the machine's default) also bounds what is read from a user's
+    files: their headers are checked against it before any data is inflated.
+    """
+    from .workflows import choose_cases
+
+    with budget.memory_limit(_max_memory(args.max_memory)):
+        if getattr(args, "dataset", None):
+            from .dataset_cases import dataset_cases
+
+            if args.inputs or args.cases:
+                raise ParityInputError("--dataset excludes --inputs and --case")
+            cases, notes = dataset_cases(args.dataset, args.pipeline, args.config, args.assignments, args.weights)
+        else:
+            user = (args.inputs, args.weights) if hasattr(args, "inputs") else ()
+            cases, notes = choose_cases(args.cases, args.config, args.assignments, args.pipeline, *user)
+        for case in cases:
+            if args.command == "calibrate":
+                budget.check_case(case, config=case.config.replace(dtype="float64"),
+                                  reference_copies=CALIBRATE_RUNS_HELD)
+            elif args.command == "record":
+                budget.check_case(case)  # a golden is written whole
+            else:  # runs go in batch chunks: what must fit is one chunk plus what the whole run holds
+                budget.check_case(case, chunk_batch=_chunk_batch(case, getattr(args, "batch_chunk", None)))
+    return cases, notes
+
+
 def command_run(args) -> int:
     from .adapters import load_adapter
-    from .workflows import choose_cases, run_and_write, tolerance_table
+    from .workflows import run_and_write, tolerance_table
 
-    cases, notes = choose_cases(args.cases, args.config, args.assignments, args.pipeline, args.inputs, args.weights)
+    cases, notes = _cases(args)
     tolerances = tolerance_table(args.tolerances)
+    out = _output_folder(args.out)  # before the adapters load: nothing runs if reports cannot be written
     reference = load_adapter(args.reference, "cpu")
     candidate = load_adapter(args.candidate, args.device)
-    out = _output_folder(args.out)
     reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), out, notes)
                for case in cases]
     _print(reports, args.quiet)
@@ -190,13 +273,13 @@ def command_run(args) -> int:
 
 def command_record(args) -> int:
     from .adapters import load_adapter
-    from .workflows import DEFAULT_GOLDENS, choose_cases, record_golden
+    from .workflows import DEFAULT_GOLDENS, record_golden
 
     if (args.config or args.assignments) and not args.goldens:
         raise ParityInputError("--set/--config change a case, and the shipped goldens in fixtures/goldens must "
                                "stay those of the built-in cases; record into another folder with --goldens DIR "
                                "and check with the same --set and --goldens")
-    cases, _ = choose_cases(args.cases, args.config, args.assignments, args.pipeline)
+    cases, _ = _cases(args)
     reference = load_adapter(args.reference, "cpu")
     for case in cases:
         path = record_golden(case, reference, args.goldens or DEFAULT_GOLDENS)
@@ -206,12 +289,12 @@ def command_record(args) -> int:
 
 def command_check(args) -> int:
     from .adapters import load_adapter
-    from .workflows import DEFAULT_GOLDENS, choose_cases, open_golden, run_and_write, tolerance_table
+    from .workflows import DEFAULT_GOLDENS, open_golden, run_and_write, tolerance_table
 
-    cases, _ = choose_cases(args.cases, args.config, args.assignments, args.pipeline)
+    cases, _ = _cases(args)
     tolerances = tolerance_table(args.tolerances)
-    candidate = load_adapter(args.candidate, args.device)
     out = _output_folder(args.out)
+    candidate = load_adapter(args.candidate, args.device)
     reports = []
     for case in cases:
         with open_golden(case, args.goldens or DEFAULT_GOLDENS) as golden:
@@ -223,16 +306,26 @@ def command_check(args) -> int:
 
 def command_calibrate(args) -> int:
     from .adapters import load_adapter
-    from .calibrate import calibrate, print_calibration
-    from .workflows import DEFAULT_TOLERANCES, choose_cases
+    from .calibrate import calibrate, print_calibration, validate_calibration
+    from .tolerances import load_tolerances
+    from .workflows import DEFAULT_TOLERANCES
 
-    cases, _ = choose_cases(args.cases, args.config, args.assignments, args.pipeline)
+    factor, floor = _option_number("--factor", args.factor), _option_number("--floor", args.floor)
+    validate_calibration(factor, floor)
+    cases, _ = _cases(args)
+    load_tolerances(args.tolerances or DEFAULT_TOLERANCES)  # a bad table is refused before anything runs
+    out = _output_folder(args.out)
     reference = load_adapter(args.reference, "cpu")
     candidate = load_adapter(args.candidate, "cpu") if args.candidate else None
-    result = calibrate(cases, reference, candidate, Path(args.tolerances or DEFAULT_TOLERANCES), factor=args.factor,
-                       floor=args.floor, write=args.write, allow_looser=args.allow_looser, out_dir=Path(args.out))
+    result = calibrate(cases, reference, candidate, Path(args.tolerances or DEFAULT_TOLERANCES), factor=factor,
+                       floor=floor, write=args.write, allow_looser=args.allow_looser, out_dir=out)
     print_calibration(result)
     return EXIT_OK
+
+
+def _one_line(error: Exception) -> str:
+    """The message on one line: a file name or a TOML error may carry newlines."""
+    return " ".join(str(error).split("\n"))
 
 
 COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record, "check": command_check,
@@ -253,9 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        determinism.settings()  # PARITY_THREADS: a bad value is bad input, said before any work
         return COMMANDS[args.command](args)
-    except ParityInputError as error:
-        print(f"parity: error: {error}", file=sys.stderr)
+    except (ParityInputError, determinism.SettingsError) as error:
+        print(f"parity: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)

@@ -1,25 +1,30 @@
 """User-supplied inputs and knobs, validated against the tap registry.
 
 Every problem is a ``ParityInputError`` naming the file, the key and what was
-expected. NPZ files are opened with ``allow_pickle=False``: never unpickle.
+expected. NPZ files are read member by member (``parity.npz``): headers are
+checked before data is inflated, ignored keys are never read, nothing is ever
+unpickled. Finiteness is judged after the cast to the run's dtype.
 """
 
 from __future__ import annotations
 
-import tomllib
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from backends.common.config import ConfigError, ForwardConfig, resolve_config
+from backends.common.input_checks import input_problems
 from backends.common.taps import PIPELINE_INPUTS, PIPELINES, TapSpec, pipeline_inputs
-from backends.common.weights import weight_problems
+from backends.common.weights import weight_problems, weight_specs
 
+from .budget import check, check_read
 from .errors import ParityInputError
+from .files import read_toml, regular_file
+from .npz import NpzArchive, read_npz
 
+BATCH_LAYOUTS = ("BHWC", "B12C", "M2")  # registry layouts whose first axis is the batch
 # Where a user's key names differ from the registry's input names.
 KEY_ALIASES = {"object.patches": "object_patches", "scan.positions": "scan_positions"}
 
@@ -32,18 +37,6 @@ def parse_set(assignments: Sequence[str]) -> dict[str, str]:
             raise ParityInputError(f"--set {item!r}: expected knob=value, e.g. --set N=32")
         knobs[key.strip()] = value.strip()
     return knobs
-
-
-def read_toml(path: str | Path, what: str) -> dict[str, Any]:
-    """A TOML document, or a ParityInputError naming the file (``what``: 'config file', ...)."""
-    path = Path(path)
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise ParityInputError(f"{path}: {what} not found") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ParityInputError(f"{path}: not valid TOML: {error}") from None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -78,100 +71,196 @@ def _shape_text(shape: Sequence[int | None]) -> str:
     return "(" + ", ".join("any" if dim is None else str(dim) for dim in shape) + ")"
 
 
-def validate_array(path: str, key: str, value: np.ndarray, spec: TapSpec, cfg: ForwardConfig,
-                   batch: int | None) -> np.ndarray:
-    """Check one input against its registry line; return it in the configuration's dtype."""
+class _Header(Protocol):
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def check_header(path: str, key: str, value: _Header, spec: TapSpec, cfg: ForwardConfig, batch: int | None) -> None:
+    """Shape and dtype kind against the registry line, from a header alone (no data read)."""
     where = f"{path}: key {key!r}"
-    if value.dtype == object or value.dtype.kind not in "fciu":
-        raise ParityInputError(f"{where}: expected a numeric array, got dtype {value.dtype}")
+    dtype, shape = np.dtype(value.dtype), tuple(value.shape)
+    if dtype.hasobject or dtype.kind not in "fciu" or dtype.names is not None:
+        raise ParityInputError(f"{where}: expected a numeric array, got dtype {dtype}")
     expected = _expected_shape(spec, cfg, batch)
-    if value.ndim != len(expected) or any(e is not None and e != got for e, got in zip(expected, value.shape)):
+    if len(shape) != len(expected) or any(e is not None and e != got for e, got in zip(expected, shape)):
         hint = ""
-        if spec.layout == "BHWC" and value.ndim == 4 and value.shape[1:] == (expected[3], expected[1], expected[2]):
+        if spec.layout == "BHWC" and len(shape) == 4 and shape[1:] == (expected[3], expected[1], expected[2]):
             hint = " (channels-first data? the canonical layout is channels last: (B, N, N, C))"
         raise ParityInputError(f"{where}: expected shape {_shape_text(expected)} ({spec.layout}: "
                                f"{spec.description}) under N={cfg.N}, gridsize={cfg.gridsize}, "
-                               f"object_big={cfg.object_big}; got {value.shape}{hint}")
-    if any(dim == 0 for dim in value.shape):
-        raise ParityInputError(f"{where}: expected a non-empty array, got shape {value.shape}")
-    if spec.kind == "real" and value.dtype.kind == "c":
-        raise ParityInputError(f"{where}: expected a real array, got {value.dtype}")
-    if spec.kind == "complex" and value.dtype.kind != "c":
-        raise ParityInputError(f"{where}: expected a complex array ({spec.dtype(cfg)}), got {value.dtype}")
-    finite = np.isfinite(value)
-    if not finite.all():
-        first = tuple(int(i) for i in np.argwhere(~finite)[0])
-        raise ParityInputError(f"{where}: expected finite values, found {int((~finite).sum())} NaN/Inf "
+                               f"object_big={cfg.object_big}; got {shape}{hint}")
+    if any(dim == 0 for dim in shape):
+        raise ParityInputError(f"{where}: expected a non-empty array, got shape {shape}")
+    if spec.kind == "real" and dtype.kind == "c":
+        raise ParityInputError(f"{where}: expected a real array, got {dtype}")
+    if spec.kind == "complex" and dtype.kind != "c":
+        raise ParityInputError(f"{where}: expected a complex array ({spec.dtype(cfg)}), got {dtype}")
+
+
+def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
+
+
+def cast_checked(path: str, key: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``value`` in the run's dtype; finiteness is judged AFTER the cast (1e39 is finite, float32(1e39) is not)."""
+    where = f"{path}: key {key!r}"
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = value.astype(dtype, copy=False)
+    bad = ~np.isfinite(cast)
+    if bad.any():
+        first = _first_bad(bad)
+        original = value[first]
+        if np.all(np.isfinite(original)):
+            raise ParityInputError(f"{where}: expected values that fit the run's dtype {dtype}; {original} at index "
+                                   f"{first} overflows to Inf ({int(bad.sum())} such values; --set dtype=float64 "
+                                   "keeps them if they fit there)")
+        raise ParityInputError(f"{where}: expected finite values, found {int(bad.sum())} NaN/Inf "
                                f"(first at index {first})")
-    return value.astype(spec.dtype(cfg), copy=False)
+    return cast
+
+
+def validate_array(path: str, key: str, value: np.ndarray, spec: TapSpec, cfg: ForwardConfig,
+                   batch: int | None) -> np.ndarray:
+    """Check one input against its registry line; return it in the configuration's dtype."""
+    check_header(path, key, value, spec, cfg, batch)
+    return cast_checked(path, key, value, spec.dtype(cfg))
+
+
+def _registry_key(pipeline: str, keys: Sequence[str]) -> dict[str, str]:
+    """Registry input name -> the user's key for it (aliases allowed; two keys for one input refused)."""
+    found: dict[str, str] = {}
+    for key in keys:
+        name = KEY_ALIASES.get(key, key)
+        if name in PIPELINE_INPUTS.get(pipeline, ()):
+            if name in found:
+                raise ParityInputError(f"keys {found[name]!r} and {key!r} both give input {name!r}; keep one")
+            found[name] = key
+    return found
+
+
+def _check_headers(path: str, pipeline: str, cfg: ForwardConfig, headers: Mapping[str, _Header]) -> dict[str, str]:
+    """Every input's header checked (keys, shapes, kinds, batch agreement); returns name -> user key."""
+    if pipeline not in PIPELINES:
+        raise ParityInputError(f"--pipeline {pipeline!r}: expected one of {PIPELINES}")
+    try:
+        names = _registry_key(pipeline, list(headers))
+    except ParityInputError as error:
+        raise ParityInputError(f"{path}: {error}") from None
+    expected = PIPELINE_INPUTS[pipeline]
+    missing = [key for key in expected if key not in names]
+    if missing:
+        raise ParityInputError(f"{path}: missing key(s) {missing} for pipeline {pipeline!r}; "
+                               f"expected keys {list(expected)}, found {sorted(headers)}")
+    batch = None
+    for spec in pipeline_inputs(pipeline):
+        header = headers[names[spec.name]]
+        shape = tuple(header.shape)
+        if spec.layout in BATCH_LAYOUTS and len(shape) >= 1:
+            if batch is None:
+                batch = shape[0]
+            elif shape[0] != batch:
+                raise ParityInputError(f"{path}: key {spec.name!r}: expected batch size {batch} "
+                                       f"(as the other inputs), got {shape[0]}")
+        check_header(path, spec.name, header, spec, cfg, batch)
+    return names
+
+
+def _check_usable(path: str, pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray]) -> None:
+    for key, expectation in input_problems(pipeline, cfg, inputs):
+        raise ParityInputError(f"{path}: key {key!r}: expected {expectation}")
 
 
 def validate_inputs(path: str, pipeline: str, cfg: ForwardConfig, arrays: Mapping[str, np.ndarray],
                     ) -> dict[str, np.ndarray]:
-    if pipeline not in PIPELINES:
-        raise ParityInputError(f"--pipeline {pipeline!r}: expected one of {PIPELINES}")
-    arrays = {KEY_ALIASES.get(key, key): value for key, value in arrays.items()}
-    expected = PIPELINE_INPUTS[pipeline]
-    missing = [key for key in expected if key not in arrays]
-    if missing:
-        raise ParityInputError(f"{path}: missing key(s) {missing} for pipeline {pipeline!r}; "
-                               f"expected keys {list(expected)}, found {sorted(arrays)}")
-    batch = None
-    validated = {}
-    for spec in pipeline_inputs(pipeline):
-        value = np.asarray(arrays[spec.name])
-        if spec.layout in ("BHWC", "B12C", "M2") and value.ndim >= 1:
-            if batch is None:
-                batch = value.shape[0]
-            elif value.shape[0] != batch:
-                raise ParityInputError(f"{path}: key {spec.name!r}: expected batch size {batch} "
-                                       f"(as the other inputs), got {value.shape[0]}")
-        validated[spec.name] = validate_array(path, spec.name, value, spec, cfg, batch)
+    arrays = {key: np.asarray(value) for key, value in arrays.items()}
+    names = _check_headers(path, pipeline, cfg, arrays)
+    validated = {spec.name: cast_checked(path, spec.name, arrays[names[spec.name]], spec.dtype(cfg))
+                 for spec in pipeline_inputs(pipeline)}
+    _check_usable(path, pipeline, cfg, validated)
     return validated
 
 
-def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise ParityInputError(f"{path}: not an .npz archive (expected a file written by numpy.savez)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise ParityInputError(f"{path}: inputs file not found") from None
-    except ValueError as error:  # object arrays refuse to load without pickle
-        raise ParityInputError(f"{path}: holds data that needs pickle to load ({error}); "
-                               "expected plain numeric arrays") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as error:
-        raise ParityInputError(f"{path}: not a readable .npz archive ({error})") from None
+def scan_npz(path: str | Path, what: str = "inputs file") -> NpzArchive:
+    """An archive's member headers (key -> shape, dtype); no data is read until asked for."""
+    return NpzArchive(path, what)
 
 
-def infer_dtype(arrays: Mapping[str, np.ndarray]) -> tuple[str, list[str]]:
+def load_npz(path: str | Path, what: str = "inputs file") -> dict[str, np.ndarray]:
+    """Every array of a small archive, read member by member without pickle."""
+    return read_npz(path, what)
+
+
+def infer_dtype(arrays: Mapping[str, _Header]) -> tuple[str, list[str]]:
     """The working dtype the inputs ask for, and the keys a float32 run would round.
 
     All floating inputs 64-bit (float64 / complex128): float64. Otherwise
     float32, and the 64-bit keys are named so the rounding is never silent.
     """
-    floating = {key: value.dtype for key, value in arrays.items() if value.dtype.kind in "fc"}
+    floating = {key: np.dtype(value.dtype) for key, value in arrays.items() if np.dtype(value.dtype).kind in "fc"}
     wide = sorted(key for key, dtype in floating.items() if dtype.itemsize == (8 if dtype.kind == "f" else 16))
     if floating and len(wide) == len(floating):
         return "float64", []
     return "float32", wide
 
 
-def split_keys(pipeline: str, arrays: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[str]]:
-    """The arrays that are inputs of ``pipeline``, and the keys it ignores."""
+def split_keys(pipeline: str, arrays: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The arrays (or headers) that are inputs of ``pipeline``, and the keys it ignores."""
     expected = set(PIPELINE_INPUTS.get(pipeline, ()))
-    used = {key: value for key, value in arrays.items() if KEY_ALIASES.get(key, key) in expected}
+    used = {key: arrays[key] for key in arrays if KEY_ALIASES.get(key, key) in expected}  # ignored keys: never read
     return used, sorted(set(arrays) - set(used))
 
 
 def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
-                arrays: Mapping[str, np.ndarray] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Validated inputs and the keys that were ignored (``arrays``: the file, if already read)."""
-    arrays = load_npz(path) if arrays is None else arrays
+                arrays: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Validated inputs and the keys that were ignored.
+
+    ``arrays``: the file's arrays if already read, or its ``scan_npz`` headers.
+    From an archive, headers are checked (and the bytes to read weighed against
+    the memory limit) before any data is inflated, and ignored keys are never read.
+    """
+    arrays = scan_npz(path) if arrays is None else arrays
     _, ignored = split_keys(pipeline, arrays)
-    return validate_inputs(str(path), pipeline, cfg, arrays), ignored
+    if not isinstance(arrays, NpzArchive):
+        return validate_inputs(str(path), pipeline, cfg, arrays), ignored
+    names = _check_headers(str(path), pipeline, cfg, arrays)
+    check_read(str(path), sum(arrays[key].nbytes for key in names.values()))
+    shapes = {name: arrays[key].shape for name, key in names.items()}
+    batch = next(shapes[spec.name][0] for spec in pipeline_inputs(pipeline) if spec.layout in BATCH_LAYOUTS)
+    check(cfg, pipeline, batch, str(path), input_shapes=shapes)  # the whole run, from the headers alone
+    validated = {spec.name: cast_checked(str(path), spec.name, arrays.read(names[spec.name]), spec.dtype(cfg))
+                 for spec in pipeline_inputs(pipeline)}
+    _check_usable(str(path), pipeline, cfg, validated)
+    return validated, ignored
+
+
+def _npz_weights(path: Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:
+    """Canonical weights from a .npz: names and shapes checked from the headers before any data is read."""
+    archive = scan_npz(path, "weights file")
+    expected = dict(weight_specs(cfg))
+    problems = [f"missing parameter {name!r} with shape {shape}" for name, shape in expected.items()
+                if name not in archive]
+    problems += [f"unexpected parameter {name!r}" for name in archive if name not in expected]
+    problems += [f"parameter {name!r} has shape {archive[name].shape}, expected {shape}"
+                 for name, shape in expected.items() if name in archive and archive[name].shape != shape]
+    problems += [f"parameter {name!r} has dtype {archive[name].dtype}, expected real floating point"
+                 for name in expected if name in archive and archive[name].dtype.kind not in "fiu"]
+    _refuse_weights(path, problems)
+    check_read(str(path), sum(archive[name].nbytes for name in expected))
+    weights = {}
+    for name in expected:
+        value = archive.read(name)
+        if np.isfinite(value).all():  # overflow in the cast is named here; NaN in the file by weight_problems
+            weights[name] = cast_checked(str(path), name, value, np.dtype(cfg.dtype))
+        else:
+            weights[name] = value.astype(cfg.dtype)
+    return weights
+
+
+def _refuse_weights(path: Path, problems: list[str]) -> None:
+    if problems:
+        raise ParityInputError(f"{path}: weights do not fit the configuration: " + "; ".join(problems[:8])
+                               + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""))
 
 
 def load_weights(path: str | Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:
@@ -179,6 +268,7 @@ def load_weights(path: str | Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:
     path = Path(path)
     name = path.name
     if name.endswith(".weights.h5") or name.endswith(".keras"):
+        regular_file(path, "weights file")  # a FIFO would block h5py / zipfile forever
         from backends.tf.keras_io import WeightFileError, load_keras_weights
 
         try:
@@ -186,12 +276,8 @@ def load_weights(path: str | Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:
         except WeightFileError as error:
             raise ParityInputError(str(error)) from None
     elif name.endswith(".npz"):
-        weights = {key: value.astype(cfg.dtype) if value.dtype.kind == "f" else value
-                   for key, value in load_npz(path).items()}
+        weights = _npz_weights(path, cfg)
     else:
         raise ParityInputError(f"{path}: expected a .npz of canonical weights, a .weights.h5 or a .keras file")
-    problems = weight_problems(cfg, weights)
-    if problems:
-        raise ParityInputError(f"{path}: weights do not fit the configuration: " + "; ".join(problems[:8])
-                               + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""))
+    _refuse_weights(path, weight_problems(cfg, weights))
     return weights

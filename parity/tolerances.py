@@ -29,9 +29,10 @@ from typing import Any
 from backends.common.taps import PIPELINES
 
 from .errors import ParityInputError
-from .inputs import read_toml
+from .files import read_toml
 from .metrics import Criteria
 
+SCHEMA = 1
 SELECTORS = ("taps", "dtype", "device", "mode", "pipeline")
 DEVICE_CLASSES = ("cpu", "cuda")
 MODES = ("propagated", "isolated")
@@ -94,7 +95,7 @@ def _criteria(path: str, where: str, table: dict[str, Any]) -> Criteria:
     fields = {key: value for key, value in table.items() if key not in SELECTORS and key != "note"}
     try:
         return Criteria.from_dict(fields)
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, OverflowError) as error:
         raise ParityInputError(f"{path}: {where}: {error}") from None
 
 
@@ -107,10 +108,18 @@ def _selector(path: str, where: str, table: dict[str, Any], key: str, allowed: t
     return value
 
 
+def _note(path: str, where: str, note: Any) -> str:
+    if not isinstance(note, str):
+        raise ParityInputError(f"{path}: {where}: key 'note': expected a string, got {note!r}")
+    return note
+
+
 def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
     unknown = sorted(set(document) - {"schema", "default", "rule"})
     if unknown:
         raise ParityInputError(f"{path}: unknown top-level key(s) {unknown}; expected schema, default, rule")
+    if document.get("schema", SCHEMA) != SCHEMA:
+        raise ParityInputError(f"{path}: key 'schema': expected {SCHEMA}, got {document['schema']!r}")
     raw_default = document.get("default", {"max_rel_to_peak": 1e-6})
     if not isinstance(raw_default, dict):
         raise ParityInputError(f"{path}: key 'default': expected a table ([default]), got {raw_default!r}")
@@ -124,15 +133,16 @@ def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
         taps = table.get("taps")
         if isinstance(taps, str):
             taps = [taps]
-        if not taps or not all(isinstance(tap, str) for tap in taps):
-            raise ParityInputError(f"{path}: {where}: key 'taps': expected a tap name, glob or list of them")
+        if not (isinstance(taps, list) and taps and all(isinstance(tap, str) and tap for tap in taps)):
+            raise ParityInputError(f"{path}: {where}: key 'taps': expected a tap name, glob or non-empty list of "
+                                   f"them, got {taps!r}")
         rules.append(Rule(
             taps=tuple(taps), criteria=_criteria(path, where, table),
             dtype=_selector(path, where, table, "dtype", ("float32", "float64")),
             device=_selector(path, where, table, "device", DEVICE_CLASSES),
             mode=_selector(path, where, table, "mode", MODES),
             pipeline=_selector(path, where, table, "pipeline", PIPELINES),
-            note=str(table.get("note", "")), index=index))
+            note=_note(path, where, table.get("note", "")), index=index))
     return ToleranceTable(default=default, rules=tuple(rules), path=path)
 
 

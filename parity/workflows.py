@@ -20,7 +20,7 @@ from .adapters import Adapter
 from .cases import Case, select_cases, user_case
 from .errors import CorruptGoldenError, ParityInputError
 from .goldens import Golden, GoldenWriter, atomic_h5, golden_path
-from .inputs import infer_dtype, load_inputs, load_npz, load_weights, resolve_knobs, split_keys
+from .inputs import infer_dtype, load_inputs, load_weights, resolve_knobs, scan_npz, split_keys
 from .report import write_report
 from .results import RunReport
 from .audits import contract_problems
@@ -61,7 +61,7 @@ def choose_cases(names: Sequence[str] | None, config_file: str | None = None, as
             raise ParityInputError("--case and --inputs exclude each other")
         if not pipeline:
             raise ParityInputError("--inputs needs --pipeline {pinn,physics,simulate}")
-        arrays = load_npz(inputs_file)
+        arrays = scan_npz(inputs_file)  # headers only: data is read once shapes and sizes are checked
         dtype, rounded = infer_dtype(split_keys(pipeline, arrays)[0])
         cfg = resolve_knobs(config_file, assignments, defaults={"dtype": dtype})
         if cfg.dtype == "float32" and rounded:

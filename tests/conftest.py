@@ -31,3 +31,20 @@ def tolerances():
     from parity.workflows import tolerance_table
 
     return tolerance_table(None)
+
+
+# Property-based tests (tests/test_properties.py): a fixed seed (derandomize), a bounded example
+# count, no deadline (a shared 2-core CI machine makes per-example timings meaningless), and no
+# example database written into the work tree. PARITY_HYPOTHESIS_PROFILE=thorough searches wider.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is a test extra; the property tests skip without it
+    pass
+else:
+    import os
+
+    _COMMON = {"derandomize": True, "deadline": None, "database": None, "print_blob": True,
+               "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+    settings.register_profile("parity", max_examples=30, **_COMMON)
+    settings.register_profile("thorough", max_examples=400, **{**_COMMON, "derandomize": False})
+    settings.load_profile(os.environ.get("PARITY_HYPOTHESIS_PROFILE", "parity"))

@@ -128,6 +128,41 @@ class ForwardConfig:
 
 
 FIELDS = {field.name: field for field in dataclasses.fields(ForwardConfig)}
+DEFAULTS = {name: field.default for name, field in FIELDS.items()}
+# float32 / float64 limits, written out so that this module needs no numpy.
+FLOAT_LIMITS = {"float32": (1.1754943508222875e-38, 3.4028234663852886e38),
+                "float64": (2.2250738585072014e-308, 1.7976931348623157e308)}
+
+
+def _fits(value: float, dtype: str) -> bool:
+    """``value`` a normal number whose square and reciprocal are normal too, in ``dtype``."""
+    tiny, huge = FLOAT_LIMITS[dtype]
+    return tiny <= value <= huge and tiny <= value * value <= huge and tiny <= 1.0 / value <= huge
+
+
+def _range_text(dtype: str) -> str:
+    tiny, huge = FLOAT_LIMITS[dtype]
+    return f"[{math.sqrt(tiny):.3g}, {math.sqrt(huge):.3g}]"
+
+
+def _arithmetic_problems(cfg: ForwardConfig) -> list[str]:
+    """Knob values that underflow or overflow in the run's arithmetic (checked once the basics hold).
+
+    The backends compute X / s, s * amplitude and (s * X)^2 in the run's dtype, and the
+    smoothing kernel exp(-x^2 / (2 sigma^2)) in float64: s = 1e-320 is 0 in float32 (X / 0),
+    and sigma = 1e-300 makes 2 sigma^2 = 0 (a NaN kernel), while both pass "finite and >= 0".
+    """
+    problems = []
+    for name in ("intensity_scale", "nphotons"):
+        value = getattr(cfg, name)
+        if not _fits(value, cfg.dtype):
+            problems.append(f"{name} = {value!r} underflows or overflows in {cfg.dtype} arithmetic (it, its square "
+                            f"and its reciprocal must be normal numbers): expected a value in {_range_text(cfg.dtype)}")
+    sigma = cfg.gaussian_sigma
+    if sigma > 0 and not (2.0 * sigma * sigma >= FLOAT_LIMITS["float64"][0]):
+        problems.append(f"gaussian_sigma = {sigma!r}: 2 sigma^2 underflows to 0 and the smoothing kernel is NaN; "
+                        f"expected 0 (off) or a value >= {math.sqrt(FLOAT_LIMITS['float64'][0]):.3g}")
+    return problems
 
 
 def _validate(cfg: ForwardConfig) -> list[str]:
@@ -156,7 +191,7 @@ def _validate(cfg: ForwardConfig) -> list[str]:
         problems.append(f"amp_activation must be one of {AMP_ACTIVATIONS}, got {cfg.amp_activation!r}")
     if cfg.dtype not in DTYPES:
         problems.append(f"dtype must be one of {DTYPES}, got {cfg.dtype!r}")
-    return problems
+    return problems or _arithmetic_problems(cfg)
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -27,6 +27,13 @@ ENVIRONMENT = {
 }
 
 
+MAX_THREADS = 1024
+
+
+class SettingsError(ValueError):
+    """An environment setting (``PARITY_THREADS``) has a value the switch cannot use (bad input: exit 2)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class DeterminismSettings:
     intra_op_threads: int
@@ -35,17 +42,30 @@ class DeterminismSettings:
     @classmethod
     def from_environment(cls) -> DeterminismSettings:
         raw = os.environ.get("PARITY_THREADS", "2")
-        try:
-            threads = int(raw)
-            if threads < 1:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"PARITY_THREADS must be a positive integer, got {raw!r}") from None
-        return cls(intra_op_threads=threads)
+        text = raw.strip()
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_THREADS:
+            raise SettingsError(f"environment variable PARITY_THREADS={raw!r}: expected a whole number of threads "
+                                f"from 1 to {MAX_THREADS} (default 2)")
+        return cls(intra_op_threads=int(text))
 
 
-SETTINGS = DeterminismSettings.from_environment()
+_settings: DeterminismSettings | None = None
 _configured: set[str] = set()
+
+
+def settings() -> DeterminismSettings:
+    """The settings, read from the environment on first use (not at import: a bad value is bad input,
+    reported by the caller, never a traceback at import)."""
+    global _settings
+    if _settings is None:
+        _settings = DeterminismSettings.from_environment()
+    return _settings
+
+
+def __getattr__(name: str) -> object:  # ``determinism.SETTINGS`` still works, lazily
+    if name == "SETTINGS":
+        return settings()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def apply_environment() -> None:
@@ -62,8 +82,8 @@ def configure_tensorflow() -> Any:
     if "tensorflow" not in _configured:
         tf.config.experimental.enable_op_determinism()
         try:
-            tf.config.threading.set_intra_op_parallelism_threads(SETTINGS.intra_op_threads)
-            tf.config.threading.set_inter_op_parallelism_threads(SETTINGS.inter_op_threads)
+            tf.config.threading.set_intra_op_parallelism_threads(settings().intra_op_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(settings().inter_op_threads)
         except RuntimeError:
             pass  # runtime already initialised by the host program; recorded as found
         try:
@@ -86,9 +106,9 @@ def configure_torch() -> Any:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
         torch.set_float32_matmul_precision("highest")
-        torch.set_num_threads(SETTINGS.intra_op_threads)
+        torch.set_num_threads(settings().intra_op_threads)
         try:
-            torch.set_num_interop_threads(SETTINGS.inter_op_threads)
+            torch.set_num_interop_threads(settings().inter_op_threads)
         except RuntimeError:
             pass  # only settable before the first parallel op; recorded as found
         _configured.add("torch")
@@ -116,7 +136,7 @@ def configure_frameworks(names: tuple[str, ...] | list[str]) -> list[str]:
 def record() -> dict[str, Any]:
     """The determinism state as it is now, for provenance."""
     state: dict[str, Any] = {
-        "settings": dataclasses.asdict(SETTINGS),
+        "settings": dataclasses.asdict(settings()),
         "environment": {key: os.environ.get(key) for key in ENVIRONMENT},
     }
     tf = sys.modules.get("tensorflow")
