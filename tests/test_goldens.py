@@ -700,3 +700,46 @@ def test_record_refuses_a_reference_that_breaks_the_tap_contract(recorded, tmp_p
         record_golden(CASE, SkipsAmplitude(), folder)
     assert golden_path(folder, CASE.name).read_bytes() == before
     assert sorted(path.name for path in folder.iterdir()) == [f"{CASE.name}.h5"]
+
+
+# ---- property: any attribute value, resealed, is refused cleanly or accepted ----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from parity.goldens import _canonical  # noqa: E402
+
+ROOT_ATTRIBUTES = ["schema_version", "case_name", "case_hash", "definition", "pipeline", "config", "description",
+                   "backend", "provenance", "created", "tap_order"]
+JSON_TEXT = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                      max_size=3),
+                         max_leaves=6).map(json.dumps)
+ATTRIBUTE_VALUES = st.one_of(st.text(max_size=20), JSON_TEXT, st.integers(-2**63, 2**63 - 1),
+                             st.floats(allow_nan=True), st.binary(max_size=10),
+                             st.lists(st.integers(-5, 5), min_size=1, max_size=4).map(np.array))
+
+
+@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(ROOT_ATTRIBUTES), value=ATTRIBUTE_VALUES, reseal=st.booleans())
+def test_any_attribute_value_is_refused_cleanly_or_accepted(recorded, tmp_path, key, value, reseal):
+    folder = tmp_path / f"h{abs(hash((key, repr(value), reseal)))}"
+    shutil.copytree(recorded, folder)
+    with h5py.File(_path(folder), "r") as h5:
+        original = _canonical(h5.attrs[key])
+    try:
+        _tamper(_path(folder), reseal=reseal, **{key: value})
+    except (TypeError, ValueError):  # h5py cannot store this value: nothing to attack with
+        return
+    with h5py.File(_path(folder), "r") as h5:
+        changed = _canonical(h5.attrs[key]) != original
+    try:
+        with open_golden(CASE, folder) as opened:  # accepted: a resealed value the reader understands
+            assert reseal or not changed, "a changed attribute was accepted without a matching digest"
+            assert opened.golden.case_name == CASE.name or key == "case_name"
+    except CorruptGoldenError as error:
+        assert str(_path(folder)) in str(error) and "\n" not in str(error)
+    except StaleGoldenError as error:  # e.g. a resealed, valid, but different definition
+        assert "stale golden" in str(error) and reseal
+    finally:
+        shutil.rmtree(folder)
