@@ -1,8 +1,19 @@
 """Cases: a pipeline, a resolved configuration and its inputs (and weights).
 
 Built-in cases are pure functions of their seed (numpy PCG64 only). A case's
-hash covers the configuration, every input array and the weights, so a golden
-recorded for an older definition is recognisably stale.
+hash covers its *definition*: pipeline, resolved configuration, seed, batch,
+the version of its input builder, the registry's shapes and dtypes under the
+configuration, and the weights' digest. A golden recorded for another
+definition is stale. The input bytes are not part of the definition: numpy's
+float64 exp/sin/cos round the last bit differently on different CPUs, so a
+golden stores its inputs and a check compares regenerated inputs with them
+by tolerance (``parity.goldens``). An input builder without a version (a
+user's file, an ad-hoc function) has no identity but its bytes: then the
+input hashes are part of the definition.
+
+Change what a builder produces (``synthetic.py``, ``data.py`` or a builder
+here) and you must bump its ``version``; the test of the shipped goldens
+fails until you do and re-record.
 """
 
 from __future__ import annotations
@@ -16,6 +27,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from backends.common.config import ForwardConfig, resolve_config
+from backends.common.taps import pipeline_inputs, pipeline_taps
 from backends.common.weights import init_weights, weights_fingerprint
 
 from . import data, dataset, synthetic
@@ -24,11 +36,47 @@ from .errors import ParityInputError
 InputBuilder = Callable[["Case"], dict[str, np.ndarray]]
 
 
+@dataclasses.dataclass(frozen=True)
+class VersionedBuilder:
+    """An input builder with an explicit version: bump it whenever what it builds changes."""
+
+    function: InputBuilder
+    version: str
+
+    def __call__(self, case: Case) -> dict[str, np.ndarray]:
+        return self.function(case)
+
+
+def builder(version: str) -> Callable[[InputBuilder], VersionedBuilder]:
+    return lambda function: VersionedBuilder(function, version)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredInputs:
+    """Inputs that were built elsewhere (a golden's), standing in for a builder of ``version``."""
+
+    arrays: Mapping[str, np.ndarray]
+    version: str | None
+
+    def __call__(self, case: Case) -> dict[str, np.ndarray]:
+        return dict(self.arrays)
+
+
 def array_hash(array: np.ndarray) -> str:
     array = np.ascontiguousarray(array)
     digest = hashlib.sha256(f"{array.dtype.str}:{array.shape}:".encode())
     digest.update(array.tobytes())
     return digest.hexdigest()[:16]
+
+
+def registry_table(pipeline: str, cfg: ForwardConfig, batch: int) -> list[list[object]]:
+    """[name, layout, shape, dtype] of every input and tap of ``pipeline`` under ``cfg``."""
+    specs = [*pipeline_inputs(pipeline), *pipeline_taps(pipeline, cfg)]
+    return [[spec.name, spec.layout, list(spec.shape(cfg, batch)), spec.dtype(cfg).name] for spec in specs]
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -57,16 +105,39 @@ class Case:
             return dict(self.provided_weights)
         return init_weights(self.config, seed=self.weights_seed or 0, bias_scale=self.bias_scale)
 
-    def hashes(self) -> dict[str, str]:
-        parts = {"config": self.config.hash(), "pipeline": self.pipeline}
-        parts.update({f"input:{name}": array_hash(value) for name, value in sorted(self.inputs.items())})
+    @property
+    def builder_version(self) -> str | None:
+        return getattr(self.build_inputs, "version", None)
+
+    def input_hashes(self) -> dict[str, str]:
+        return {f"input:{name}": array_hash(value) for name, value in sorted(self.inputs.items())}
+
+    def definition(self) -> dict[str, str]:
+        """What makes this case this case (a golden of another definition is stale); see the module doc."""
+        parts = {"pipeline": self.pipeline, "config": self.config.hash(), "seed": str(self.seed),
+                 "batch": str(self.batch),
+                 "registry": _digest(registry_table(self.pipeline, self.config, self.batch))}
+        version = self.builder_version
+        if version is None:
+            parts.update(self.input_hashes())
+        else:
+            parts["inputs"] = version
         if self.weights is not None:
             parts["weights"] = weights_fingerprint(self.weights)
         return parts
 
+    def hashes(self) -> dict[str, str]:
+        """The definition plus a hash of each input array actually used (what reports record)."""
+        return self.definition() | self.input_hashes()
+
     def hash(self) -> str:
-        text = json.dumps(self.hashes(), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """The case hash: a digest of the definition."""
+        return _digest(self.definition())
+
+    def with_inputs(self, arrays: Mapping[str, np.ndarray]) -> Case:
+        """The same case (same definition) run on ``arrays`` instead of its builder's output."""
+        frozen = {name: np.asarray(value) for name, value in arrays.items()}
+        return dataclasses.replace(self, build_inputs=StoredInputs(frozen, self.builder_version))
 
     def with_config(self, **changes: object) -> Case:
         """The same case under changed knobs (inputs rebuilt in the new dtype)."""
@@ -78,8 +149,9 @@ class Case:
                 "batch": self.batch, "seed": self.seed, "tags": list(self.tags), "hash": self.hash()}
 
 
-# ---- input builders ----
+# ---- input builders (bump a version whenever what it builds changes) ----
 
+@builder("synthetic/1")
 def _synthetic(case: Case) -> dict[str, np.ndarray]:
     return synthetic.pipeline_inputs(case.pipeline, case.config, case.batch, case.seed)
 
@@ -108,6 +180,7 @@ def _diffraction_from(patches: np.ndarray, probe: np.ndarray, cfg: ForwardConfig
     return np.sqrt(counts) / cfg.intensity_scale
 
 
+@builder("moon-physics/1")
 def _real_physics(case: Case) -> dict[str, np.ndarray]:
     cfg = case.config
     rng = synthetic.generator(case.seed)
@@ -118,6 +191,7 @@ def _real_physics(case: Case) -> dict[str, np.ndarray]:
             "probe": data.probe_for(cfg.N).astype(cfg.complex_dtype)}
 
 
+@builder("moon-pinn/1")
 def _real_pinn(case: Case) -> dict[str, np.ndarray]:
     cfg = case.config
     rng = synthetic.generator(case.seed)
@@ -127,6 +201,7 @@ def _real_pinn(case: Case) -> dict[str, np.ndarray]:
     return {"X": X.astype(cfg.dtype), "positions": positions.astype(cfg.dtype), "probe": probe.astype(cfg.complex_dtype)}
 
 
+@builder("moon-simulate/1")
 def _real_simulate(case: Case) -> dict[str, np.ndarray]:
     cfg = case.config
     rng = synthetic.generator(case.seed)
@@ -137,6 +212,7 @@ def _real_simulate(case: Case) -> dict[str, np.ndarray]:
             "probe": data.probe_for(cfg.N).astype(cfg.complex_dtype)}
 
 
+@builder("edge-offsets/1")
 def _edge_offsets(case: Case) -> dict[str, np.ndarray]:
     """Synthetic physics inputs whose offsets push patches past the canvas edge."""
     inputs = synthetic.pipeline_inputs("physics", case.config, case.batch, case.seed)

@@ -22,7 +22,8 @@ from backends.common import determinism
 from backends.common.determinism import apply_environment
 
 from . import budget
-from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError
+from .errors import (EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError,
+                     WriteRefusedError)
 from .guard import DEFAULT_STAGE_TIMEOUT
 
 
@@ -273,33 +274,37 @@ def command_run(args) -> int:
 
 def command_record(args) -> int:
     from .adapters import load_adapter
-    from .workflows import DEFAULT_GOLDENS, record_golden
+    from .workflows import goldens_folder, record_golden
 
     if (args.config or args.assignments) and not args.goldens:
         raise ParityInputError("--set/--config change a case, and the shipped goldens in fixtures/goldens must "
                                "stay those of the built-in cases; record into another folder with --goldens DIR "
                                "and check with the same --set and --goldens")
     cases, _ = _cases(args)
+    folder = goldens_folder(args.goldens)  # refused here, before the reference is loaded or run
     reference = load_adapter(args.reference, "cpu")
     for case in cases:
-        path = record_golden(case, reference, args.goldens or DEFAULT_GOLDENS)
+        path = record_golden(case, reference, folder)
         print(f"recorded {case.name} ({case.hash()}) -> {path}")
     return EXIT_OK
 
 
 def command_check(args) -> int:
     from .adapters import load_adapter
-    from .workflows import DEFAULT_GOLDENS, open_golden, run_and_write, tolerance_table
+    from .workflows import DEFAULT_GOLDENS, check_against_golden, open_golden, tolerance_table
 
     cases, _ = _cases(args)
     tolerances = tolerance_table(args.tolerances)
     out = _output_folder(args.out)
     candidate = load_adapter(args.candidate, args.device)
     reports = []
-    for case in cases:
-        with open_golden(case, args.goldens or DEFAULT_GOLDENS) as golden:
-            reports.append(run_and_write(case, golden, candidate, tolerances, _compare_options(args), out))
+    for case in cases:  # the candidate runs on the inputs stored in each golden
+        with open_golden(case, args.goldens or DEFAULT_GOLDENS, tolerances) as opened:
+            reports.append(check_against_golden(opened, candidate, tolerances, _compare_options(args), out))
     _print(reports, args.quiet)
+    for report in reports:
+        for line in report.notes:
+            print(f"note: {report.case['name']}: {line}")
     print(f"reports written under {args.out}/")
     return verdict(reports)
 
@@ -351,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParityInputError, determinism.SettingsError) as error:
         print(f"parity: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WriteRefusedError as error:  # disk full or file too large: not a verdict, not bad input
+        print(f"parity: error: {error}", file=sys.stderr)
+        return EXIT_CRASHED
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

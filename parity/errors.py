@@ -30,3 +30,12 @@ class StaleGoldenError(ParityInputError):
 
 class CorruptGoldenError(ParityInputError):
     """A golden file fails its checksums or lacks what its schema promises."""
+
+
+class WriteRefusedError(Exception):
+    """The machine refused a write (disk full, quota, file-size limit): exit 3, neither a verdict nor bad input.
+
+    The message names the file and says that any previous file there is intact.
+    """
+
+    exit_code = EXIT_CRASHED

@@ -1,40 +1,54 @@
-"""Golden files: the reference backend's taps for a case, in HDF5, with provenance.
+"""Golden files: the reference backend's taps for a case, in HDF5, self-contained and checksummed.
 
-Layout of ``fixtures/goldens/<case>.h5``::
+Layout of ``fixtures/goldens/<case>.h5`` (schema 2)::
 
-    /            attrs: schema_version, case_name, case_hash, case_hashes (JSON), pipeline,
-                        config (JSON), backend (JSON), provenance (JSON), created, tap_order (JSON)
-    /inputs/<name>     the case inputs (a check compares them with the regenerated case)
+    /            attrs: schema_version, case_name, case_hash, definition (JSON), pipeline, config (JSON),
+                        description, backend (JSON), provenance (JSON), created, tap_order (JSON),
+                        golden_sha256
+    /inputs/<name>     the inputs the reference ran on; a check runs the candidate on these
     /taps/<name>       one dataset per tap; attrs sha256, layout, kind, stage, declared_dtype
 
-Weights are not stored: they are regenerated from the case's seed, and the
-case hash (which covers their fingerprint) proves they are the same ones.
-Writes go to a temporary file in the same folder and are renamed into place
-only when complete, so an interrupted record leaves the old golden intact.
+Every dataset carries the sha256 of its bytes, and ``golden_sha256`` covers
+everything else: every attribute of the file and of its datasets (those
+checksums included), every object's name, shape and dtype. A flipped bit, a
+forged attribute (provenance, backend, config, tap order...) or a removed tap
+is refused as corrupt.
+
+``definition`` is the case's definition (``Case.definition``): pipeline,
+config, seed, batch, input-builder version, registry shapes, and for ``pinn``
+the digest of the seeded weights. Weights are not stored (the default
+network's are ~9 MB): their generation is bit-portable (``backends/common/
+weights.py``), and a check that regenerates other weights refuses, naming
+them. A golden is written in memory and lands on disk in one atomic rename
+(``parity.atomic_files``), so a failed or interrupted record leaves the old
+golden intact.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-from backends.common.config import resolve_config
-from backends.common.taps import TapSpec
+from backends.common.config import ForwardConfig, resolve_config
+from backends.common.taps import PIPELINES, TapSpec
 
-from .cases import Case
+from .atomic_files import atomic_target, regular_file, write_bytes_atomically
+from .cases import Case, registry_table
 from .errors import CorruptGoldenError, ParityInputError, StaleGoldenError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+DIGEST_ATTR = "golden_sha256"
+GROUPS = ("inputs", "taps")
 ROW_BYTES = 32 << 20  # checksum and copy in slices of about this many bytes
+NUMERIC_KINDS = "biufc"
 
 
 def golden_path(directory: str | Path, case_name: str) -> Path:
@@ -58,29 +72,65 @@ def dataset_digest(dataset: h5py.Dataset | np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_h5(path: str | Path) -> Iterator[h5py.File]:
-    """An HDF5 file that appears at ``path`` only if the block completes."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; a golden is an ordinary file
-    try:
-        with h5py.File(temporary, "w") as h5:
-            yield h5
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
+    """An HDF5 file streamed to disk that appears at ``path`` only if the block completes (tap dumps)."""
+    with atomic_target(path) as temporary, h5py.File(temporary, "w") as h5:
+        yield h5
 
+
+# ---- the metadata digest ----
+
+def _canonical(value: Any) -> Any:
+    """Any attribute value as plain JSON, the same on every machine (unknown types by repr)."""
+    if isinstance(value, np.ndarray):
+        return {"array": value.dtype.str, "shape": list(value.shape),
+                "values": [_canonical(item) for item in value.reshape(-1).tolist()]}
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return {"float": repr(value)}
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    return {"repr": repr(value)}
+
+
+def _attributes(obj: h5py.HLObject) -> dict[str, Any]:
+    return {str(key): _canonical(obj.attrs[key]) for key in obj.attrs}
+
+
+def _objects(h5: h5py.File) -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
+    """Every group and dataset by path; a golden holds no soft or external links (they could point anywhere)."""
+    pending = [("", h5)]
+    while pending:
+        prefix, group = pending.pop()
+        for name in group:
+            where = f"{prefix}{name}"
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                raise ValueError(f"'{where}' is a {type(link).__name__}; a golden holds only groups and datasets")
+            obj = group[name]
+            yield where, obj
+            if isinstance(obj, h5py.Group):
+                pending.append((f"{where}/", obj))
+
+
+def metadata_digest(h5: h5py.File) -> str:
+    """sha256 of every attribute, object name, shape and dtype (data is covered by each dataset's sha256)."""
+    objects = {}
+    for where, obj in _objects(h5):
+        entry: dict[str, Any] = {"attrs": _attributes(obj)}
+        if isinstance(obj, h5py.Dataset):
+            entry |= {"shape": list(obj.shape), "dtype": obj.dtype.str}
+        objects[where] = entry
+    root = {key: value for key, value in _attributes(h5).items() if key != DIGEST_ATTR}
+    text = json.dumps({"root": root, "objects": objects}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---- writing ----
 
 def _write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Dataset:
     array = np.asarray(array)
@@ -91,7 +141,7 @@ def _write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Data
 
 
 class GoldenWriter:
-    """Streams taps into a golden file; used as the reference run's sink."""
+    """Streams taps into a golden file; used as the reference run's sink. ``finish()`` seals it."""
 
     def __init__(self, h5: h5py.File, case: Case, backend: Mapping[str, Any], provenance: Mapping[str, Any]) -> None:
         self.h5 = h5
@@ -99,10 +149,10 @@ class GoldenWriter:
         self.order: list[str] = []
         h5.attrs.update({
             "schema_version": SCHEMA_VERSION, "case_name": case.name, "case_hash": case.hash(),
-            "case_hashes": json.dumps(case.hashes(), sort_keys=True), "pipeline": case.pipeline,
+            "definition": json.dumps(case.definition(), sort_keys=True), "pipeline": case.pipeline,
             "config": json.dumps(case.config.to_dict(), sort_keys=True), "description": case.description,
             "backend": json.dumps(backend, sort_keys=True), "provenance": json.dumps(provenance, sort_keys=True),
-            "created": provenance.get("timestamp", ""),
+            "created": str(provenance.get("timestamp", "")), "tap_order": "[]",
         })
         inputs = h5.create_group("inputs")
         for name, value in case.inputs.items():
@@ -114,41 +164,107 @@ class GoldenWriter:
         dataset.attrs.update({"layout": spec.layout, "kind": spec.kind, "stage": spec.stage or "",
                               "declared_dtype": spec.dtype(self.config).name})
         self.order.append(spec.name)
+
+    def finish(self) -> None:
         self.h5.attrs["tap_order"] = json.dumps(self.order)
+        self.h5.attrs[DIGEST_ATTR] = metadata_digest(self.h5)
+
+
+def write_golden(path: str | Path, fill: Callable[[h5py.File], None]) -> Path:
+    """Build a golden in memory with ``fill(h5)``, then put it at ``path`` in one atomic write.
+
+    Nothing touches the disk until the file is complete, so HDF5 never meets a
+    failing write (under a full disk or ``ulimit -f`` it crashes on cleanup).
+    """
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        fill(h5)
+    write_bytes_atomically(path, buffer.getbuffer())
+    return Path(path)
+
+
+# ---- reading ----
+
+def _text(attrs: Mapping[str, Any], key: str) -> str:
+    value = attrs[key]
+    if not isinstance(value, str):
+        raise TypeError(f"attribute {key!r} must be text, got {type(value).__name__}")
+    return value
+
+
+def _json(attrs: Mapping[str, Any], key: str, kind: type) -> Any:
+    try:
+        value = json.loads(_text(attrs, key))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"attribute {key!r} is not JSON ({error})") from None
+    if not isinstance(value, kind):
+        raise TypeError(f"attribute {key!r} must hold a JSON {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _strings(value: Any, key: str, mapping: bool = False) -> Any:
+    items = list(value.items()) if mapping else [(item, item) for item in value]
+    if not all(isinstance(a, str) and isinstance(b, str) for a, b in items):
+        raise TypeError(f"attribute {key!r} must hold only strings")
+    return value
 
 
 class Golden:
-    """A golden file opened for reading; taps come back as lazy h5py datasets."""
+    """A golden file opened for reading and checked against its digest; taps come back as lazy datasets."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        if not self.path.exists():
-            raise ParityInputError(f"{self.path}: golden file not found; record it with `parity record`")
+        self.path = regular_file(path, "golden file", "; record it with `parity record`")
         try:
             self.h5 = h5py.File(self.path, "r")
-        except OSError as error:
+        except Exception as error:  # h5py raises OSError, but a damaged superblock can surface otherwise
             raise CorruptGoldenError(f"{self.path}: not a readable HDF5 golden ({error})") from None
+        self._inputs: dict[str, np.ndarray] | None = None
         try:
-            self.attrs = {key: self.h5.attrs[key] for key in self.h5.attrs}
-            version = int(self.attrs["schema_version"])
-            self.case_name = str(self.attrs["case_name"])
-            self.case_hash = str(self.attrs["case_hash"])
-            self.case_hashes = json.loads(self.attrs["case_hashes"])
-            self.pipeline = str(self.attrs["pipeline"])
-            self.config = resolve_config(json.loads(self.attrs["config"]))
-            self.backend = json.loads(self.attrs["backend"])
-            self.provenance = json.loads(self.attrs["provenance"])
-            self.tap_order = json.loads(self.attrs.get("tap_order", "[]"))
-            for group in ("inputs", "taps"):
-                if group not in self.h5:
-                    raise KeyError(group)
-        except (KeyError, ValueError, TypeError) as error:
+            self._read_metadata()
+        except BaseException:
             self.close()
-            raise CorruptGoldenError(f"{self.path}: missing or malformed golden metadata ({error!r}); "
-                                     "re-record it with `parity record`") from None
-        if version != SCHEMA_VERSION:
-            self.close()
-            raise CorruptGoldenError(f"{self.path}: golden schema {version}, this harness reads {SCHEMA_VERSION}")
+            raise
+
+    def _corrupt(self, what: str) -> CorruptGoldenError:
+        return CorruptGoldenError(f"{self.path}: {what}; re-record it with `parity record`")
+
+    def _read_metadata(self) -> None:
+        try:
+            attrs = {str(key): self.h5.attrs[key] for key in self.h5.attrs}
+            version = attrs.get("schema_version")
+            if isinstance(version, np.generic):
+                version = version.item()
+            if not isinstance(version, int) or isinstance(version, bool):
+                raise self._corrupt(f"attribute 'schema_version' missing or not an integer ({version!r})")
+            if version != SCHEMA_VERSION:
+                raise self._corrupt(f"golden schema {version}, this harness reads {SCHEMA_VERSION}")
+            recorded = attrs.get(DIGEST_ATTR)
+            if not isinstance(recorded, str) or recorded != metadata_digest(self.h5):
+                raise self._corrupt("its metadata does not match its digest (an attribute, a dataset's "
+                                    "checksum or the set of datasets was changed after recording)")
+            self.attrs = attrs
+            self.case_name = _text(attrs, "case_name")
+            self.case_hash = _text(attrs, "case_hash")
+            self.definition = _strings(_json(attrs, "definition", dict), "definition", mapping=True)
+            self.pipeline = _text(attrs, "pipeline")
+            if self.pipeline not in PIPELINES:
+                raise ValueError(f"attribute 'pipeline' is {self.pipeline!r}, expected one of {PIPELINES}")
+            self.config: ForwardConfig = resolve_config(_json(attrs, "config", dict))
+            self.description = _text(attrs, "description")
+            self.backend = _json(attrs, "backend", dict)
+            self.provenance = _json(attrs, "provenance", dict)
+            self.created = _text(attrs, "created")
+            self.tap_order = _strings(_json(attrs, "tap_order", list), "tap_order")
+            for group in GROUPS:
+                if not isinstance(self.h5.get(group), h5py.Group):
+                    raise KeyError(f"group {group!r}")
+                for name, dataset in self.h5[group].items():
+                    if not isinstance(dataset, h5py.Dataset) or dataset.dtype.kind not in NUMERIC_KINDS:
+                        raise TypeError(f"'{group}/{name}' is not a numeric dataset")
+        except CorruptGoldenError:
+            raise
+        except Exception as error:  # any malformed attribute or object: corrupt, never a traceback
+            raise self._corrupt(f"missing or malformed golden metadata ({error})") from None
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -160,18 +276,30 @@ class Golden:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def check_case(self, case: Case) -> None:
-        """Refuse a golden recorded for another definition of the case."""
-        current = case.hashes()
-        if self.case_hash == case.hash() and self.case_hashes == current:
+    # ---- staleness ----
+
+    def check_definition(self, case: Case) -> None:
+        """Refuse a golden recorded for another definition of the case (see ``Case.definition``)."""
+        current = case.definition()
+        if current == self.definition:
             return
-        changed = sorted(key for key in set(current) | set(self.case_hashes)
-                         if current.get(key) != self.case_hashes.get(key))
+        changed = sorted(key for key in set(current) | set(self.definition)
+                         if current.get(key) != self.definition.get(key))
         details = []
-        if "config" in changed:
-            diff = self.config.diff(case.config)
-            details.append("config " + ", ".join(f"{k}: golden {a!r} -> now {b!r}" for k, (a, b) in diff.items()))
-        details += [part for part in changed if part != "config"]
+        for key in changed:
+            mine, theirs = self.definition.get(key), current.get(key)
+            if key == "config":
+                diff = self.config.diff(case.config)
+                details.append("config " + ", ".join(f"{k}: golden {a!r} -> now {b!r}" for k, (a, b) in diff.items()))
+            elif key == "registry":
+                details.append("registry (tap names, shapes or dtypes): " + self._registry_changes(case))
+            elif key == "weights":
+                details.append(f"weights (digest golden {mine}, regenerated here {theirs}: the seeded weights "
+                               "differ; init_weights changed, or it is not bit-portable to this machine)")
+            elif key.startswith("input:"):
+                details.append(key)
+            else:
+                details.append(f"{key}: golden {mine!r} -> now {theirs!r}")
         raise StaleGoldenError(f"{self.path}: stale golden for case {case.name!r}: recorded case hash "
                                f"{self.case_hash}, current {case.hash()}; changed: {'; '.join(details)}. "
                                f"Re-record with `parity record --case {case.name}` (knob overrides change the "
@@ -191,6 +319,34 @@ class Golden:
                      {spec.name: str(reasons.get(spec.name, "not recorded in the golden"))
                       for spec in registry if spec.name not in recorded})
 
+    def _registry_changes(self, case: Case) -> str:
+        now = {row[0]: row[1:] for row in registry_table(case.pipeline, case.config, case.batch)}
+        then = {name: [str(d.attrs.get("layout", "")), list(d.shape), d.dtype.name]
+                for name, d in self.h5["taps"].items()}
+        parts = [f"{name} golden {then[name]} -> now {now[name]}" for name in then
+                 if name in now and then[name] != now[name]]
+        parts += [f"new tap {name}" for name in now if name not in then and name not in self.h5["inputs"]]
+        parts += [f"tap {name} gone" for name in then if name not in now]
+        return ", ".join(parts) or "the registry's table changed"
+
+    def check_case(self, case: Case) -> None:
+        """The golden must be of ``case``'s definition, and ``case`` must run on the golden's inputs.
+
+        The runner calls this: a candidate judged against a golden runs on the
+        inputs stored in it, never on inputs regenerated here
+        (``parity.workflows.open_golden`` builds such a case).
+        """
+        self.check_definition(case)
+        stored = self.inputs()
+        same = set(stored) == set(case.inputs) and all(
+            stored[name].dtype == value.dtype and stored[name].shape == value.shape
+            and stored[name].tobytes() == np.ascontiguousarray(value).tobytes() for name, value in case.inputs.items())
+        if not same:
+            raise ParityInputError(f"{self.path}: the case's inputs are not the golden's; a check runs on the "
+                                   "inputs stored in the golden (use parity.workflows.open_golden)")
+
+    # ---- data ----
+
     def tap_names(self) -> list[str]:
         return list(self.tap_order) or list(self.h5["taps"])
 
@@ -200,25 +356,31 @@ class Golden:
         except KeyError:
             raise CorruptGoldenError(f"{self.path}: tap {name!r} not recorded; taps: {self.tap_names()}") from None
 
-    def _arrays(self, group: str) -> dict[str, np.ndarray]:
-        if group not in self.h5:
-            return {}
-        return {name: self._verified(self.h5[group][name], f"{group}/{name}") for name in self.h5[group]}
-
     def inputs(self) -> dict[str, np.ndarray]:
-        return self._arrays("inputs")
+        """The stored inputs, each verified against its checksum (read once)."""
+        if self._inputs is None:
+            self._inputs = {name: self._read_verified(dataset, f"inputs/{name}")
+                            for name, dataset in self.h5["inputs"].items()}
+        return dict(self._inputs)
 
-    def _verified(self, dataset: h5py.Dataset, where: str) -> np.ndarray:
-        array = dataset[()]
+    def _read_verified(self, dataset: h5py.Dataset, where: str) -> np.ndarray:
+        try:
+            array = dataset[()]
+        except Exception as error:  # a damaged compressed chunk: "filter returned failure during read"
+            raise CorruptGoldenError(f"{self.path}: dataset '{where}' cannot be read ({error}); the file is "
+                                     "damaged, re-record it with `parity record`") from None
         if dataset_digest(array) != dataset.attrs.get("sha256"):
-            raise CorruptGoldenError(f"{self.path}: dataset {where!r} fails its sha256 checksum")
+            raise CorruptGoldenError(f"{self.path}: dataset '{where}' fails its sha256 checksum")
         return array
 
     def verify(self) -> None:
-        """Every dataset against its recorded checksum (streamed)."""
-        for group in ("inputs", "taps"):
-            if group not in self.h5:
-                continue
+        """Every dataset against its recorded checksum (streamed); unreadable data is corruption too."""
+        for group in GROUPS:
             for name, dataset in self.h5[group].items():
-                if dataset_digest(dataset) != dataset.attrs.get("sha256"):
+                try:
+                    digest = dataset_digest(dataset)
+                except Exception as error:
+                    raise CorruptGoldenError(f"{self.path}: dataset '{group}/{name}' cannot be read ({error}); "
+                                             "the file is damaged, re-record it with `parity record`") from None
+                if digest != dataset.attrs.get("sha256"):
                     raise CorruptGoldenError(f"{self.path}: dataset '{group}/{name}' fails its sha256 checksum")

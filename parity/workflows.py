@@ -7,19 +7,19 @@ that tests and the pytest plugin can call directly.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-
-import numpy as np
 
 from backends.common.config import ForwardConfig
 from backends.common.taps import pipeline_taps
 
 from . import provenance
 from .adapters import Adapter
+from .atomic_files import terminate_as_interrupt, writable_folder
 from .cases import Case, select_cases, user_case
 from .errors import CorruptGoldenError, ParityInputError
-from .goldens import Golden, GoldenWriter, atomic_h5, golden_path
+from .golden_inputs import InputDrift, judge_inputs
+from .goldens import Golden, GoldenWriter, golden_path, write_golden
 from .inputs import infer_dtype, load_inputs, load_weights, resolve_knobs, scan_npz, split_keys
 from .report import write_report
 from .results import RunReport
@@ -95,7 +95,8 @@ def choose_cases(names: Sequence[str] | None, config_file: str | None = None, as
 
 
 def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, tolerances: ToleranceTable,
-                  options: RunOptions, out_dir: Path, notes: Sequence[str] = ()) -> RunReport:
+                  options: RunOptions, out_dir: Path, notes: Sequence[str] = (),
+                  reference_extra: Mapping[str, object] | None = None) -> RunReport:
     case_dir = out_dir / case.name
     if options.dump_dir is not None:
         options = dataclasses.replace(options, dump_dir=case_dir)
@@ -105,14 +106,25 @@ def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, t
     options = dataclasses.replace(options, log_path=log_path)
     report = run_case(case, reference, candidate, tolerances, options)
     report.notes.extend(notes)
+    report.reference.update(reference_extra or {})
     write_report(report, case_dir)
     return report
 
 
+def goldens_folder(directory: str | Path | None) -> Path:
+    """The golden folder for ``record``: created if needed and proven writable, before any reference runs."""
+    return writable_folder(directory or DEFAULT_GOLDENS, "golden folder", "--goldens")
+
+
 def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path:
-    """Run the reference on ``case`` and write ``<directory>/<case>.h5`` atomically."""
-    path = golden_path(directory, case.name)
-    with atomic_h5(path) as h5:
+    """Run the reference on ``case`` and write ``<directory>/<case>.h5`` atomically.
+
+    The golden is assembled in memory and written in one piece; SIGTERM,
+    Ctrl-C, a crash or a refused write (exit 3) leave any earlier golden intact.
+    """
+    path = golden_path(goldens_folder(directory), case.name)
+
+    def fill(h5) -> None:
         writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device))
         reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=writer)
         problems = [f"reference produced no tap {spec.name!r}" if spec.name not in writer.taps else
@@ -122,15 +134,43 @@ def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path
         if problems:  # raising here leaves any earlier golden in place
             raise ParityInputError(f"{path}: not recorded, the reference breaks the tap contract: "
                                    + "; ".join(problems))
-    return path
+        writer.finish()
+
+    with terminate_as_interrupt():
+        return write_golden(path, fill)
 
 
-def open_golden(case: Case, directory: str | Path) -> Golden:
-    """The verified, non-stale golden of ``case`` (raises ParityInputError otherwise)."""
+@dataclasses.dataclass
+class OpenedGolden:
+    """A verified, non-stale golden, the case to check on it (running on the golden's inputs) and notes."""
+
+    golden: Golden
+    case: Case
+    drift: InputDrift
+    notes: list[str]
+
+    def close(self) -> None:
+        self.golden.close()
+
+    def __enter__(self) -> OpenedGolden:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_golden(case: Case, directory: str | Path, tolerances: ToleranceTable | None = None) -> OpenedGolden:
+    """Open ``<directory>/<case>.h5`` for checking ``case`` (raises ParityInputError, exit 2, otherwise).
+
+    Refuses a corrupt golden, a golden of another definition of the case
+    (stale: pipeline, config, seed, batch, input builder, registry, weights)
+    and inputs regenerated here that differ from the golden's beyond tolerance.
+    The returned case runs on the golden's inputs.
+    """
     golden = Golden(golden_path(directory, case.name))
     try:
         golden.verify()
-        golden.check_case(case)
+        golden.check_definition(case)
         expected = [spec.name for spec in pipeline_taps(case.pipeline, case.config)]
         recorded = set(golden.h5["taps"])
         if set(expected) != recorded:
@@ -138,10 +178,16 @@ def open_golden(case: Case, directory: str | Path) -> Golden:
                                      f"{[name for name in expected if name not in recorded]}, unexpected "
                                      f"{sorted(recorded - set(expected))}; re-record with `parity record`")
         stored = golden.inputs()
-        for name, value in case.inputs.items():
-            if name not in stored or not np.array_equal(stored[name], value):
-                raise ParityInputError(f"{golden.path}: inputs/{name} differs from the case's input")
+        drift = judge_inputs(golden.path, case, stored, tolerances or tolerance_table(None))
     except BaseException:
         golden.close()
         raise
-    return golden
+    note = drift.note()
+    return OpenedGolden(golden, case.with_inputs(stored), drift, [note] if note else [])
+
+
+def check_against_golden(opened: OpenedGolden, candidate: Adapter, tolerances: ToleranceTable,
+                         options: RunOptions, out_dir: Path) -> RunReport:
+    """Judge ``candidate`` against an opened golden; the report says where its inputs came from."""
+    return run_and_write(opened.case, opened.golden, candidate, tolerances, options, out_dir, opened.notes,
+                         reference_extra={"inputs": opened.drift.to_dict()})

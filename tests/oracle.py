@@ -1,6 +1,6 @@
 """An independent NumPy/SciPy oracle of the physics stages (spec sections 1, 4-7).
 
-Written from the text of ``/work/shared/spec/forward-model.md`` only: nothing
+Written from the text of ``docs/forward-model.md`` only: nothing
 here imports or copies ``backends`` (not even ``backends.common.constants``),
 so a misreading shared by both backends still shows up against it. Tests use
 it; nothing else should.

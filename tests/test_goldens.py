@@ -1,7 +1,10 @@
 """Golden HDF5 files: record, reopen, checksums, provenance, stale refusal, corruption, atomic writes.
 
 The reference is the real TensorFlow backend and the candidate the real
-PyTorch one, on a physics case shrunk to N=32 and a batch of 1.
+PyTorch one, on a physics case shrunk to N=32 and a batch of 1. Attacks run
+as real processes (signals, file-size limits, permissions) live in
+``test_golden_processes.py``; the shipped goldens are checked in
+``test_shipped_goldens.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,9 @@ import datetime
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -27,10 +33,18 @@ from backends.common.taps import pipeline_taps  # noqa: E402
 from parity import cases as cases_module  # noqa: E402
 from parity.cases import BUILTIN_CASES  # noqa: E402
 from parity.errors import CorruptGoldenError, ParityInputError, StaleGoldenError  # noqa: E402
-from parity.goldens import SCHEMA_VERSION, Golden, GoldenWriter, dataset_digest, golden_path  # noqa: E402
+from parity.goldens import (  # noqa: E402
+    DIGEST_ATTR,
+    SCHEMA_VERSION,
+    Golden,
+    GoldenWriter,
+    dataset_digest,
+    golden_path,
+    metadata_digest,
+)
 from parity.runner import RunOptions, run_case  # noqa: E402
 from parity.tolerances import load_tolerances  # noqa: E402
-from parity.workflows import DEFAULT_TOLERANCES, open_golden, record_golden  # noqa: E402
+from parity.workflows import DEFAULT_TOLERANCES, check_against_golden, open_golden, record_golden  # noqa: E402
 
 CASE = dataclasses.replace(BUILTIN_CASES["physics-default"], name="physics-small", config=resolve_config({"N": 32}),
                            batch=1)
@@ -62,49 +76,50 @@ def _path(folder: Path) -> Path:
 # ---- record and reopen ----
 
 def test_golden_reopens_and_verifies(recorded):
-    with open_golden(CASE, recorded) as golden:
+    with open_golden(CASE, recorded) as opened:
+        golden = opened.golden
         golden.verify()
         assert golden.case_name == CASE.name and golden.pipeline == "physics"
         assert golden.config == CASE.config
         assert golden.tap_names() == TAP_NAMES
         assert list(golden.h5["taps"]) == sorted(TAP_NAMES)  # every tap, nothing else
+        assert opened.notes == [] and opened.drift.status == "identical"
 
 
 def test_golden_taps_have_registry_shape_dtype_and_attrs(recorded):
-    with open_golden(CASE, recorded) as golden:
+    with open_golden(CASE, recorded) as opened:
         for spec in SPECS:
-            dataset = golden.tap(spec.name)
+            dataset = opened.golden.tap(spec.name)
             assert dataset.shape == spec.shape(CASE.config, CASE.batch), spec.name
             assert dataset.dtype == spec.dtype(CASE.config), spec.name
             assert dataset.attrs["layout"] == spec.layout and dataset.attrs["kind"] == spec.kind
             assert dataset.attrs["stage"] == spec.stage
             assert dataset.attrs["sha256"] == dataset_digest(dataset)
-
-
-def test_golden_taps_record_their_declared_dtype(recorded):
-    with open_golden(CASE, recorded) as golden:
-        for spec in SPECS:
-            assert golden.tap(spec.name).attrs["declared_dtype"] == spec.dtype(CASE.config).name
+            assert dataset.attrs["declared_dtype"] == spec.dtype(CASE.config).name
 
 
 def test_golden_holds_the_case_inputs_and_the_reference_values(recorded, reference):
     fresh = reference.run_all(CASE.pipeline, CASE.config, CASE.inputs)
-    with open_golden(CASE, recorded) as golden:
-        inputs = golden.inputs()
+    with open_golden(CASE, recorded) as opened:
+        inputs = opened.golden.inputs()
         assert sorted(inputs) == sorted(CASE.inputs)
         for name, value in CASE.inputs.items():
             assert inputs[name].dtype == value.dtype and np.array_equal(inputs[name], value), name
         for name in TAP_NAMES:  # the reference is deterministic: a rerun gives the same bits
-            assert np.array_equal(golden.tap(name)[()], fresh[name]), name
+            assert np.array_equal(opened.golden.tap(name)[()], fresh[name]), name
 
 
-def test_golden_provenance(recorded):
-    with open_golden(CASE, recorded) as golden:
+def test_golden_provenance_and_definition(recorded):
+    with open_golden(CASE, recorded) as opened:
+        golden = opened.golden
         attrs = golden.attrs
-        assert int(attrs["schema_version"]) == SCHEMA_VERSION
+        assert int(attrs["schema_version"]) == SCHEMA_VERSION == 2
         assert attrs["case_hash"] == CASE.hash()
-        assert json.loads(attrs["case_hashes"]) == CASE.hashes()
+        assert json.loads(attrs["definition"]) == CASE.definition() == golden.definition
+        assert set(CASE.definition()) == {"pipeline", "config", "seed", "batch", "registry", "inputs"}
+        assert CASE.definition()["inputs"] == "synthetic/1"
         assert json.loads(attrs["config"])["dtype"] == "float32" and json.loads(attrs["config"])["N"] == 32
+        assert attrs[DIGEST_ATTR] == metadata_digest(golden.h5)
         backend = golden.backend
         assert backend["name"] == "tf" and backend["device"] == "cpu" and backend["stages_replaced"] == []
         assert {"tensorflow", "keras", "numpy"} <= set(backend["versions"])
@@ -125,8 +140,19 @@ def test_golden_provenance(recorded):
         assert attrs["created"] == provenance["timestamp"]
 
 
+def test_pinn_golden_stores_no_weights_but_their_digest(tmp_path, reference):
+    case = dataclasses.replace(BUILTIN_CASES["pinn-n32-single-patch"], batch=1)
+    record_golden(case, reference, tmp_path)
+    with h5py.File(golden_path(tmp_path, case.name), "r") as h5:
+        assert sorted(h5) == ["inputs", "taps"]
+        assert sorted(h5["inputs"]) == ["X", "positions", "probe"]
+        assert json.loads(h5.attrs["definition"])["weights"] == case.definition()["weights"]
+    with open_golden(case, tmp_path) as opened:
+        assert opened.case.weights is not None and opened.notes == []
+
+
 def test_golden_file_mode_is_not_private(recorded):
-    """mkstemp makes 0600 files; a golden is an ordinary shared file."""
+    """A golden is an ordinary shared file, not a private temporary."""
     mask = os.umask(0)
     os.umask(mask)
     assert _path(recorded).stat().st_mode & 0o777 == 0o666 & ~mask
@@ -138,7 +164,7 @@ def test_missing_golden_is_an_input_error(tmp_path):
     assert "parity record" in str(caught.value)
 
 
-# ---- stale goldens ----
+# ---- stale goldens: the case's definition changed ----
 
 def test_changed_knob_is_stale(recorded):
     changed = dataclasses.replace(CASE, config=CASE.config.replace(gaussian_sigma=0.5))
@@ -148,38 +174,57 @@ def test_changed_knob_is_stale(recorded):
     assert "stale golden for case 'physics-small'" in message
     assert "gaussian_sigma: golden 0.0 -> now 0.5" in message
     assert CASE.hash() in message and changed.hash() in message
-    assert "input:" not in message  # the inputs did not change
+    assert "input" not in message and "registry" not in message  # neither the inputs nor the shapes changed
     assert "parity record --case physics-small" in message
 
 
-def test_changed_dtype_is_stale_and_names_every_changed_part(recorded):
+def test_changed_dtype_is_stale_and_names_the_registry_change(recorded):
     changed = dataclasses.replace(CASE, config=CASE.config.replace(dtype="float64"))
     with pytest.raises(StaleGoldenError) as caught:
         open_golden(changed, recorded)
     message = str(caught.value)
     assert "dtype: golden 'float32' -> now 'float64'" in message
-    for name in CASE.inputs:  # rebuilt in the new dtype
-        assert f"input:{name}" in message
+    assert "registry" in message and "farfield golden ['BHWC', [1, 32, 32, 4], 'complex64'] -> now " \
+        "['BHWC', [1, 32, 32, 4], 'complex128']" in message
 
 
-def test_changed_input_is_stale_and_names_the_input(recorded):
-    def nudged_probe(case):
-        inputs = cases_module._synthetic(case)
-        inputs["probe"] = inputs["probe"] * np.complex64(1 + 1e-6)
-        return inputs
-
-    changed = dataclasses.replace(CASE, build_inputs=nudged_probe)
-    assert changed.config == CASE.config
+def test_changed_batch_is_stale_and_names_the_shapes(recorded):
     with pytest.raises(StaleGoldenError) as caught:
-        open_golden(changed, recorded)
+        open_golden(dataclasses.replace(CASE, batch=2), recorded)
     message = str(caught.value)
-    assert "input:probe" in message
-    assert "input:positions" not in message and "input:object_patches" not in message and "config" not in message
+    assert "batch: golden '1' -> now '2'" in message and "[2, 32, 32, 4]" in message
 
 
 def test_changed_seed_is_stale(recorded):
-    with pytest.raises(StaleGoldenError, match="input:object_patches"):
+    with pytest.raises(StaleGoldenError, match="seed: golden '5' -> now '6'"):
         open_golden(dataclasses.replace(CASE, seed=CASE.seed + 1), recorded)
+
+
+def test_changed_builder_version_is_stale(recorded):
+    bumped = cases_module.VersionedBuilder(CASE.build_inputs.function, "synthetic/2")
+    with pytest.raises(StaleGoldenError, match="inputs: golden 'synthetic/1' -> now 'synthetic/2'"):
+        open_golden(dataclasses.replace(CASE, build_inputs=bumped), recorded)
+
+
+def test_changed_weights_are_stale_naming_the_weights(tmp_path, reference, monkeypatch):
+    """Weights regenerated here that differ (an unportable generator) are refused, naming them."""
+    case = dataclasses.replace(BUILTIN_CASES["pinn-n32-single-patch"], batch=1)
+    record_golden(case, reference, tmp_path)
+    original = cases_module.init_weights
+
+    def one_ulp_off(cfg, seed=0, bias_scale=0.0):
+        weights = original(cfg, seed=seed, bias_scale=bias_scale)
+        kernel = weights["encoder.block0.conv0.kernel"]
+        kernel.flat[0] = np.nextafter(kernel.flat[0], np.float32(np.inf))
+        return weights
+
+    monkeypatch.setattr(cases_module, "init_weights", one_ulp_off)
+    fresh = dataclasses.replace(case)  # weights are cached per case object
+    with pytest.raises(StaleGoldenError) as caught:
+        open_golden(fresh, tmp_path)
+    message = str(caught.value)
+    assert "changed: weights (digest golden" in message and "not bit-portable" in message
+    assert "config" not in message and "inputs:" not in message
 
 
 def test_stale_golden_is_refused_by_run_case_too(recorded, candidate):
@@ -192,7 +237,95 @@ def test_stale_golden_is_refused_by_run_case_too(recorded, candidate):
         golden.close()
 
 
-# ---- corruption ----
+def test_run_case_refuses_inputs_that_are_not_the_golden_s(recorded, candidate):
+    """The runner never judges a candidate run on regenerated inputs against a golden."""
+    inputs = dict(CASE.inputs)
+    inputs["probe"] = inputs["probe"] * np.complex64(1 + 1e-6)
+    elsewhere = CASE.with_inputs(inputs)
+    golden = Golden(_path(recorded))
+    try:
+        with pytest.raises(ParityInputError, match="the case's inputs are not the golden's"):
+            run_case(elsewhere, golden, candidate, load_tolerances(DEFAULT_TOLERANCES))
+    finally:
+        golden.close()
+
+
+# ---- inputs regenerated here versus the golden's ----
+
+def _drifted(case, transform):
+    """``case`` whose builder (same version) returns transformed inputs: another machine's rounding."""
+    original = case.build_inputs
+
+    def build(c):
+        return {name: transform(name, value) for name, value in original(c).items()}
+
+    return dataclasses.replace(case, build_inputs=cases_module.VersionedBuilder(build, original.version))
+
+
+def _nudge(array, ulps=1):
+    array = array.copy()
+    real = array.view(array.real.dtype)  # complex: both parts
+    for _ in range(ulps):
+        real[...] = np.nextafter(real, np.inf)
+    return array
+
+
+def test_inputs_within_tolerance_use_the_golden_s_and_say_so(recorded, candidate, tmp_path):
+    drifted = _drifted(CASE, lambda name, value: _nudge(value, 3) if name == "probe" else value)
+    with open_golden(drifted, recorded) as opened:
+        stored = opened.golden.inputs()
+        assert all(np.array_equal(opened.case.inputs[name], stored[name]) for name in stored)
+        assert not np.array_equal(drifted.inputs["probe"], stored["probe"])
+        assert opened.drift.status == "within tolerance"
+        [row] = opened.drift.differences
+        assert row["input"] == "probe" and 0 < row["max_rel_to_peak"] < 1e-6
+        assert row["tolerance"] == {"max_rel_to_peak": 1e-6}
+        [note] = opened.notes
+        assert note.startswith("inputs regenerated here differ from the golden's by ")
+        assert note.endswith(" of peak (input 'probe'); the golden's inputs were used")
+        report = check_against_golden(opened, candidate, load_tolerances(DEFAULT_TOLERANCES), RunOptions(),
+                                      tmp_path)
+    assert report.passed, report.first_divergence
+    assert report.notes == [note]
+    saved = json.loads((tmp_path / CASE.name / "report.json").read_text())
+    assert saved["notes"] == [note]
+    assert saved["reference"]["inputs"]["regenerated"] == "within tolerance"
+    assert saved["reference"]["inputs"]["differences"][0]["input"] == "probe"
+    assert saved["case"]["hashes"]["input:probe"] == cases_module.array_hash(stored["probe"])
+
+
+def test_inputs_beyond_tolerance_are_refused_naming_input_difference_and_tolerance(recorded):
+    drifted = _drifted(CASE, lambda name, value: value * np.float32(1.001) if name == "positions" else value)
+    with pytest.raises(ParityInputError) as caught:
+        open_golden(drifted, recorded)
+    message = str(caught.value)
+    assert not isinstance(caught.value, StaleGoldenError)
+    assert str(_path(recorded)) in message and "input 'positions'" in message
+    assert "max |a-b| = " in message and "of peak" in message
+    assert "{'max_rel_to_peak': 1e-06}" in message and "synthetic/1" in message
+
+
+def test_builder_building_other_inputs_under_the_same_version_is_refused(recorded):
+    def extra(case):
+        return {**cases_module._synthetic(case), "bonus": np.zeros(3, np.float32)}
+
+    with pytest.raises(ParityInputError, match=r"now builds \['bonus'"):
+        open_golden(dataclasses.replace(CASE, build_inputs=cases_module.VersionedBuilder(extra, "synthetic/1")),
+                    recorded)
+
+
+def test_inputs_that_cannot_be_regenerated_here_are_not_needed(recorded):
+    def missing_fixture(case):
+        raise ParityInputError("fixtures/data/fly001_probe.npz: probe fixture not found")
+
+    case = dataclasses.replace(CASE, build_inputs=cases_module.VersionedBuilder(missing_fixture, "synthetic/1"))
+    with open_golden(case, recorded) as opened:
+        assert opened.drift.status == "not regenerated"
+        assert "could not be regenerated here" in opened.notes[0] and "probe fixture not found" in opened.notes[0]
+        assert sorted(opened.case.inputs) == sorted(CASE.inputs)
+
+
+# ---- corruption and forgery ----
 
 def _flip_bytes(path: Path, dataset: str) -> None:
     with h5py.File(path, "r+") as h5:
@@ -217,30 +350,123 @@ def test_corrupted_dataset_fails_its_checksum(goldens, dataset):
         golden.close()
 
 
+def flip_compressed_chunk(path: Path, dataset: str) -> None:
+    """Flip the first byte of the dataset's first gzip chunk in the raw file (its zlib header)."""
+    with h5py.File(path, "r") as h5:
+        assert h5[dataset].compression == "gzip"
+        offset = h5[dataset].id.get_chunk_info(0).byte_offset
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        byte = handle.read(1)
+        handle.seek(offset)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+
+
+@pytest.mark.parametrize("dataset", ["taps/farfield", "inputs/object_patches"])
+def test_a_flipped_byte_in_a_compressed_chunk_is_corruption_not_a_crash(goldens, dataset):
+    flip_compressed_chunk(_path(goldens), dataset)
+    with h5py.File(_path(goldens), "r") as h5, pytest.raises(OSError, match="filter returned failure"):
+        h5[dataset][()]  # the attack: h5py itself raises an OSError on read
+    with pytest.raises(CorruptGoldenError) as caught:
+        open_golden(CASE, goldens)
+    message = str(caught.value)
+    assert f"dataset '{dataset}' cannot be read" in message and "damaged" in message
+    golden = Golden(_path(goldens))
+    try:
+        with pytest.raises(CorruptGoldenError, match="cannot be read"):
+            golden.verify()
+        if dataset.startswith("inputs/"):
+            with pytest.raises(CorruptGoldenError, match="cannot be read"):
+                golden.inputs()
+    finally:
+        golden.close()
+
+
 def test_uncorrupted_copy_still_verifies(goldens):
-    """The corruption tests fail because of the flipped bytes, not because of the copy."""
-    with open_golden(CASE, goldens) as golden:
-        golden.verify()
+    """The corruption tests fail because of the changed bytes, not because of the copy."""
+    with open_golden(CASE, goldens) as opened:
+        opened.golden.verify()
 
 
-def test_missing_metadata_is_corrupt(goldens):
+def _tamper(path: Path, where: str = "/", reseal: bool = False, **attrs) -> None:
+    """Set attributes; ``reseal`` recomputes the digest as a forger who knows the format would."""
+    with h5py.File(path, "r+") as h5:
+        h5[where].attrs.update(attrs)
+        if reseal:
+            h5.attrs[DIGEST_ATTR] = metadata_digest(h5)
+
+
+@pytest.mark.parametrize("where, attrs", [
+    ("/", {"provenance": json.dumps({"device": "cuda", "timestamp": "1999-01-01T00:00:00+00:00"})}),
+    ("/", {"backend": json.dumps({"name": "torch", "device": "cpu", "stages_replaced": []})}),
+    ("/", {"config": json.dumps(resolve_config({"N": 32, "gaussian_sigma": 0.5}).to_dict(), sort_keys=True)}),
+    ("/", {"tap_order": json.dumps(list(reversed(TAP_NAMES)))}),
+    ("/", {"description": "forged"}),
+    ("/", {"created": "2001-01-01"}),
+    ("/", {"extra": "added"}),
+    ("taps/farfield", {"layout": "HW"}),
+    ("taps/farfield", {"sha256": "0" * 64}),
+], ids=["provenance", "backend", "config", "tap_order", "description", "created", "added", "tap-layout",
+        "tap-checksum"])
+def test_a_forged_attribute_is_refused_as_corrupt(goldens, where, attrs):
+    _tamper(_path(goldens), where, **attrs)
+    with pytest.raises(CorruptGoldenError) as caught:
+        Golden(_path(goldens))
+    message = str(caught.value)
+    assert str(_path(goldens)) in message and "does not match its digest" in message
+
+
+@pytest.mark.parametrize("change", ["delete-attr", "delete-tap", "add-dataset"])
+def test_removed_or_added_objects_are_refused_as_corrupt(goldens, change):
     with h5py.File(_path(goldens), "r+") as h5:
-        del h5.attrs["case_hashes"]
-    with pytest.raises(CorruptGoldenError, match="missing or malformed golden metadata"):
+        if change == "delete-attr":
+            del h5.attrs["definition"]
+        elif change == "delete-tap":
+            del h5["taps"]["farfield"]
+        else:
+            h5["taps"].create_dataset("extra", data=np.zeros(3))
+    with pytest.raises(CorruptGoldenError, match="does not match its digest"):
         open_golden(CASE, goldens)
 
 
-def test_missing_taps_group_is_corrupt(goldens):
+@pytest.mark.parametrize("attrs, expected", [
+    ({"definition": "[1,2]"}, "attribute 'definition' must hold a JSON dict, got list"),
+    ({"definition": json.dumps({"pipeline": 5})}, "attribute 'definition' must hold only strings"),
+    ({"config": "{not json"}, "attribute 'config' is not JSON (Expecting property name"),
+    ({"config": json.dumps({"N": 33})}, "N must be a power of two"),
+    ({"config": json.dumps({"warp": 9})}, "unknown knob"),
+    ({"tap_order": "7"}, "attribute 'tap_order' must hold a JSON list, got int"),
+    ({"pipeline": "teleport"}, "attribute 'pipeline' is 'teleport'"),
+    ({"case_name": np.arange(3)}, "attribute 'case_name' must be text, got ndarray"),
+    ({"provenance": b"\xff\xfe"}, "attribute 'provenance' is not JSON"),
+], ids=["definition-list", "definition-values", "config-json", "config-knob", "config-unknown", "tap-order",
+        "pipeline", "array", "bytes"])
+def test_malformed_metadata_is_corrupt_not_a_crash(goldens, attrs, expected):
+    """Even with a digest recomputed to match, malformed attributes are refused (exit 2), never a traceback."""
+    _tamper(_path(goldens), reseal=True, **attrs)
+    with pytest.raises(CorruptGoldenError) as caught:
+        open_golden(CASE, goldens)
+    message = str(caught.value)
+    assert "missing or malformed golden metadata" in message and expected in message, message
+
+
+def test_a_link_inside_a_golden_is_corrupt(goldens):
     with h5py.File(_path(goldens), "r+") as h5:
-        del h5["taps"]
-    with pytest.raises(CorruptGoldenError, match="malformed"):
+        h5["taps"]["alias"] = h5py.SoftLink("/taps/farfield")
+    with pytest.raises(CorruptGoldenError, match="'taps/alias' is a SoftLink"):
+        Golden(_path(goldens))
+
+
+@pytest.mark.parametrize("version", [1, SCHEMA_VERSION + 1])
+def test_other_schema_version_is_refused(goldens, version):
+    _tamper(_path(goldens), schema_version=version)
+    with pytest.raises(CorruptGoldenError, match=f"golden schema {version}, this harness reads {SCHEMA_VERSION}"):
         open_golden(CASE, goldens)
 
 
-def test_other_schema_version_is_refused(goldens):
-    with h5py.File(_path(goldens), "r+") as h5:
-        h5.attrs["schema_version"] = SCHEMA_VERSION + 1
-    with pytest.raises(CorruptGoldenError, match=f"golden schema {SCHEMA_VERSION + 1}"):
+def test_schema_version_of_the_wrong_type_is_refused(goldens):
+    _tamper(_path(goldens), schema_version="2")
+    with pytest.raises(CorruptGoldenError, match="'schema_version' missing or not an integer"):
         open_golden(CASE, goldens)
 
 
@@ -251,8 +477,39 @@ def test_not_an_hdf5_file_is_corrupt(goldens):
 
 
 def test_unrecorded_tap_is_named(goldens):
-    with open_golden(CASE, goldens) as golden, pytest.raises(CorruptGoldenError, match="'exit_wav' not recorded"):
-        golden.tap("exit_wav")
+    with open_golden(CASE, goldens) as opened, pytest.raises(CorruptGoldenError, match="'exit_wav' not recorded"):
+        opened.golden.tap("exit_wav")
+
+
+# ---- files that are not regular: refused, never blocking ----
+
+@pytest.fixture
+def alarm():
+    """Fail instead of hanging: an open() that blocks is interrupted after 20 s."""
+    def timeout(signum, frame):
+        raise TimeoutError("blocked")
+
+    previous = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(20)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink-to-fifo", "folder"])
+def test_a_golden_that_is_not_a_regular_file_is_refused(tmp_path, alarm, kind):
+    path = golden_path(tmp_path, CASE.name)
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.mkfifo(tmp_path / "pipe")
+        path.symlink_to(tmp_path / "pipe")
+    with pytest.raises(ParityInputError) as caught:
+        open_golden(CASE, tmp_path)
+    expected = "a folder" if kind == "folder" else "a FIFO"
+    assert f"{path}: the golden file is {expected}; expected a regular file" == str(caught.value)
 
 
 # ---- atomic writes ----
@@ -296,9 +553,9 @@ def test_crash_mid_record_leaves_the_old_golden_intact(goldens, reference, error
         record_golden(dataclasses.replace(CASE, description="re-recorded"), crashing, goldens)
     assert crashing.delivered == TAP_NAMES[:3]  # it did crash mid-write
     assert _snapshot(goldens) == before  # byte-identical, and no temporary file left behind
-    with open_golden(CASE, goldens) as golden:
-        golden.verify()
-        assert golden.tap_names() == TAP_NAMES
+    with open_golden(CASE, goldens) as opened:
+        opened.golden.verify()
+        assert opened.golden.tap_names() == TAP_NAMES
 
 
 @pytest.mark.parametrize("error", [OSError("no space left on device"), KeyboardInterrupt()],
@@ -333,17 +590,62 @@ def test_successful_rerecord_replaces_the_file_and_leaves_no_temporaries(goldens
     changed = dataclasses.replace(CASE, config=CASE.config.replace(gaussian_sigma=0.5))
     record_golden(changed, reference, goldens)
     assert [path.name for path in goldens.iterdir()] == ["physics-small.h5"]
-    with open_golden(changed, goldens) as golden:
-        assert golden.config.gaussian_sigma == 0.5 and golden.attrs["created"] >= first
+    with open_golden(changed, goldens) as opened:
+        assert opened.golden.config.gaussian_sigma == 0.5 and opened.golden.attrs["created"] >= first
     with pytest.raises(StaleGoldenError):
         open_golden(CASE, goldens)
+
+
+def _dead_pid() -> int:
+    process = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                             text=True, check=True)
+    return int(process.stdout)
+
+
+def test_record_sweeps_temporaries_of_dead_writers_only(goldens, reference):
+    from parity.atomic_files import _host_tag
+
+    host = _host_tag()
+    dead = goldens / f".physics-small.h5.{host}.{_dead_pid()}.0badf00d.tmp"
+    alive = goldens / f".physics-small.h5.{host}.{os.getppid()}.0badf00d.tmp"
+    other_host = goldens / f".physics-small.h5.{host}x.{_dead_pid()}.0badf00d.tmp"
+    unrelated = goldens / ".notes.tmp"
+    for path in (dead, alive, other_host, unrelated):
+        path.write_bytes(b"partial")
+    record_golden(CASE, reference, goldens)
+    assert sorted(path.name for path in goldens.iterdir()) == sorted(
+        [alive.name, other_host.name, unrelated.name, "physics-small.h5"])
+
+
+def test_temporaries_name_their_writer(goldens):
+    from parity.atomic_files import _TEMPORARY, temporary_path
+
+    match = _TEMPORARY.match(temporary_path(_path(goldens)).name)
+    assert match and match["target"] == "physics-small.h5" and int(match["pid"]) == os.getpid()
+
+
+# ---- where record may write ----
+
+def test_record_into_a_file_is_refused_before_the_reference_runs(tmp_path):
+    from parity.workflows import goldens_folder
+
+    target = tmp_path / "not-a-folder"
+    target.write_text("x")
+    with pytest.raises(ParityInputError, match=f"--goldens {target}: the golden folder exists and is not a folder"):
+        goldens_folder(target)
+    with pytest.raises(ParityInputError, match="cannot create the golden folder"):
+        goldens_folder(target / "sub")
+    crashing = CrashingReference(None, after=0, error=AssertionError("the reference ran"))
+    with pytest.raises(ParityInputError, match="not a folder"):
+        record_golden(CASE, crashing, target)
+    assert crashing.delivered == [] and target.read_text() == "x"
 
 
 # ---- judging a candidate against the golden ----
 
 def test_torch_passes_against_the_golden(recorded, candidate):
-    with open_golden(CASE, recorded) as golden:
-        report = run_case(CASE, golden, candidate, load_tolerances(DEFAULT_TOLERANCES))
+    with open_golden(CASE, recorded) as opened:
+        report = run_case(opened.case, opened.golden, candidate, load_tolerances(DEFAULT_TOLERANCES))
     assert report.passed, report.first_divergence
     assert report.reference["path"] == str(_path(recorded))
     assert [tap.name for tap in report.taps] == TAP_NAMES
@@ -351,18 +653,21 @@ def test_torch_passes_against_the_golden(recorded, candidate):
     assert all(tap.modes[mode].metrics.n_compared > 0 for tap in report.taps for mode in tap.modes)
 
 
-def test_report_against_a_golden_names_the_golden_as_reference(recorded, candidate):
-    with open_golden(CASE, recorded) as golden:
-        report = run_case(CASE, golden, candidate, load_tolerances(DEFAULT_TOLERANCES), RunOptions(modes=("isolated",)))
+def test_report_against_a_golden_names_the_golden_as_reference(recorded, candidate, tmp_path):
+    with open_golden(CASE, recorded) as opened:
+        report = check_against_golden(opened, candidate, load_tolerances(DEFAULT_TOLERANCES),
+                                      RunOptions(modes=("isolated",)), tmp_path)
     assert report.reference["name"] == "golden"
+    assert report.reference["inputs"] == {"source": "golden", "regenerated": "identical", "differences": []}
+    assert report.notes == []
 
 
 def test_dtype_mismatch_fails_even_when_values_agree(recorded, candidate):
     original = candidate.stages["farfield"]
     widened = candidate.with_stage("farfield", lambda ctx, wave: original(ctx, wave).to(torch.complex128))
     assert widened.describe()["stages_replaced"] == ["farfield"]
-    with open_golden(CASE, recorded) as golden:
-        report = run_case(CASE, golden, widened, load_tolerances(DEFAULT_TOLERANCES),
+    with open_golden(CASE, recorded) as opened:
+        report = run_case(opened.case, opened.golden, widened, load_tolerances(DEFAULT_TOLERANCES),
                           RunOptions(modes=("isolated", "propagated")))
     assert not report.passed
     farfield = report.tap("farfield")
@@ -377,15 +682,6 @@ def test_dtype_mismatch_fails_even_when_values_agree(recorded, candidate):
     divergence = report.first_divergence
     assert (divergence.tap, divergence.mode) == ("farfield", "isolated")
     assert "dtype differs" in divergence.messages[0]
-
-
-def test_golden_missing_a_tap_is_corrupt(recorded, tmp_path):
-    folder = tmp_path / "goldens"
-    shutil.copytree(recorded, folder)
-    with h5py.File(golden_path(folder, CASE.name), "a") as h5:
-        del h5["taps"]["farfield"]
-    with pytest.raises(CorruptGoldenError, match=r"missing \['farfield'\]"):
-        open_golden(CASE, folder)
 
 
 def test_record_refuses_a_reference_that_breaks_the_tap_contract(recorded, tmp_path, reference):
@@ -404,3 +700,46 @@ def test_record_refuses_a_reference_that_breaks_the_tap_contract(recorded, tmp_p
         record_golden(CASE, SkipsAmplitude(), folder)
     assert golden_path(folder, CASE.name).read_bytes() == before
     assert sorted(path.name for path in folder.iterdir()) == [f"{CASE.name}.h5"]
+
+
+# ---- property: any attribute value, resealed, is refused cleanly or accepted ----
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from parity.goldens import _canonical  # noqa: E402
+
+ROOT_ATTRIBUTES = ["schema_version", "case_name", "case_hash", "definition", "pipeline", "config", "description",
+                   "backend", "provenance", "created", "tap_order"]
+JSON_TEXT = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                      max_size=3),
+                         max_leaves=6).map(json.dumps)
+ATTRIBUTE_VALUES = st.one_of(st.text(max_size=20), JSON_TEXT, st.integers(-2**63, 2**63 - 1),
+                             st.floats(allow_nan=True), st.binary(max_size=10),
+                             st.lists(st.integers(-5, 5), min_size=1, max_size=4).map(np.array))
+
+
+@settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(key=st.sampled_from(ROOT_ATTRIBUTES), value=ATTRIBUTE_VALUES, reseal=st.booleans())
+def test_any_attribute_value_is_refused_cleanly_or_accepted(recorded, tmp_path, key, value, reseal):
+    folder = tmp_path / f"h{abs(hash((key, repr(value), reseal)))}"
+    shutil.copytree(recorded, folder)
+    with h5py.File(_path(folder), "r") as h5:
+        original = _canonical(h5.attrs[key])
+    try:
+        _tamper(_path(folder), reseal=reseal, **{key: value})
+    except (TypeError, ValueError):  # h5py cannot store this value: nothing to attack with
+        return
+    with h5py.File(_path(folder), "r") as h5:
+        changed = _canonical(h5.attrs[key]) != original
+    try:
+        with open_golden(CASE, folder) as opened:  # accepted: a resealed value the reader understands
+            assert reseal or not changed, "a changed attribute was accepted without a matching digest"
+            assert opened.golden.case_name == CASE.name or key == "case_name"
+    except CorruptGoldenError as error:
+        assert str(_path(folder)) in str(error) and "\n" not in str(error)
+    except StaleGoldenError as error:  # e.g. a resealed, valid, but different definition
+        assert "stale golden" in str(error) and reseal
+    finally:
+        shutil.rmtree(folder)
