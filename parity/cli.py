@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 import tempfile
 import threading
@@ -22,6 +21,7 @@ from backends.common import determinism
 from backends.common.determinism import apply_environment
 
 from . import budget
+from .atomic_files import terminate_as_interrupt
 from .errors import (EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError,
                      WriteRefusedError)
 from .guard import DEFAULT_STAGE_TIMEOUT
@@ -337,22 +337,13 @@ COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record
             "calibrate": command_calibrate}
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: partial results are written, temporaries removed."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     apply_environment()  # before any framework import, so the determinism switch takes effect
     args = build_parser().parse_args(argv)
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         determinism.settings()  # PARITY_THREADS: a bad value is bad input, said before any work
-        return COMMANDS[args.command](args)
+        with terminate_as_interrupt():  # SIGTERM / SIGHUP: cleaned up like Ctrl-C, then died of
+            return COMMANDS[args.command](args)
     except (ParityInputError, determinism.SettingsError) as error:
         print(f"parity: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
