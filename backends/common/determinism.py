@@ -27,6 +27,9 @@ ENVIRONMENT = {
 }
 
 
+GRAPPLER_OPTIONS = {"constant_folding": False, "arithmetic_optimization": False}
+
+
 @dataclasses.dataclass(frozen=True)
 class DeterminismSettings:
     intra_op_threads: int
@@ -70,6 +73,10 @@ def configure_tensorflow() -> Any:
             tf.config.experimental.enable_tensor_float_32_execution(False)
         except AttributeError:
             pass
+        # Grappler rewrites that change roundings in traced graphs: constant folding turns x / c
+        # into x * (1 / c), the arithmetic optimizer turns x ** 2 into Square and regroups sums.
+        # Off, a traced stage is bitwise identical to the same stage run eagerly.
+        tf.config.optimizer.set_experimental_options(GRAPPLER_OPTIONS)
         _configured.add("tensorflow")
     return tf
 
@@ -110,6 +117,7 @@ def record() -> dict[str, Any]:
             "tensor_float_32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "grappler": {key: tf.config.optimizer.get_experimental_options().get(key) for key in GRAPPLER_OPTIONS},
         }
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "backends"):
