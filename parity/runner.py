@@ -103,30 +103,44 @@ def config_audit(case: Case, adapters: Mapping[str, Adapter]) -> Audit:
     return Audit("config", not messages, messages, details)
 
 
-def weights_audit(case: Case) -> Audit:
+def weights_audit(case: Case, through_keras: bool = True) -> Audit:
     """Names, shapes, dtypes and finiteness, then the Keras <-> Torch mapping round trip.
 
-    The round trip goes through a real Keras weights file when TensorFlow is
-    installed, else through the Torch state_dict alone (GPU machines).
+    ``through_keras``: the round trip goes through a real Keras weights file
+    (when a TensorFlow adapter is in use and TensorFlow is installed); else
+    through the Torch state_dict alone (checks against goldens, GPU machines),
+    so that such runs never import TensorFlow.
     """
     problems = weight_problems(case.config, case.weights or {})
     details: dict[str, Any] = {}
     if not problems:
         from . import weightmap
 
-        try:
-            importlib.import_module("backends.tf.keras_io")  # can Keras files be written here?
-        except ImportError:  # no TensorFlow (GPU machines): the Torch half of the round trip alone
+        mapping = None
+        if through_keras:
+            try:
+                importlib.import_module("backends.tf.keras_io")  # can Keras files be written here?
+            except ImportError:
+                pass
+            else:
+                with tempfile.TemporaryDirectory(prefix="parity-weights-") as workdir:
+                    mapping = weightmap.check_weight_mapping(case.config, case.weights, workdir)
+        if mapping is None:  # the Torch half of the round trip alone
             mapping = weightmap.torch_roundtrip_report(case.config, case.weights)
-        else:
-            with tempfile.TemporaryDirectory(prefix="parity-weights-") as workdir:
-                mapping = weightmap.check_weight_mapping(case.config, case.weights, workdir)
         problems += mapping.problems
         problems += [f"parameter {row.canonical!r} ({row.torch_name}, {row.transform}) changes by "
                      f"{row.max_abs_roundtrip_diff:g} through the Keras/Torch round trip"
                      for row in mapping.rows if not row.ok]
         details["mapping"] = mapping.to_dict()
     return Audit("weights", not problems, problems, details)
+
+
+def uses_tensorflow(adapter: Any) -> bool:
+    """Whether an adapter runs TensorFlow (by its own description; a golden does not)."""
+    if isinstance(adapter, Golden):
+        return False
+    versions = adapter.describe().get("versions") or {}
+    return "tensorflow" in versions or type(adapter).__module__.startswith("backends.tf")
 
 
 def reference_audit(specs: list[TapSpec], case: Case, store: TapStore) -> Audit:
@@ -293,7 +307,7 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
         reference_info = reference.describe()
         audits = [config_audit(case, {"reference": reference, "candidate": candidate})]
     if case.pipeline == "pinn":
-        audits.append(weights_audit(case))
+        audits.append(weights_audit(case, through_keras=any(map(uses_tensorflow, (reference, candidate)))))
     timing: dict[str, float] = {}
     report = RunReport(case=case.summary() | {"hashes": case.hashes()}, pipeline=case.pipeline,
                        config=case.config.to_dict(), reference=reference_info, candidate=candidate.describe(),
