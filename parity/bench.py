@@ -68,6 +68,7 @@ class BenchOptions:
     memory_batch: int = 1024
     startup_case: str = "pinn-default"
     seed: int = 0
+    tensorflow: bool = True  # False: Torch rows only
 
 
 # ---- timing ----
@@ -132,9 +133,12 @@ def isolated_mode(candidate: Any, case: Case, store: runner.TapStore, tolerances
 
 # ---- backends, loaded lazily (TensorFlow may be absent on a GPU machine) ----
 class _Backends:
-    def __init__(self, notes: list[str]) -> None:
+    def __init__(self, notes: list[str], tensorflow: bool = True) -> None:
         self.notes = notes
         self._tf: Any = None
+        if not tensorflow:
+            self._tf = False
+            notes.append("TensorFlow reference skipped: --no-tf")
         self._torch: dict[str, Any] = {}
 
     def tf(self) -> Any | None:
@@ -371,7 +375,7 @@ def run_bench(options: BenchOptions = BenchOptions(), command: Sequence[str] = (
         "options": {**dataclasses.asdict(options), "knobs": dict(options.knobs)}, "config": cfg.to_dict(),
         "load_average_start": _load(), "notes": notes,
     }
-    backends = _Backends(notes)
+    backends = _Backends(notes, options.tensorflow)
     sections = set(options.sections)
     if sections & {"throughput", "scaling", "overhead"}:
         devices = torch_devices(options.devices, notes)

@@ -121,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--memory-batch", type=_positive_int, default=1024,
                        help="batch of the physics memory run (default 1024)")
     bench.add_argument("--startup-case", default="pinn-default", help="case of the start-up section's check/run")
+    bench.add_argument("--no-tf", action="store_true",
+                       help="Torch rows only (GPU sessions: the CPU reference would dominate the time)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     return parser
 
@@ -259,7 +261,7 @@ def command_bench(args) -> int:
                            overhead_batch=args.overhead_batch, repeats=args.repeats, warmup=max(0, args.warmup),
                            knobs=knobs, devices=tuple(args.devices) if args.devices else None, sections=sections,
                            memory_positions=args.memory_positions, memory_batch=args.memory_batch,
-                           startup_case=args.startup_case)
+                           startup_case=args.startup_case, tensorflow=not args.no_tf)
     document = run_bench(options, command=args.command_line or ["parity", *sys.argv[1:]])
     render(document, make_console())
     if args.json:
