@@ -104,12 +104,22 @@ def centred_offsets(positions: tf.Tensor) -> tf.Tensor:
     return offsets - mean[:, None, :]
 
 
+def _per_component(values: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """A real factor lined up with the (..., 2) real view of complex ``values`` (scalars as they are)."""
+    factor = tf.convert_to_tensor(factor, _REAL_OF[values.dtype])
+    return factor if factor.shape.rank == 0 else factor[..., None]
+
+
 def divide_complex_by_real(numerator: tf.Tensor, denominator: tf.Tensor) -> tf.Tensor:
-    return tf.complex(tf.math.real(numerator) / denominator, tf.math.imag(numerator) / denominator)
+    """(re / d) + i (im / d), on the (..., 2) real view: the same two divisions, one pass."""
+    parts = tf.bitcast(numerator, _REAL_OF[numerator.dtype]) / _per_component(numerator, denominator)
+    return tf.bitcast(parts, numerator.dtype)
 
 
 def scale_complex(values: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-    return tf.complex(tf.math.real(values) * factor, tf.math.imag(values) * factor)
+    """(re * f) + i (im * f), on the (..., 2) real view: the same two products, one pass."""
+    parts = tf.bitcast(values, _REAL_OF[values.dtype]) * _per_component(values, factor)
+    return tf.bitcast(parts, values.dtype)
 
 
 def smooth_3x3(images: tf.Tensor, kernel, dtype) -> tf.Tensor:

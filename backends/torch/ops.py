@@ -91,12 +91,19 @@ def centred_offsets(offsets: torch.Tensor) -> torch.Tensor:
     return offsets - mean[:, None, :]
 
 
+def _per_component(factor):
+    """A real factor lined up with the (..., 2) real view of a complex tensor (scalars as they are)."""
+    return factor[..., None] if isinstance(factor, torch.Tensor) and factor.dim() > 0 else factor
+
+
 def divide_complex_by_real(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    return torch.complex(numerator.real / denominator, numerator.imag / denominator)
+    """(re / d) + i (im / d), on the (..., 2) real view: the same two divisions, one pass."""
+    return torch.view_as_complex(torch.view_as_real(numerator) / _per_component(denominator))
 
 
 def scale_complex(values: torch.Tensor, factor) -> torch.Tensor:
-    return torch.complex(values.real * factor, values.imag * factor)
+    """(re * f) + i (im * f), on the (..., 2) real view: the same two products, one pass."""
+    return torch.view_as_complex(torch.view_as_real(values) * _per_component(factor))
 
 
 def smooth_3x3(images: torch.Tensor, kernel) -> torch.Tensor:
