@@ -123,3 +123,21 @@ def test_tracing_policy_values():
 def test_grappler_rewrites_that_move_roundings_are_off_and_recorded():
     state = determinism.record()["tensorflow"]
     assert state["grappler"] == {"constant_folding": False, "arithmetic_optimization": False}
+
+
+def test_auto_leaves_stages_with_large_inputs_eager(monkeypatch):
+    import backends.tf.backend as tf_backend
+
+    monkeypatch.setattr(tf_backend, "AUTO_MAX_INPUT_BYTES", 1)  # every input is "large"
+    cfg, inputs, _ = _case("physics", CONFIGS["n32-f32"])
+    backend = TensorFlowBackend(trace="auto")
+    first = backend.run_all("physics", cfg, inputs)
+    _assert_bitwise(backend.run_all("physics", cfg, inputs), first)
+    assert backend._runtimes(cfg).traced == {}
+
+
+def test_the_allocator_setting_is_recorded():
+    state = determinism.record()["allocator"]
+    assert state["PARITY_MALLOC"] in ("heap", "system")
+    if state["PARITY_MALLOC"] == "heap" and determinism.platform_is_glibc():
+        assert state["applied"] == {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 2**31 - 1}

@@ -16,7 +16,7 @@ from backends.common.weights import weight_problems
 
 from .network import KerasNetwork
 from .stages import STAGES
-from .tracing import POLICIES, Runtimes, tracing_policy
+from .tracing import AUTO_MAX_INPUT_BYTES, POLICIES, Runtimes, tracing_policy
 
 # Only the stock stage functions are traced; a replacement (with_stage, a subclass's table) runs eagerly.
 TRACEABLE = frozenset(STAGES.values())
@@ -62,7 +62,9 @@ class TensorFlowBackend(Backend):
             try:
                 return self._runtimes(ctx.cfg).call(function, ctx, inputs, spec.args,
                                                     eager=lambda: super(TensorFlowBackend, self)._call(spec, ctx, inputs),
-                                                    eager_calls=POLICIES[self.trace])
+                                                    eager_calls=POLICIES[self.trace],
+                                                    max_input_bytes=AUTO_MAX_INPUT_BYTES if self.trace == "auto"
+                                                    else None)
             except StageError:
                 raise
             except Exception as error:  # re-raised with the stage named, as Backend._call does

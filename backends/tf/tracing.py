@@ -20,8 +20,9 @@ Numerics: the determinism switch turns off Grappler's arithmetic rewrites
 eager ones over every built-in case and the configuration matrix
 (``tests/test_tf_tracing.py``), so mixing the two is safe. Tracing a stage
 costs more than running it once, so by default (``PARITY_TF_TRACE=auto``) a
-stage is traced the second time it runs with the same key; ``always`` traces
-at once, ``never`` (or ``0``) runs everything eagerly.
+stage is traced the second time it runs with the same key, and runs eagerly
+when its inputs exceed ``AUTO_MAX_INPUT_BYTES`` (large tensors ran slower in
+graphs); ``always`` traces at once, ``never`` (or ``0``) runs everything eagerly.
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ MAX_RUNTIMES = 8  # configurations kept warm; a test session walks through dozen
 
 
 POLICIES = {"auto": 1, "always": 0}  # eager calls of a key before it is traced; "never": not traced
+# "auto" runs a stage eagerly when its inputs exceed this: on large tensors TensorFlow's graph
+# executor ran the physics stages up to 1.8x slower than eager ops (a whole-model graph too),
+# while per-op dispatch, the cost tracing saves, is negligible there. Measured on 2 CPU cores
+# (N=64, gridsize 2): with this limit "auto" matched the faster of eager and traced at every
+# batch from 16 to 1024, pinn and physics.
+AUTO_MAX_INPUT_BYTES = 16 << 20
 
 
 def tracing_policy(value: str | None = None) -> str:
@@ -87,12 +94,17 @@ class Runtime:
         return self.network
 
     def call(self, function: Callable[..., Any], ctx: StageContext, inputs: list[tf.Tensor],
-             args: Mapping[str, Any], eager: Callable[[], tf.Tensor], eager_calls: int) -> tf.Tensor:
-        """The stage's traced graph on ``inputs``; ``eager()`` instead for a key's first ``eager_calls`` calls.
+             args: Mapping[str, Any], eager: Callable[[], tf.Tensor], eager_calls: int,
+             max_input_bytes: int | None = None) -> tf.Tensor:
+        """The stage's traced graph on ``inputs``; ``eager()`` instead for a key's first ``eager_calls`` calls
+        and for inputs larger than ``max_input_bytes``.
 
         Tracing costs more than one eager run of a small stage, so by default a
         key is traced only when it comes back (a second chunk, a second run).
         """
+        if max_input_bytes is not None and sum(
+                tensor.shape.num_elements() * tensor.dtype.size for tensor in inputs) > max_input_bytes:
+            return eager()
         key = (function, tuple(sorted(args.items())),
                tuple((tuple(tensor.shape.as_list()), tensor.dtype) for tensor in inputs))
         traced = self.traced.get(key)
