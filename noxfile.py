@@ -89,8 +89,27 @@ def gpu(session: nox.Session) -> None:
     Run on a GPU machine as `PARITY_CONSTRAINTS=none PARITY_TORCH_INDEX=<cuda index> nox -s gpu`.
     """
     _install(session, "torch,test")
-    session.run("parity", "check", "--candidate", "torch", "--device", "cuda", "--out", "reports/gpu",
-                *session.posargs)
+    session.run("parity", "check", "--candidate", "torch", "--device", "cuda", "--repeat", "2", "--out",
+                "reports/gpu", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """`parity bench`: throughput, harness overhead, peak memory and start-up in one run (docs/benchmarks.md).
+
+    Writes reports/bench.json; extra arguments go to `parity bench`, e.g. `nox -s bench -- --repeats 9`.
+    """
+    _install(session, "torch,tf,test")
+    session.run("parity", "bench", "--json", "reports/bench.json", *session.posargs)
+
+
+@nox.session(name="gpu-bench")
+def gpu_bench(session: nox.Session) -> None:
+    """`parity bench` on CUDA, Torch rows only (no TensorFlow needed); install as for `nox -s gpu`."""
+    _install(session, "torch,test")
+    session.run("parity", "bench", "--no-tf", "--device", "cuda", "--batch", "64", "--batch", "1024",
+                "--batch", "4096", "--scaling-batch", "4096", "--scaling-batch", "16384", "--skip", "memory",
+                "--skip", "startup", "--json", "reports/bench-gpu.json", *session.posargs)
 
 
 @nox.session

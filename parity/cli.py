@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from backends.common import determinism
-from backends.common.determinism import apply_environment
+from backends.common.determinism import allow_tf32, apply_environment
 
 from . import budget
 from .atomic_files import terminate_as_interrupt
@@ -136,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--candidate", default="torch", help="adapter: tf, torch or module:attr (default torch)")
     run.add_argument("--device", default="cpu", help="candidate device: cpu or cuda[:N] (default cpu)")
     _add_compare_options(run)
+    _add_gpu_options(run)
 
     record = commands.add_parser("record", help="write the reference's taps as golden HDF5 files")
     _add_case_options(record, user_inputs=False)
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--device", default="cpu")
     check.add_argument("--goldens", metavar="DIR", help="golden folder (default fixtures/goldens)")
     _add_compare_options(check)
+    _add_gpu_options(check)
 
     calibrate = commands.add_parser("calibrate", help="measure noise floors and propose tolerances")
     _add_case_options(calibrate, user_inputs=False)
@@ -159,7 +161,43 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--write", action="store_true", help="write tighter tolerances into the file")
     calibrate.add_argument("--allow-looser", action="store_true", help="with --write: also write looser ones")
     calibrate.add_argument("--out", default="reports", metavar="DIR")
+
+    bench = commands.add_parser("bench", help="throughput, harness overhead, peak memory and start-up, in one run")
+    bench.add_argument("--pipeline", action="append", dest="pipelines", choices=("pinn", "physics"),
+                       help="pipelines of the throughput/overhead sections (default pinn and physics)")
+    bench.add_argument("--batch", action="append", dest="batches", type=_positive_int,
+                       help="throughput batch (repeatable; default 16 and 64)")
+    bench.add_argument("--scaling-batch", action="append", dest="scaling_batches", type=_positive_int,
+                       help="physics batches of the scaling section (repeatable; default 256 and 1024)")
+    bench.add_argument("--overhead-batch", type=_positive_int, default=64, help="batch of the overhead section")
+    bench.add_argument("--repeats", type=_positive_int, default=5, help="timed runs per variant (default 5)")
+    bench.add_argument("--warmup", type=int, default=2, help="untimed runs per variant first (default 2)")
+    bench.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", dest="assignments",
+                       help="configuration knob (default: the defaults, N=64 gridsize 2 f=2 float32)")
+    bench.add_argument("--device", action="append", dest="devices", metavar="DEVICE",
+                       help="Torch device (repeatable; default cpu, plus cuda when PyTorch sees a GPU)")
+    bench.add_argument("--only", action="append", choices=BENCH_SECTIONS, help="run only these sections")
+    bench.add_argument("--skip", action="append", default=[], choices=BENCH_SECTIONS, help="skip a section")
+    bench.add_argument("--memory-positions", type=_positive_int, default=4096,
+                       help="scan positions of the simulate memory run (default 4096)")
+    bench.add_argument("--memory-batch", type=_positive_int, default=1024,
+                       help="batch of the physics memory run (default 1024)")
+    bench.add_argument("--startup-case", default="pinn-default", help="case of the start-up section's check/run")
+    bench.add_argument("--no-tf", action="store_true",
+                       help="Torch rows only (GPU sessions: the CPU reference would dominate the time)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     return parser
+
+
+BENCH_SECTIONS = ("throughput", "scaling", "overhead", "memory", "startup")
+
+
+def _add_gpu_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-tf32", action="store_true",
+                        help="let float32 matmuls/convolutions use TF32 on GPUs (recorded; fails tight tolerances)")
+    parser.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+                        help="also run the candidate N times on each case's inputs and report every tap that is "
+                             "not bitwise identical between runs (exit 1 if any)")
 
 
 def _modes(choice: str) -> tuple[str, ...]:
@@ -186,7 +224,7 @@ def _compare_options(args):
                       batch_chunk=args.batch_chunk, stage_timeout=args.stage_timeout)
 
 
-def verdict(reports) -> int:
+def verdict(reports, deterministic: bool = True) -> int:
     """The exit code of a set of case reports: a reference that failed is a crash (3), never a verdict."""
     crashed = [report for report in reports if report.stop_kind == "reference"]
     for report in crashed:
@@ -196,7 +234,7 @@ def verdict(reports) -> int:
         return EXIT_CRASHED
     if any(report.stop_kind == "interrupted" for report in reports):
         return EXIT_INTERRUPTED
-    return EXIT_OK if reports and all(report.passed for report in reports) else EXIT_DIVERGED
+    return EXIT_OK if deterministic and reports and all(report.passed for report in reports) else EXIT_DIVERGED
 
 
 def command_cases(args) -> int:
@@ -265,11 +303,12 @@ def command_run(args) -> int:
     candidate = load_adapter(args.candidate, args.device)
     reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), out, notes)
                for case in cases]
+    deterministic = _repeat(args, cases, reports, candidate, out)
     _print(reports, args.quiet)
     for line in notes:
         print(f"note: {line}")
     print(f"reports written under {args.out}/")
-    return verdict(reports)
+    return verdict(reports, deterministic)
 
 
 def command_record(args) -> int:
@@ -301,12 +340,55 @@ def command_check(args) -> int:
     for case in cases:  # the candidate runs on the inputs stored in each golden
         with open_golden(case, args.goldens or DEFAULT_GOLDENS, tolerances) as opened:
             reports.append(check_against_golden(opened, candidate, tolerances, _compare_options(args), out))
+    deterministic = _repeat(args, cases, reports, candidate, out)
     _print(reports, args.quiet)
     for report in reports:
         for line in report.notes:
             print(f"note: {report.case['name']}: {line}")
     print(f"reports written under {args.out}/")
-    return verdict(reports)
+    return verdict(reports, deterministic)
+
+
+def _repeat(args, cases, reports, candidate, out: Path) -> bool:
+    """``--repeat N``: the candidate's nondeterminism check per case, noted in its report; False if any."""
+    if args.repeat < 2:
+        return True
+    from .repeat import repeat_check, summary_lines
+    from .report import write_report
+
+    clean = True
+    for case, report in zip(cases, reports):
+        found = repeat_check(case, candidate, args.repeat)
+        lines = summary_lines(case, found, args.repeat)
+        report.notes.extend(lines)
+        write_report(report, out / case.name)
+        print("\n".join(lines))
+        clean = clean and not found
+    return clean
+
+
+def command_bench(args) -> int:
+    from .bench import BenchOptions, run_bench, write_json
+    from .bench_table import render
+    from .inputs import resolve_knobs
+    from .report import make_console
+
+    cfg = resolve_knobs(None, args.assignments)  # validated here: a bad knob is exit 2 before anything runs
+    knobs = {knob: mine for knob, (mine, _) in cfg.diff(resolve_knobs(None, [])).items()}
+    defaults = BenchOptions()
+    sections = tuple(name for name in (args.only or BENCH_SECTIONS) if name not in args.skip)
+    options = BenchOptions(pipelines=tuple(args.pipelines or defaults.pipelines),
+                           batches=tuple(args.batches or defaults.batches),
+                           scaling_batches=tuple(args.scaling_batches or defaults.scaling_batches),
+                           overhead_batch=args.overhead_batch, repeats=args.repeats, warmup=max(0, args.warmup),
+                           knobs=knobs, devices=tuple(args.devices) if args.devices else None, sections=sections,
+                           memory_positions=args.memory_positions, memory_batch=args.memory_batch,
+                           startup_case=args.startup_case, tensorflow=not args.no_tf)
+    document = run_bench(options, command=args.command_line or ["parity", *sys.argv[1:]])
+    render(document, make_console())
+    if args.json:
+        print(f"bench results written to {write_json(document, args.json)}")
+    return EXIT_OK
 
 
 def command_calibrate(args) -> int:
@@ -334,12 +416,14 @@ def _one_line(error: Exception) -> str:
 
 
 COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record, "check": command_check,
-            "calibrate": command_calibrate}
+            "calibrate": command_calibrate, "bench": command_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     apply_environment()  # before any framework import, so the determinism switch takes effect
     args = build_parser().parse_args(argv)
+    args.command_line = None if argv is None else ["parity", *map(str, argv)]
+    allow_tf32(getattr(args, "allow_tf32", False))  # per command: off unless this command asks
     try:
         determinism.settings()  # PARITY_THREADS: a bad value is bad input, said before any work
         with terminate_as_interrupt():  # SIGTERM / SIGHUP: cleaned up like Ctrl-C, then died of

@@ -66,6 +66,14 @@ def _skip(mode: str, kind: str, reason: str) -> ModeResult:
     return ModeResult(mode, None, skipped=reason, skip_kind=kind)
 
 
+def _uses_tensorflow(described: dict[str, Any], adapter: Any) -> bool:
+    """Whether an adapter runs TensorFlow (by its own description, or its frameworks; a golden does not)."""
+    if adapter is None:
+        return False
+    frameworks = {str(name).lower() for name in (getattr(adapter, "frameworks", ()) or ())}
+    return bool(frameworks & {"tf", "tensorflow"}) or "tensorflow" in (described.get("versions") or {})
+
+
 def _describe(guard: Guard, adapter: Any, role: str) -> dict[str, Any]:
     try:
         described = guard.call("describe()", adapter.describe)
@@ -121,8 +129,10 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
     adapters = {"candidate": candidate} if golden else {"reference": reference, "candidate": candidate}
     resolved = resolve_all(case, adapters, lambda role, fn, cfg: guards[role].call("resolve_config()", fn, cfg))
     audits = [config_audit(case, resolved)]
-    if case.pipeline == "pinn":
-        audits.append(weights_audit(case, keras_files=not golden))
+    if case.pipeline == "pinn":  # through a real Keras file only where TensorFlow is in use anyway
+        tensorflow = any(_uses_tensorflow(info, adapter) for info, adapter in
+                         ((candidate_info, candidate), (reference_info, None if golden else reference)))
+        audits.append(weights_audit(case, keras_files=tensorflow))
     try:  # an adapter that cannot say what it computes is a usage error, not a verdict
         graphs = {"candidate": graph_of(candidate, case.pipeline, case.config, guards["candidate"])}
         graphs["reference"] = (reference.graph() if golden else

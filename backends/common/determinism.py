@@ -5,6 +5,18 @@ and cuBLAS when they load, so ``apply_environment`` runs before the first
 ``import tensorflow`` / ``import torch`` (the backends call it at import).
 ``PARITY_THREADS`` fixes the intra-op thread count (default 2): on CPU the
 way a reduction is split across threads changes its rounding.
+
+Torch's deterministic-algorithms flag is set with
+``torch.set_deterministic_debug_mode("error")``: the same ATen switch as
+``torch.use_deterministic_algorithms(True)``, which also imports
+``torch._inductor`` (and dynamo) only to copy the flag into inductor's
+configuration, ~1.5 s of start-up for a compiler the harness never runs. If
+an adapter has loaded inductor, its flag is set too.
+
+TF32 (tensor cores rounding float32 matmul/convolution inputs to 10 bits) is
+off on both sides unless ``allow_tf32(True)`` (``--allow-tf32``) asks for it;
+the state is recorded, and with it on the tight float32 tolerances fail
+visibly on a GPU.
 """
 
 from __future__ import annotations
@@ -24,6 +36,11 @@ ENVIRONMENT = {
     "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
     # TensorFlow's start-up chatter drowns the report otherwise.
     "TF_CPP_MIN_LOG_LEVEL": "2",
+    # Torch's OpenMP workers spin after every parallel op by default; in a process that also
+    # runs TensorFlow's thread pool, or on a shared machine, the spinning steals the cores the
+    # other pool needs (10x slower physics runs measured on a loaded 2-core machine). Speed
+    # only: the thread count, hence the rounding, is unchanged.
+    "OMP_WAIT_POLICY": "PASSIVE",
 }
 
 
@@ -32,6 +49,9 @@ MAX_THREADS = 1024
 
 class SettingsError(ValueError):
     """An environment setting (``PARITY_THREADS``) has a value the switch cannot use (bad input: exit 2)."""
+
+
+GRAPPLER_OPTIONS = {"constant_folding": False, "arithmetic_optimization": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +92,49 @@ def apply_environment() -> None:
     """Set the variables frameworks read at import; warn if one loaded first."""
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+    tune_allocator()
+
+
+# glibc serves every allocation above 32 MiB with a fresh mmap and unmaps it on free, so each
+# op on a large batch page-faults and zeroes its output anew (both frameworks allocate through
+# malloc): a 4x larger physics batch cost 6-8x the time. Served from the heap and kept there, the
+# pages are reused and the time is linear in the batch (measured 3x faster at B=1024), for ~15%
+# more peak RSS. Speed only; PARITY_MALLOC=system leaves glibc's defaults alone.
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+_allocator: dict[str, Any] = {}
+
+
+def tune_allocator() -> dict[str, Any]:
+    """Apply (once) and return the allocator settings; recorded with every result."""
+    if _allocator:
+        return _allocator
+    choice = os.environ.get("PARITY_MALLOC", "heap").strip().lower()
+    _allocator["PARITY_MALLOC"] = choice
+    if choice == "system":
+        _allocator["applied"] = {}
+        return _allocator
+    if choice != "heap":
+        raise ValueError(f"PARITY_MALLOC must be heap or system, got {choice!r}")
+    applied: dict[str, int] = {}
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt): nothing to tune
+        mallopt = None
+    if mallopt is not None and platform_is_glibc():
+        for name, option, value in (("M_MMAP_MAX", M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, 2**31 - 1)):
+            if mallopt(option, value) == 1:
+                applied[name] = value
+    _allocator["applied"] = applied
+    return _allocator
+
+
+def platform_is_glibc() -> bool:
+    import platform
+
+    return platform.libc_ver()[0] == "glibc"
 
 
 def configure_tensorflow() -> Any:
@@ -86,11 +149,12 @@ def configure_tensorflow() -> Any:
             tf.config.threading.set_inter_op_parallelism_threads(settings().inter_op_threads)
         except RuntimeError:
             pass  # runtime already initialised by the host program; recorded as found
-        try:
-            tf.config.experimental.enable_tensor_float_32_execution(False)
-        except AttributeError:
-            pass
+        # Grappler rewrites that change roundings in traced graphs: constant folding turns x / c
+        # into x * (1 / c), the arithmetic optimizer turns x ** 2 into Square and regroups sums.
+        # Off, a traced stage is bitwise identical to the same stage run eagerly.
+        tf.config.optimizer.set_experimental_options(GRAPPLER_OPTIONS)
         _configured.add("tensorflow")
+    _apply_tf32_tensorflow(tf)
     return tf
 
 
@@ -100,18 +164,19 @@ def configure_torch() -> Any:
     import torch
 
     if "torch" not in _configured:
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.set_deterministic_debug_mode("error")  # = use_deterministic_algorithms(True), no inductor import
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-        torch.set_float32_matmul_precision("highest")
         torch.set_num_threads(settings().intra_op_threads)
         try:
             torch.set_num_interop_threads(settings().inter_op_threads)
         except RuntimeError:
             pass  # only settable before the first parallel op; recorded as found
         _configured.add("torch")
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:  # an adapter compiles: its generated kernels must be deterministic too
+        inductor.deterministic = True
+    _apply_tf32_torch(torch)
     return torch
 
 
@@ -133,11 +198,46 @@ def configure_frameworks(names: tuple[str, ...] | list[str]) -> list[str]:
     return applied
 
 
+_tf32 = {"allowed": False}
+
+
+def allow_tf32(allowed: bool) -> None:
+    """Let float32 matmuls and convolutions use TF32 on GPUs (both frameworks; off by default).
+
+    Applies at once to a framework already configured, and to one configured later.
+    """
+    _tf32["allowed"] = bool(allowed)
+    if "torch" in _configured:
+        _apply_tf32_torch(sys.modules["torch"])
+    if "tensorflow" in _configured:
+        _apply_tf32_tensorflow(sys.modules["tensorflow"])
+
+
+def tf32_allowed() -> bool:
+    return _tf32["allowed"]
+
+
+def _apply_tf32_torch(torch: Any) -> None:
+    allowed = _tf32["allowed"]
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    torch.backends.cudnn.allow_tf32 = allowed
+    torch.set_float32_matmul_precision("high" if allowed else "highest")
+
+
+def _apply_tf32_tensorflow(tf: Any) -> None:
+    try:
+        tf.config.experimental.enable_tensor_float_32_execution(_tf32["allowed"])
+    except AttributeError:
+        pass
+
+
 def record() -> dict[str, Any]:
     """The determinism state as it is now, for provenance."""
     state: dict[str, Any] = {
         "settings": dataclasses.asdict(settings()),
         "environment": {key: os.environ.get(key) for key in ENVIRONMENT},
+        "allow_tf32": _tf32["allowed"],
+        "allocator": dict(tune_allocator()),
     }
     tf = sys.modules.get("tensorflow")
     if tf is not None and hasattr(tf, "config"):
@@ -148,11 +248,14 @@ def record() -> dict[str, Any]:
             "tensor_float_32": bool(tf.config.experimental.tensor_float_32_execution_enabled()),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "grappler": {key: tf.config.optimizer.get_experimental_options().get(key) for key in GRAPPLER_OPTIONS},
         }
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "backends"):
         state["torch"] = {
             "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+            "deterministic_debug_mode": torch.get_deterministic_debug_mode(),
+            "fill_uninitialized_memory": bool(torch.utils.deterministic.fill_uninitialized_memory),
             "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
             "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
             "cudnn_deterministic": torch.backends.cudnn.deterministic,
@@ -160,4 +263,7 @@ def record() -> dict[str, Any]:
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
         }
+        inductor = sys.modules.get("torch._inductor.config")
+        if inductor is not None:
+            state["torch"]["inductor_deterministic"] = bool(inductor.deterministic)
     return state

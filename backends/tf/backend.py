@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from backends.common.backend import Backend
+from backends.common.backend import Backend, StageError, WeightsError
 from backends.common.config import ForwardConfig
 from backends.common.taps import TapSpec
+from backends.common.weights import weight_problems
 
 from .network import KerasNetwork
 from .stages import STAGES
+from .tracing import AUTO_MAX_INPUT_BYTES, POLICIES, Runtimes, tracing_policy
+
+# Only the stock stage functions are traced; a replacement (with_stage, a subclass's table) runs eagerly.
+TRACEABLE = frozenset(STAGES.values())
 
 
 class TensorFlowBackend(Backend):
@@ -21,10 +27,13 @@ class TensorFlowBackend(Backend):
     frameworks = ("tf",)
     STAGES = STAGES
 
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", trace: str | None = None) -> None:
+        """``trace``: ``auto``, ``always`` or ``never`` (default: ``PARITY_TF_TRACE``, else ``auto``)."""
         if device != "cpu":
             raise ValueError(f"the TensorFlow reference runs on the CPU only, not {device!r}")
         super().__init__(device)
+        self.trace = tracing_policy(trace)
+        self._runtimes = Runtimes()
 
     def to_internal(self, spec: TapSpec, cfg: ForwardConfig, array: np.ndarray) -> tf.Tensor:
         with tf.device("/CPU:0"):
@@ -34,7 +43,37 @@ class TensorFlowBackend(Backend):
         return np.asarray(tensor.numpy())
 
     def build_params(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray]) -> KerasNetwork:
-        return KerasNetwork(cfg, weights)
+        return self._runtimes(cfg).network_for(weights)
+
+    def params_for(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> KerasNetwork:
+        """The configuration's one network with ``weights`` assigned (traced graphs hold its variables)."""
+        if weights is None:
+            raise WeightsError("the pinn pipeline needs weights")
+        problems = weight_problems(cfg, weights)
+        if problems:
+            raise WeightsError("weights do not fit the configuration: " + "; ".join(problems))
+        return self.build_params(cfg, weights)
+
+    def _call(self, spec: TapSpec, ctx: Any, inputs: list[Any]) -> Any:
+        function = self.stages.get(spec.stage)
+        with tf.device("/CPU:0"):
+            if not (self.trace in POLICIES and function in TRACEABLE
+                    and all(isinstance(x, tf.Tensor) for x in inputs)):
+                return super()._call(spec, ctx, inputs)
+            try:
+                return self._runtimes(ctx.cfg).call(function, ctx, inputs, spec.args,
+                                                    eager=lambda: super(TensorFlowBackend, self)._call(spec, ctx, inputs),
+                                                    eager_calls=POLICIES[self.trace],
+                                                    max_input_bytes=AUTO_MAX_INPUT_BYTES if self.trace == "auto"
+                                                    else None)
+            except StageError:
+                raise
+            except Exception as error:  # re-raised with the stage named, as Backend._call does
+                raise StageError(f"{self.name} stage {spec.name!r} failed: {type(error).__name__}: {error}",
+                                 spec.name) from error
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "tracing": self.trace}
 
     def versions(self) -> dict[str, str]:
         return {"tensorflow": tf.__version__, "keras": keras.__version__, "numpy": np.__version__}

@@ -71,8 +71,8 @@ def patches_extracted(ctx, canvas, positions):
     cfg = ctx.cfg
     batch, channels = canvas.shape[0], cfg.C
     shifts = tf.reshape(centred_offsets(positions), (batch * channels, 2))
-    repeated = tf.repeat(canvas[..., 0], channels, axis=0)
-    crops = translate_complex(repeated, shifts, start=(cfg.k, cfg.k), size=(cfg.N, cfg.N))
+    # Each sample's canvas serves its C consecutive shifts (no C-fold copy of the canvas).
+    crops = translate_complex(canvas[..., 0], shifts, start=(cfg.k, cfg.k), size=(cfg.N, cfg.N))
     return tf.transpose(tf.reshape(crops, (batch, channels, cfg.N, cfg.N)), (0, 2, 3, 1))
 
 

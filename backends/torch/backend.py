@@ -33,19 +33,36 @@ class TorchBackend(Backend):
         super().__init__(device)
 
     def to_internal(self, spec: TapSpec, cfg: ForwardConfig, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(np.array(array, order="C")).to(self.device)
+        """Canonical array -> internal tensor with one copy at most (the channels-first one).
+
+        A C-contiguous, writable array is wrapped, not copied (``torch.from_numpy``);
+        stages never write into their inputs.
+        """
+        array = np.asarray(array)
+        if not (array.flags.c_contiguous and array.flags.writeable):
+            array = np.array(array, order="C")  # torch has no read-only tensors
+        tensor = torch.from_numpy(array).to(self.device)
         if spec.layout == "BHWC":
             return tensor.permute(0, 3, 1, 2).contiguous()
         if spec.layout == "B12C":
             return tensor[:, 0].transpose(1, 2).contiguous()
         return tensor
 
-    def to_canonical(self, spec: TapSpec, cfg: ForwardConfig, tensor: torch.Tensor) -> np.ndarray:
+    def canonical_view(self, spec: TapSpec, tensor: torch.Tensor) -> torch.Tensor:
+        """The internal tensor in the canonical layout, as a view: no copy, still on the device."""
         if spec.layout == "BHWC":
-            tensor = tensor.permute(0, 2, 3, 1)
-        elif spec.layout == "B12C":
-            tensor = tensor.transpose(1, 2)[:, None]
-        return tensor.detach().cpu().numpy().copy(order="C")
+            return tensor.permute(0, 2, 3, 1)
+        if spec.layout == "B12C":
+            return tensor.transpose(1, 2)[:, None]
+        return tensor
+
+    def to_canonical(self, spec: TapSpec, cfg: ForwardConfig, tensor: torch.Tensor) -> np.ndarray:
+        """A C-ordered numpy array the caller owns (exactly one copy: never aliases a live tensor)."""
+        view = self.canonical_view(spec, tensor.detach())
+        if view.device.type != "cpu":
+            return view.contiguous().cpu().numpy()  # the layout change on the device, then one transfer
+        array = view.numpy()
+        return array.copy(order="C") if array.flags.c_contiguous else np.ascontiguousarray(array)
 
     def to_canonical_native(self, spec: TapSpec, cfg: ForwardConfig, tensor: torch.Tensor) -> torch.Tensor:
         """The canonical layout as a view on the device: no copy, for comparison engines that take tensors."""

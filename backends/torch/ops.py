@@ -5,6 +5,13 @@ on an integer/fractional split of the shift instead of ``grid_sample``:
 grid_sample normalises coordinates to [-1, 1] and back in the image dtype,
 which in float32 moves samples by ~1e-5 px on an 80 px canvas, enough to
 break 1e-6 parity where the canvas divides by a small overlap count.
+
+As in the reference, the source pixels of one image form a single
+(size + 1) x (size + 1) window (the integer shift is the same for the whole
+image): one indexed gather of clamped indices and one ``where`` for the zero
+fill; the four neighbours are views into that window and the x interpolation
+runs once per window row. Complex images are translated as (..., 2) real
+views (``torch.view_as_real``), real and imaginary parts together.
 """
 
 from __future__ import annotations
@@ -12,64 +19,61 @@ from __future__ import annotations
 import torch
 
 
-def _gather_zero(images: torch.Tensor, index: torch.Tensor, axis: int, batched: bool) -> torch.Tensor:
-    """Gather along ``axis`` where out-of-range indices read a zero.
-
-    Batched: ``index`` is (B, K), one row of indices per image. Not batched:
-    ``images`` is one (H, W) image, ``axis`` is 0 and the result (B, K, W).
-    """
-    length = images.shape[axis]
-    pad = [0, 0] * (images.dim() - 1 - axis) + [0, 1]  # F.pad lists the last axis first
-    padded = torch.nn.functional.pad(images, pad)
-    safe = torch.where((index >= 0) & (index < length), index, torch.full_like(index, length))
-    if not batched:
-        return padded[safe]
-    view = [index.shape[0]] + [1] * (padded.dim() - 1)
-    view[axis] = index.shape[1]
-    shape = list(padded.shape)
-    shape[axis] = index.shape[1]
-    return torch.gather(padded, axis, safe.reshape(view).expand(shape))
-
-
 def _split_shift(shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     whole = torch.floor(shift)
     return whole.to(torch.int64), shift - whole
 
 
-def translate(images: torch.Tensor, shifts: torch.Tensor, start: tuple[int, int] = (0, 0),
-              size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Move real images (B or 1, H, W) by shifts (B, 2) = (t_x, t_y); content moves by +t.
+def _windows(images: torch.Tensor, row0: torch.Tensor, col0: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """Windows ``images[g, row0[i] + r, col0[i] + c, :]`` (zero outside the image), shape (S, rows, cols, K).
 
-    Same contract and arithmetic order as the TensorFlow reference's
-    ``translate``: x interpolation on the two source rows, then y.
+    ``images`` is (G, H, W, K) and each image serves S / G consecutive windows
+    (G = 1: one image shared by every window).
     """
-    height, width = images.shape[1], images.shape[2]
+    groups, height, width = images.shape[0], images.shape[1], images.shape[2]
+    count = row0.shape[0]
+    device = images.device
+    row_index = row0[:, None] + torch.arange(rows, device=device)[None, :]
+    col_index = col0[:, None] + torch.arange(cols, device=device)[None, :]
+    inside = (((row_index >= 0) & (row_index < height))[:, :, None, None]
+              & ((col_index >= 0) & (col_index < width))[:, None, :, None])
+    image_index = torch.div(torch.arange(count, device=device), count // groups, rounding_mode="floor")
+    picked = images[image_index[:, None, None], row_index.clamp(0, height - 1)[:, :, None],
+                    col_index.clamp(0, width - 1)[:, None, :]]
+    return torch.where(inside, picked, torch.zeros((), dtype=picked.dtype, device=device))
+
+
+def _translate_channels(images: torch.Tensor, shifts: torch.Tensor, start: tuple[int, int],
+                        size: tuple[int, int] | None) -> torch.Tensor:
+    """(G, H, W, K) real images, (S, 2) shifts -> (S, size_y, size_x, K); see ``translate``."""
+    groups, height, width = images.shape[0], images.shape[1], images.shape[2]
+    if shifts.shape[0] % groups:
+        raise ValueError(f"{shifts.shape[0]} shifts cannot be shared evenly by {groups} images")
     size_y, size_x = size if size is not None else (height, width)
     start_y, start_x = start
     whole_x, frac_x = _split_shift(shifts[:, 0])
     whole_y, frac_y = _split_shift(shifts[:, 1])
-    device = images.device
-    rows = torch.arange(start_y, start_y + size_y, device=device)[None, :]
-    cols = torch.arange(start_x, start_x + size_x, device=device)[None, :]
-    row_lower = rows - whole_y[:, None]
-    col_lower = cols - whole_x[:, None]
-    shared = images.shape[0] == 1 and shifts.shape[0] != 1
-    source = images[0] if shared else images
-    row_floor = _gather_zero(source, row_lower - 1, axis=0 if shared else 1, batched=not shared)
-    row_ceil = _gather_zero(source, row_lower, axis=0 if shared else 1, batched=not shared)
-    fx = frac_x[:, None, None]
-    fy = frac_y[:, None, None]
+    window = _windows(images, start_y - whole_y - 1, start_x - whole_x - 1, size_y + 1, size_x + 1)
+    fx = frac_x[:, None, None, None]
+    fy = frac_y[:, None, None, None]
+    along_x = fx * window[:, :, :-1] + (1 - fx) * window[:, :, 1:]
+    return fy * along_x[:, :-1] + (1 - fy) * along_x[:, 1:]
 
-    def along_x(row_values: torch.Tensor) -> torch.Tensor:
-        return (fx * _gather_zero(row_values, col_lower - 1, axis=2, batched=True)
-                + (1 - fx) * _gather_zero(row_values, col_lower, axis=2, batched=True))
 
-    return fy * along_x(row_floor) + (1 - fy) * along_x(row_ceil)
+def translate(images: torch.Tensor, shifts: torch.Tensor, start: tuple[int, int] = (0, 0),
+              size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Move real images (G, H, W) by shifts (S, 2) = (t_x, t_y); content moves by +t.
+
+    Same contract and arithmetic order as the TensorFlow reference's
+    ``translate``: x interpolation on the two source rows, then y. Each image
+    serves S / G consecutive shifts (a single image is shared by every shift).
+    """
+    return _translate_channels(images[..., None], shifts, start, size)[..., 0]
 
 
 def translate_complex(images: torch.Tensor, shifts: torch.Tensor, start: tuple[int, int] = (0, 0),
                       size: tuple[int, int] | None = None) -> torch.Tensor:
-    return torch.complex(translate(images.real, shifts, start, size), translate(images.imag, shifts, start, size))
+    return torch.view_as_complex(_translate_channels(torch.view_as_real(images), shifts, start, size))
 
 
 def ordered_sum(parts: list[torch.Tensor]) -> torch.Tensor:
@@ -87,12 +91,19 @@ def centred_offsets(offsets: torch.Tensor) -> torch.Tensor:
     return offsets - mean[:, None, :]
 
 
+def _per_component(factor):
+    """A real factor lined up with the (..., 2) real view of a complex tensor (scalars as they are)."""
+    return factor[..., None] if isinstance(factor, torch.Tensor) and factor.dim() > 0 else factor
+
+
 def divide_complex_by_real(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
-    return torch.complex(numerator.real / denominator, numerator.imag / denominator)
+    """(re / d) + i (im / d), on the (..., 2) real view: the same two divisions, one pass."""
+    return torch.view_as_complex(torch.view_as_real(numerator) / _per_component(denominator))
 
 
 def scale_complex(values: torch.Tensor, factor) -> torch.Tensor:
-    return torch.complex(values.real * factor, values.imag * factor)
+    """(re * f) + i (im * f), on the (..., 2) real view: the same two products, one pass."""
+    return torch.view_as_complex(torch.view_as_real(values) * _per_component(factor))
 
 
 def smooth_3x3(images: torch.Tensor, kernel) -> torch.Tensor:

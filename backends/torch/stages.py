@@ -71,8 +71,8 @@ def patches_extracted(ctx, canvas, offsets):
     cfg = ctx.cfg
     batch, channels = canvas.shape[0], cfg.C
     shifts = centred_offsets(offsets).reshape(batch * channels, 2)
-    repeated = canvas[:, 0].repeat_interleave(channels, dim=0)
-    crops = translate_complex(repeated, shifts, start=(cfg.k, cfg.k), size=(cfg.N, cfg.N))
+    # Each sample's canvas serves its C consecutive shifts (no C-fold copy of the canvas).
+    crops = translate_complex(canvas[:, 0], shifts, start=(cfg.k, cfg.k), size=(cfg.N, cfg.N))
     return crops.reshape(batch, channels, cfg.N, cfg.N)
 
 
