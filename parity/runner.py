@@ -22,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from backends.common.regions import tap_regions
 from backends.common.taps import TapSpec, pipeline_taps
 from backends.common.weights import weight_problems
 
@@ -156,7 +157,8 @@ class _Judge:
 
     def judge(self, spec: TapSpec, mode: str, value: np.ndarray) -> ModeResult:
         applied = self.tolerance(spec, mode)
-        metrics = compare(spec.name, self.store.get(spec.name), value, applied.criteria, chunk_bytes=self.chunk_bytes)
+        metrics = compare(spec.name, self.store.get(spec.name), value, applied.criteria, chunk_bytes=self.chunk_bytes,
+                          layout=spec.layout, regions=tap_regions(spec, self.case.config, self.case.inputs))
         return ModeResult(mode, applied, metrics)
 
 
