@@ -16,7 +16,7 @@ import numpy as np
 from . import breakdown
 from .accumulator import Accumulator
 from .criteria import Criteria
-from .engines import ENGINES, PhasePlan, is_tensor, run_chunk, to_numpy
+from .engines import ENGINES, PhasePlan, ReferenceCache, is_tensor, run_chunk, to_numpy
 from .engines.exact import count_nonfinite
 from .geometry import TapGeometry
 from .tap_metrics import TapMetrics
@@ -56,12 +56,14 @@ class StreamingComparator:
     breakdown; ``border_fraction`` sizes the border band of image taps.  The phase error of
     complex taps is thresholded at the global peak: ``reference_peak`` may give it up front,
     else an exact frontier is kept (``parity.phase_frontier``).  ``engine``: ``auto``
-    (Torch for a Torch tensor, numpy otherwise), ``numpy`` or ``torch``.
+    (numpy for numpy arrays and CPU tensors, Torch on a CUDA tensor's device), ``numpy`` or
+    ``torch``.  ``reference_cache``: a ``ReferenceCache`` shared with the comparator of the
+    other mode, so the reference side of a chunk is computed (and moved to the device) once.
     """
 
     def __init__(self, name, reference_shape, reference_dtype, candidate_shape, candidate_dtype,
                  criteria: Criteria, *, reference_peak: float | None = None, layout: str | None = None,
-                 border_fraction: float = 0.25, engine: str = "auto"):
+                 border_fraction: float = 0.25, engine: str = "auto", reference_cache: ReferenceCache | None = None):
         self.name = name
         self.reference_shape = tuple(int(n) for n in reference_shape)
         self.candidate_shape = tuple(int(n) for n in candidate_shape)
@@ -75,6 +77,7 @@ class StreamingComparator:
         self.reference_dtype, self.candidate_dtype = str(rd), str(cd)
         self.criteria = criteria
         self.engine = engine
+        self.reference_cache = reference_cache
         self.shape_match = self.reference_shape == self.candidate_shape
         self.complex = rd.kind == "c" or cd.kind == "c"
         self.size = math.prod(self.reference_shape)
@@ -124,7 +127,7 @@ class StreamingComparator:
         plan = PhasePlan(floor=c.phase_floor, hint=self._peak_hint, peak_before=acc.peak,
                          known=self._peak_hint is not None or start + n == self.size)
         stats = run_chunk(reference, candidate, self.geom, start, c, regions, plan, self._rd, self._cd,
-                          self.engine)
+                          self.engine, self.reference_cache)
         acc.add(stats, start, c.phase_floor * max(acc.peak, stats.peak_value))
 
     def _shape_mismatch(self, common: dict, failures: list) -> TapMetrics:

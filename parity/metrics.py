@@ -20,9 +20,10 @@ import numpy as np
 
 from .comparator import StreamingComparator
 from .criteria import Criteria
+from .engines import ReferenceCache
 from .tap_metrics import TapMetrics
 
-__all__ = ["Criteria", "TapMetrics", "StreamingComparator", "compare", "chunk_plan"]
+__all__ = ["Criteria", "TapMetrics", "StreamingComparator", "ReferenceCache", "compare", "chunk_plan"]
 
 
 def chunk_plan(shape: tuple, max_elements: int):

@@ -98,12 +98,14 @@ def test_torch_engine_matches_oracle(layout, dtype):
     crit = Criteria(atol=1e-3, rtol=1e-3, max_fraction_out=1.0, phase_floor=0.3)
     expected = oracle(a, b, layout=layout, atol=1e-3, rtol=1e-3, phase_floor=0.3)
     for chunks in (1, 3):
-        _check(_feed(a, b, layout, chunks, crit, torch.from_numpy), expected, dtype)
+        _check(_feed(a, b, layout, chunks, crit, torch.from_numpy, engine="torch"), expected, dtype)
         _check(_feed(a, b, layout, chunks, crit, engine="torch"), expected, dtype)  # numpy in, Torch engine
+        _check(_feed(a, b, layout, chunks, crit, torch.from_numpy), expected, dtype)  # auto: a CPU tensor, numpy
 
 
+@pytest.mark.parametrize("engine", ["auto", "torch"])
 @pytest.mark.parametrize("dtype", ["float32", "complex64"])
-def test_torch_channels_first_view(dtype):
+def test_torch_channels_first_view(dtype, engine):
     """The candidate as the Torch backend holds it: BCHW memory seen through a BHWC permutation."""
     rng = np.random.default_rng(3)
     a, b = _pair(rng, (6, 16, 12, 4), dtype)
@@ -112,7 +114,7 @@ def test_torch_channels_first_view(dtype):
     assert not view.is_contiguous()
     crit = Criteria(max_rel_to_peak=1.0)
     expected = oracle(a, b, layout="BHWC")
-    comp = StreamingComparator("t", a.shape, a.dtype, tuple(view.shape), dtype, crit, layout="BHWC")
+    comp = StreamingComparator("t", a.shape, a.dtype, tuple(view.shape), dtype, crit, layout="BHWC", engine=engine)
     for start in range(0, 6, 2):  # chunks of the view are views too
         comp.update(a[start:start + 2], view[start:start + 2], start * a[0].size)
     _check(comp.result(), expected, dtype)
@@ -148,8 +150,8 @@ def test_screening_falls_back_where_the_bound_is_useless():
     a, _ = _pair(rng, (4, 16, 16, 1), "complex64")
     for b in (np.conj(a), (a * 1.5).astype(np.complex64), (a * np.exp(0.3j)).astype(np.complex64)):
         expected = oracle(a, b, layout="BHWC")
-        for to_candidate in (lambda x: x, torch.from_numpy):
-            _check(_feed(a, b, "BHWC", 1, Criteria(), to_candidate), expected, "complex64")
+        for engine in ("numpy", "torch"):
+            _check(_feed(a, b, "BHWC", 1, Criteria(), torch.from_numpy, engine), expected, "complex64")
 
 
 def test_phase_screening_with_a_worst_element_of_pure_magnitude_error():
@@ -171,9 +173,9 @@ def test_phase_frontier_when_the_peak_rises_in_a_later_chunk(peak_later):
     b[0] = a[0] * np.exp(1j * rng.uniform(0, 0.05, size=a[0].shape))  # large phase errors, early
     crit = Criteria(phase_floor=0.05)
     expected = oracle(a, b, layout="BHWC", phase_floor=0.05)
-    for to_candidate in (lambda x: x, torch.from_numpy):
-        m = _feed(a, b, "BHWC", 6, crit, to_candidate)
-        assert m.phase_max_abs_error == expected["phase_max_abs_error"]
+    for engine in ("numpy", "torch"):
+        m = _feed(a, b, "BHWC", 6, crit, torch.from_numpy, engine)
+        assert m.phase_max_abs_error == pytest.approx(expected["phase_max_abs_error"], rel=1e-12)
 
 
 def test_nonfinite_through_the_torch_engine():
@@ -184,9 +186,10 @@ def test_nonfinite_through_the_torch_engine():
         got = compare("x", a, b, crit, engine="torch").to_dict()
         assert got == want
         assert got["n_nonfinite_mismatch"] == 1 and got["max_abs_error"] == 0.5 and not got["passed"]
-        comp = StreamingComparator("x", a.shape, a.dtype, b.shape, b.dtype, crit)
-        comp.update(a, torch.from_numpy(b), 0)
-        assert comp.result().to_dict() == want
+        for engine in ("auto", "torch"):
+            comp = StreamingComparator("x", a.shape, a.dtype, b.shape, b.dtype, crit, engine=engine)
+            comp.update(a, torch.from_numpy(b), 0)
+            assert comp.result().to_dict() == want
 
 
 def test_torch_is_imported_only_when_a_tensor_arrives():
@@ -202,3 +205,52 @@ def test_torch_is_imported_only_when_a_tensor_arrives():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": ".", "PATH": "/usr/bin:/bin"})
     assert out.stdout.strip() == "[]"
+
+
+def test_torch_engine_as_it_runs_on_cuda(monkeypatch):
+    """No GPU here: the CUDA settings (no screening, Torch's own |z|, float64 for every element) on CPU tensors."""
+    import parity.engines as engines
+    from parity.engines.torch_engine import TorchOps
+
+    def cuda_like(device):
+        ops = TorchOps(device)
+        ops.screen = ops.squares = False
+        return ops
+
+    monkeypatch.setattr(engines, "_torch_ops", cuda_like)
+    rng = np.random.default_rng(10)
+    for dtype in ("float32", "complex64"):
+        a, b = _pair(rng, (4, 12, 12, 2), dtype)
+        expected = oracle(a, b, layout="BHWC", phase_floor=0.2)
+        for chunks in (1, 4):
+            m = _feed(a, b, "BHWC", chunks, Criteria(phase_floor=0.2), torch.from_numpy, "torch")
+            _check(m, expected, dtype)
+
+
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+def test_reference_side_is_shared_between_the_two_modes(engine):
+    from parity.metrics import ReferenceCache
+
+    rng = np.random.default_rng(12)
+    a, b = _pair(rng, (4, 16, 16, 2), "complex64")
+    c = (a * 1.001).astype(np.complex64)
+    covered = np.zeros(a.shape, bool)
+    covered[:, 4:12, 4:12] = True
+    regions = {"covered": covered, "uncovered": ~covered}
+    cache = ReferenceCache()
+    results = []
+    for candidate in (b, c):  # "propagated" and "isolated" candidates of the same reference chunk
+        comp = StreamingComparator("t", a.shape, a.dtype, a.shape, a.dtype, Criteria(), layout="BHWC",
+                                   engine=engine, reference_cache=cache)
+        comp.update(a, torch.from_numpy(candidate), 0, regions)
+        results.append(comp.result().to_dict())
+    assert (cache.hits, cache.misses) == (1, 1)
+    for candidate, got in zip((b, c), results):
+        alone = StreamingComparator("t", a.shape, a.dtype, a.shape, a.dtype, Criteria(), layout="BHWC", engine=engine)
+        alone.update(a, torch.from_numpy(candidate), 0, regions)
+        assert got == alone.result().to_dict()
+    cache.clear()
+    comp = StreamingComparator("t", a.shape, a.dtype, a.shape, a.dtype, Criteria(), layout="BHWC",
+                               engine=engine, reference_cache=cache)
+    comp.update(a.copy(), b, 0, regions)  # another array object: never a stale hit
+    assert cache.misses == 2

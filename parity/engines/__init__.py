@@ -15,9 +15,10 @@ import numpy as np
 from .exact import exact_chunk
 from .fused import fused_chunk
 from .numpy_engine import NumpyOps
+from .reference import ReferenceCache
 from .stats import ChunkStats, PhasePlan
 
-__all__ = ["ChunkStats", "PhasePlan", "run_chunk", "is_tensor", "to_numpy", "ENGINES"]
+__all__ = ["ChunkStats", "PhasePlan", "ReferenceCache", "run_chunk", "is_tensor", "to_numpy", "ENGINES"]
 
 ENGINES = ("auto", "numpy", "torch")
 _NUMPY = NumpyOps()
@@ -36,8 +37,13 @@ def to_numpy(x) -> np.ndarray:
 
 
 def _ops(reference, candidate, engine: str):
+    """``auto``: numpy for numpy inputs and CPU tensors (seen zero-copy), Torch on the device of a CUDA tensor.
+
+    CPU tensors go to numpy because there it is the faster of the two (docs/tolerances.md: numpy's
+    complex |z| is several times Torch's, and single-threaded passes do not wait on a busy second core).
+    """
     tensor = candidate if is_tensor(candidate) else (reference if is_tensor(reference) else None)
-    if engine == "numpy" or (engine == "auto" and tensor is None):
+    if engine == "numpy" or (engine == "auto" and (tensor is None or tensor.device.type == "cpu")):
         return _NUMPY
     if tensor is None:
         import torch  # asked for explicitly
@@ -61,7 +67,8 @@ def _fast_dtype(reference_dtype: np.dtype, candidate_dtype: np.dtype) -> np.dtyp
 
 
 def run_chunk(reference, candidate, geom, start: int, criteria, regions: dict, phase: PhasePlan,
-              reference_dtype: np.dtype, candidate_dtype: np.dtype, engine: str = "auto") -> ChunkStats:
+              reference_dtype: np.dtype, candidate_dtype: np.dtype, engine: str = "auto",
+              cache: ReferenceCache | None = None) -> ChunkStats:
     """Statistics of one chunk (reference numpy, candidate numpy or Torch) starting at flat ``start``."""
     shape = tuple(reference.shape)
     n = int(np.prod(shape, dtype=np.int64))
@@ -69,8 +76,13 @@ def run_chunk(reference, candidate, geom, start: int, criteria, regions: dict, p
                                     and shape == (n // geom.row_size,) + geom.shape[1:])
     work = _fast_dtype(reference_dtype, candidate_dtype)
     if n and whole_rows and work is not None:
-        stats = fused_chunk(_ops(reference, candidate, engine), reference, candidate, work, geom, start, criteria,
-                            regions, phase)
+        ops = _ops(reference, candidate, engine)
+        if ops is _NUMPY:  # a CPU tensor is viewed, not copied
+            candidate = to_numpy(candidate)
+            if is_tensor(reference):
+                reference = to_numpy(reference)
+            regions = {name: mask if isinstance(mask, np.ndarray) else to_numpy(mask) for name, mask in regions.items()}
+        stats = fused_chunk(ops, reference, candidate, work, geom, start, criteria, regions, phase, cache)
         if stats is not None:
             return stats
     return exact_chunk(to_numpy(reference), to_numpy(candidate), geom, start, criteria,

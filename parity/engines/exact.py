@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import phase_frontier
-from .fused import _sample_max, band_table
+from .tables import band_table, sample_max
 from .numpy_engine import NumpyOps
 from .stats import ChunkStats
 
@@ -81,8 +81,8 @@ def exact_chunk(a_raw, b_raw, geom, start: int, criteria, regions: dict, phase, 
         stats.peak = band_table(_OPS, aa_t.reshape(shape), geom, first_row, samples)
         for name, mask in regions.items():
             mask = _OPS.mask(mask, chunk_shape).reshape(shape)
-            stats.region_err[name] = _sample_max(_OPS, ad_t.reshape(shape), mask, geom, samples)
-            stats.region_peak[name] = _sample_max(_OPS, aa_t.reshape(shape), mask, geom, samples)
+            stats.region_err[name] = sample_max(_OPS, ad_t.reshape(shape), mask, geom, samples)
+            stats.region_peak[name] = sample_max(_OPS, aa_t.reshape(shape), mask, geom, samples)
             stats.region_count[name] = int(np.count_nonzero(mask))
     else:
         sample, cells = _cells(geom, start, n)

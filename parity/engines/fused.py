@@ -23,60 +23,12 @@ import math
 
 import numpy as np
 
+from .reference import reference_side
 from .stats import ChunkStats
+from .tables import band_table, locate, sample_max, value_at, wide
 
 MARGIN_ULPS = 16  # float rounding of |d|, |a| and |d|/|a| is a few ulps: candidates get this much slack
 CANDIDATE_SHARE = 8  # beyond n / this many candidates, evaluate every element in float64 instead
-
-
-def band_table(ops, x, geom, first_row: int, samples: int) -> np.ndarray:
-    """max x per (local sample, channel, row band, column band) of a chunk of whole rows."""
-    table = geom.table(samples)
-    keep = [axis for axis in geom.kept_axes() if axis is not None]
-    if geom.spatial_axes is None or x.ndim == 0:
-        others = tuple(axis for axis in range(x.ndim) if axis not in keep)
-        table[:, :, 1, 1] = ops.to_numpy(ops.amax(x, others)).reshape(samples, -1)
-        return table
-    row_axis, col_axis = geom.spatial_axes
-    rows = x.shape[0]
-    for i, (lo, hi) in enumerate(geom.bands(row_axis)):
-        if row_axis == 0:
-            lo, hi = max(lo - first_row, 0), min(hi - first_row, rows)
-        if hi <= lo:
-            continue
-        index = [slice(None)] * x.ndim
-        index[row_axis] = slice(lo, hi)
-        reduced = ops.amax(x[tuple(index)], (row_axis,))  # the rows of the band, first: a contiguous pass
-        for j, (clo, chi) in enumerate(geom.bands(col_axis)):
-            if chi <= clo:
-                continue
-            index = [slice(None)] * reduced.ndim
-            index[col_axis - 1] = slice(clo, chi)
-            table[:, :, i, j] = ops.to_numpy(ops.amax(reduced[tuple(index)], (col_axis - 1,))).reshape(samples, -1)
-    return table
-
-
-def _sample_max(ops, x, mask, geom, samples: int) -> np.ndarray:
-    others = tuple(range(1 if geom.has_samples else 0, x.ndim))
-    return ops.to_numpy(ops.amax(ops.where(mask, x, 0), others)).reshape(samples)
-
-
-def _locate(ops, x, table: np.ndarray, value: float, geom) -> int:
-    """Flat index (C order, first occurrence) of ``value``, the maximum of ``x``."""
-    if not geom.has_samples or x.ndim == 0:
-        return ops.argmax(x)
-    sample = int(np.argmax(table.reshape(table.shape[0], -1).max(axis=1) >= value))
-    return sample * geom.row_size + ops.argmax(x[sample])
-
-
-def _wide(x, is_complex: bool):
-    """A value in float64/complex128: the exact values are numpy's, as the float64 definition computes them."""
-    return np.complex128(x) if is_complex else np.float64(x)
-
-
-def _exact_at(ops, a, b, flat: int):
-    av, bv = ops.take(a, np.array([flat]))[0], ops.take(b, np.array([flat]))[0]
-    return av, bv
 
 
 def _screened(ops, bound, limit: int, start: float, value_at, ceiling, give_up, shrink: float = 0.25):
@@ -96,35 +48,24 @@ def _screened(ops, bound, limit: int, start: float, value_at, ceiling, give_up, 
         t *= shrink
 
 
-def fused_chunk(ops, a_np, b_in, work, geom, start: int, criteria, regions: dict, phase) -> ChunkStats | None:
-    a, b = ops.prepare(a_np, b_in, work)
+def fused_chunk(ops, a_np, b_in, work, geom, start: int, criteria, regions: dict, phase,
+                cache=None) -> ChunkStats | None:
+    ref = (cache.get(ops, a_np, work, geom, start, regions) if cache is not None
+           else reference_side(ops, a_np, work, geom, start, regions))
+    if ref is None:
+        return None
+    a, aa, masks = ref.a, ref.aa, ref.masks
+    b = ops.prepare_candidate(b_in, work)
     n = int(a_np.size)
     sample0, samples = geom.sample_range(start, n)
     first_row = start // geom.row_size if geom.shape else 0
     is_complex = ops.is_complex(a)
     margin = MARGIN_ULPS * ops.eps(a)
-    aa = ops.magnitude(a)
-    norm_a = ops.block_dot(a, a)
-    if not math.isfinite(norm_a):
-        return None
-    peak = band_table(ops, aa, geom, first_row, samples)
-    peak_max = float(peak.max()) if n else 0.0
-    if ops.squares and 0.0 < peak_max < ops.tiny(a):
-        return None
-    peak_value = 0.0
-    if peak_max > 0:
-        av, _ = _exact_at(ops, a, b, _locate(ops, aa, peak, peak_max, geom))
-        peak_value = float(np.abs(_wide(av, is_complex)))
-    masks = {name: ops.mask(mask, a.shape) for name, mask in regions.items()}
-    stats = ChunkStats(n=n, n_pairs=n, sample0=sample0, err=geom.table(samples), peak=peak, norm_a=norm_a,
-                       peak_value=peak_value)
-    for name, mask in masks.items():
-        stats.region_peak[name] = _sample_max(ops, aa, mask, geom, samples)
-        stats.region_count[name] = ops.count(mask)
-        stats.region_err[name] = np.zeros(samples)
-    if ops.identical(a, b):  # bitwise equal (and finite): every error statistic is exactly zero
-        av, bv = _exact_at(ops, a, b, 0)
-        stats.worst = (0, av, bv, 0.0)
+    stats = ChunkStats(n=n, n_pairs=n, sample0=sample0, err=geom.table(samples), peak=ref.peak, norm_a=ref.norm_a,
+                       peak_value=ref.peak_value, region_peak=dict(ref.region_peak),
+                       region_count=dict(ref.region_count), region_err={name: np.zeros(samples) for name in masks})
+    if ops.identical(a, b):  # equal values (and finite): every error statistic is exactly zero
+        stats.worst = (0, value_at(ops, a, 0), value_at(ops, b, 0), 0.0)
         stats.n_out = 0 if criteria.tolerance_active else None
         if is_complex:
             stats.mag_max = 0.0
@@ -140,13 +81,13 @@ def fused_chunk(ops, a_np, b_in, work, geom, start: int, criteria, regions: dict
     err_max = float(err.max())
     if ops.squares and err_max < ops.tiny(a):
         return None  # |d|^2 may have underflowed: let float64 decide
-    worst = _locate(ops, ad, err, err_max, geom)
-    av, bv = _exact_at(ops, a, b, worst)
-    stats.worst = (worst, av, bv, float(np.abs(_wide(bv, is_complex) - _wide(av, is_complex))))
+    worst = locate(ops, ad, err, err_max, geom)
+    av, bv = value_at(ops, a, worst), value_at(ops, b, worst)
+    stats.worst = (worst, av, bv, float(np.abs(wide(bv, is_complex) - wide(av, is_complex))))
     for name, mask in masks.items():
-        stats.region_err[name] = _sample_max(ops, ad, mask, geom, samples)
-    dot, norm_b = norm_a + stats.cross, norm_a + 2 * stats.cross + stats.sum_sq
-    if norm_b < 1e-3 * (norm_a + stats.sum_sq) or abs(dot) < 1e-3 * norm_a:  # cancellation: measure directly
+        stats.region_err[name] = sample_max(ops, ad, mask, geom, samples)
+    dot, norm_b = ref.norm_a + stats.cross, ref.norm_a + 2 * stats.cross + stats.sum_sq
+    if norm_b < 1e-3 * (ref.norm_a + stats.sum_sq) or abs(dot) < 1e-3 * ref.norm_a:  # cancellation: measure
         contiguous = ops.contiguous(b)
         stats.dot, stats.norm_b = ops.block_dot(a, contiguous), ops.block_dot(contiguous, contiguous)
     if criteria.tolerance_active:
@@ -154,7 +95,7 @@ def fused_chunk(ops, a_np, b_in, work, geom, start: int, criteria, regions: dict
     if is_complex:
         limit = max(64, n // CANDIDATE_SHARE)
         stats.mag_max = _magnitude_error(ops, a, b, ad, stats.worst, err_max, limit, margin)
-        _phase_error(ops, a, b, ad, aa, stats, phase, peak_value, err_max, limit, margin)
+        _phase_error(ops, a, b, ad, aa, stats, phase, ref.peak_value, err_max, limit, margin)
     return stats
 
 
@@ -206,7 +147,9 @@ def _phase_error(ops, a, b, ad, aa, stats: ChunkStats, phase, peak_value: float,
     if not ops.screen:
         stats.phase_max = ops.exact_phase_error(a, b, threshold)
         return
-    # angle(b conj(a)) <= asin(|d| / |a|): the ratio bounds the phase error of every valid element
+    # angle(b conj(a)) <= asin(|d| / |a|): the ratio bounds the phase error of every element with
+    # |a| >= threshold; below it the ratio is understated, but those elements are not judged (the exact
+    # evaluation of candidates drops them), so only the bound of the judged elements matters.
     ratio = ops.ratio(ad, aa, threshold * (1 - margin))
     top = float(ratio.max())
     if top == 0.0:

@@ -21,12 +21,14 @@ class NumpyOps:
     screen = True  # bound-and-evaluate the complex maxima instead of evaluating every element in float64
     squares = False  # |x| is computed with hypot: no overflow or underflow of squares
 
-    def prepare(self, a, b, work):
-        a = np.asarray(a, dtype=work, order="C")  # not ascontiguousarray: that makes 0-d arrays 1-d
+    @staticmethod
+    def prepare_reference(a, work):
+        return np.asarray(a, dtype=work, order="C")  # not ascontiguousarray: that makes 0-d arrays 1-d
+
+    @staticmethod
+    def prepare_candidate(b, work):
         b = np.asarray(b)
-        if b.dtype != work:
-            b = b.astype(work)
-        return a, b
+        return b if b.dtype == work else b.astype(work)
 
     @staticmethod
     def is_complex(x) -> bool:
@@ -115,11 +117,9 @@ class NumpyOps:
 
     @staticmethod
     def ratio(ad, aa, threshold: float):
-        """|d| / |a| where |a| >= threshold, 0 elsewhere."""
-        out = np.maximum(aa, np.finfo(aa.dtype).tiny, out=np.empty_like(aa))
-        np.divide(ad, out, out=out)
-        np.copyto(out, 0, where=aa < threshold)
-        return out
+        """|d| / max(|a|, threshold): the ratio where |a| >= threshold, a smaller number elsewhere."""
+        out = np.maximum(aa, max(threshold, float(np.finfo(aa.dtype).tiny)), out=np.empty_like(aa))
+        return np.divide(ad, out, out=out)
 
     @staticmethod
     def exact_magnitude_error(a, b) -> float:

@@ -31,16 +31,17 @@ class TorchOps:
         # CPU: |z| as sqrt(re^2 + im^2), several times faster than torch's complex abs there; guarded
         self.squares = self.device.type == "cpu"
 
-    def prepare(self, a, b, work):
-        dtype = _TORCH_DTYPES[np.dtype(work)]
+    def prepare_reference(self, a, work):
+        """The reference chunk on the device once, contiguous in canonical order."""
         if isinstance(a, torch.Tensor):
-            a = a.detach().to(self.device, dtype).contiguous()
-        else:
-            a = torch.from_numpy(np.asarray(a, dtype=work, order="C")).to(self.device)
+            return a.detach().resolve_conj().resolve_neg().to(self.device, _TORCH_DTYPES[np.dtype(work)]).contiguous()
+        return torch.from_numpy(np.asarray(a, dtype=work, order="C")).to(self.device)
+
+    def prepare_candidate(self, b, work):
+        """The candidate as it comes (any strides); converted only if its dtype or device differ."""
         if not isinstance(b, torch.Tensor):
             b = torch.from_numpy(np.asarray(b))
-        b = b.detach().resolve_conj().resolve_neg().to(self.device, dtype)
-        return a, b
+        return b.detach().resolve_conj().resolve_neg().to(self.device, _TORCH_DTYPES[np.dtype(work)])
 
     @staticmethod
     def is_complex(x) -> bool:
@@ -133,9 +134,9 @@ class TorchOps:
 
     @staticmethod
     def ratio(ad, aa, threshold: float):
-        out = torch.clamp_min(aa, torch.finfo(aa.dtype).tiny)
-        torch.div(ad, out, out=out)
-        return out.masked_fill_(aa < threshold, 0)
+        """|d| / max(|a|, threshold): the ratio where |a| >= threshold, a smaller number elsewhere."""
+        out = torch.clamp_min(aa, max(threshold, torch.finfo(aa.dtype).tiny))
+        return torch.div(ad, out, out=out)
 
     @staticmethod
     def _wide(a, b):
