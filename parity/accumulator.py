@@ -10,6 +10,7 @@ running maximum of the per-sample ratio.
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -20,11 +21,18 @@ TOP = 5  # samples and channels listed in the breakdown
 _BORDER = [0, 1, 2, 3, 5, 6, 7, 8]  # the eight bands around the interior band (1, 1)
 
 
+def ratio(err: float, peak: float) -> float:
+    """err / peak: 0 when err is 0, inf when only the peak is 0."""
+    return 0.0 if err == 0 else (err / peak if peak > 0 else math.inf)
+
+
 def ratios(err: np.ndarray, peak: np.ndarray) -> np.ndarray:
-    """err / peak elementwise: 0 where err is 0, inf where only the peak is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = np.where(peak > 0, err / np.where(peak > 0, peak, 1.0), np.inf)
-    return np.where(err == 0, 0.0, out)
+    """``ratio`` elementwise."""
+    err, peak = np.asarray(err, np.float64), np.asarray(peak, np.float64)
+    out = np.full(err.shape, np.inf)
+    np.divide(err, peak, out=out, where=peak > 0)
+    out[err == 0] = 0.0
+    return out
 
 
 def _interior_border(table: np.ndarray) -> dict[str, np.ndarray]:

@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .accumulator import TOP, Accumulator, ratios
+from .accumulator import TOP, Accumulator, ratio, ratios
 
 
 def _row(err: float, peak: float) -> dict:
-    return {"max_abs_error": float(err), "peak": float(peak),
-            "max_rel": float(ratios(np.array([err]), np.array([peak]))[0])}
+    return {"max_abs_error": float(err), "peak": float(peak), "max_rel": ratio(float(err), float(peak))}
 
 
 def region_summaries(acc: Accumulator) -> dict[str, dict]:

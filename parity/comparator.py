@@ -34,6 +34,12 @@ def _ratio(num: float, peak: float) -> float:
     return 0.0 if num == 0 else (num / peak if peak > 0 else math.inf)
 
 
+def _dtype(d) -> np.dtype:
+    """A numpy dtype in native byte order ('>f4' is float32) from a numpy dtype, its name or a Torch dtype."""
+    d = d if isinstance(d, np.dtype) else np.dtype(str(d).replace("torch.", ""))
+    return d if d.isnative else d.newbyteorder("=")
+
+
 def _size(x) -> int:
     return int(x.numel()) if is_tensor(x) else int(np.size(x))
 
@@ -67,7 +73,7 @@ class StreamingComparator:
         self.name = name
         self.reference_shape = tuple(int(n) for n in reference_shape)
         self.candidate_shape = tuple(int(n) for n in candidate_shape)
-        rd, cd = (np.dtype(str(d).replace("torch.", "")).newbyteorder("=") for d in (reference_dtype, candidate_dtype))
+        rd, cd = (_dtype(d) for d in (reference_dtype, candidate_dtype))
         for dt in (rd, cd):
             if dt.kind not in "biufc":
                 raise TypeError(f"{name}: unsupported dtype {dt} (numeric dtypes only)")

@@ -2,6 +2,7 @@
 
     PYTHONPATH=$PWD python tools/comparison_overhead.py [--pipeline physics pinn] [--rounds 7]
         [--device cpu|cuda] [--reference tf|torch] [--engine auto|numpy|torch] [--candidate-form tensor|numpy]
+        [--share-reference no yes]
 
 One line of JSON per (pipeline, engine, candidate form); ratios are medians over interleaved rounds.
 """
@@ -23,14 +24,18 @@ def main() -> None:
     parser.add_argument("--reference", default="tf", choices=["tf", "torch"])
     parser.add_argument("--engine", nargs="+", default=["auto"], choices=["auto", "numpy", "torch"])
     parser.add_argument("--candidate-form", nargs="+", default=["tensor"], choices=["tensor", "numpy"])
+    parser.add_argument("--share-reference", nargs="+", default=["no"], choices=["no", "yes"],
+                        help="reference sides from a ReferenceCache filled before the timing (as shared by both modes)")
     args = parser.parse_args()
     for pipeline in args.pipeline:
         for form in args.candidate_form:
             for engine in args.engine:
-                result = measure_comparison_overhead(pipeline, batch=args.batch, rounds=args.rounds,
-                                                     device=args.device, reference=args.reference,
-                                                     candidate_form=form, engine=engine)
-                print(json.dumps(result), flush=True)
+                for share in args.share_reference:
+                    result = measure_comparison_overhead(pipeline, batch=args.batch, rounds=args.rounds,
+                                                         device=args.device, reference=args.reference,
+                                                         candidate_form=form, engine=engine,
+                                                         share_reference=share == "yes")
+                    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

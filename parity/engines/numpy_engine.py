@@ -73,8 +73,9 @@ class NumpyOps:
         return np.max(x, axis=axes) if axes else x
 
     @staticmethod
-    def where(mask, x, fill):
-        return np.where(mask, x, fill)
+    def masked(x, mask):
+        """x where mask, 0 elsewhere (x finite and >= 0: a product, several times faster than np.where)."""
+        return np.multiply(x, mask, out=np.empty(x.shape, x.dtype))
 
     @staticmethod
     def argmax(x) -> int:

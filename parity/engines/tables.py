@@ -34,7 +34,7 @@ def band_table(ops, x, geom, first_row: int, samples: int) -> np.ndarray:
 
 def sample_max(ops, x, mask, geom, samples: int) -> np.ndarray:
     others = tuple(range(1 if geom.has_samples else 0, x.ndim))
-    return ops.to_numpy(ops.amax(ops.where(mask, x, 0), others)).reshape(samples)
+    return ops.to_numpy(ops.amax(ops.masked(x, mask), others)).reshape(samples)
 
 
 def locate(ops, x, table: np.ndarray, value: float, geom) -> int:

@@ -87,8 +87,9 @@ class TorchOps:
         return x.amax(dim=axes) if axes else x
 
     @staticmethod
-    def where(mask, x, fill):
-        return torch.where(mask, x, fill)
+    def masked(x, mask):
+        """x where mask, 0 elsewhere (x finite and >= 0)."""
+        return x * mask
 
     @staticmethod
     def argmax(x) -> int:
