@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from backends.common.config import ForwardConfig
+from backends.common.regions import CANVAS_TAPS
 from backends.common.taps import PIPELINES, pipeline_taps
 from parity.errors import ParityInputError
 from parity.metrics import Criteria
@@ -287,7 +288,8 @@ def test_shipped_float32_physics_is_1e_6(shipped):
             for mode in ("propagated", "isolated"):
                 applied = shipped.lookup(tap, "float32", "cpu", mode, pipeline)
                 assert applied.criteria.max_rel_to_peak == 1e-6, (pipeline, tap, mode)
-                assert applied.source.startswith(f"{SHIPPED} rule 0"), applied.source
+                rule = 4 if tap in CANVAS_TAPS else 0  # the canvas rule adds region criteria (issue #9)
+                assert applied.source.startswith(f"{SHIPPED} rule {rule}"), applied.source
 
 
 def test_shipped_float32_pinn_isolated_splits_network_and_physics(shipped):
@@ -300,3 +302,43 @@ def test_shipped_float32_pinn_isolated_splits_network_and_physics(shipped):
 
 def test_shipped_rules_carry_notes(shipped):
     assert shipped.rules and all(rule.note for rule in shipped.rules)
+
+
+def test_shipped_canvas_taps_are_judged_per_region_at_the_tap_bound(shipped):
+    """Issue #9: the covered region and its complement each on their own peak, at the tap's own bound."""
+    for pipeline, tap in _all_taps():
+        for dtype in ("float32", "float64"):
+            for mode in ("propagated", "isolated"):
+                criteria = shipped.lookup(tap, dtype, "cpu", mode, pipeline).criteria
+                regions = criteria.region_criteria
+                if tap in CANVAS_TAPS:
+                    assert set(regions) == {"covered", "uncovered"}, (pipeline, tap)
+                    assert {r.max_rel_to_peak for r in regions.values()} == {criteria.max_rel_to_peak}
+                else:
+                    assert not regions, (pipeline, tap)
+
+
+def test_region_criteria_parse_dump_and_errors():
+    text = TABLE_TEXT + """
+[[rule]]
+taps = ["object.canvas"]
+max_rel_to_peak = 1e-6
+regions = { covered = { max_rel_to_peak = 1e-6, max_abs = 0.5 } }
+
+[[rule]]
+taps = ["object.trimmed"]
+[rule.regions.border]
+max_rel_to_sample_peak = 2e-6
+"""
+    table = parse_table(tomllib.loads(text), "t.toml")
+    canvas = table.rules[-2].criteria.region_criteria["covered"]
+    assert canvas == Criteria(max_rel_to_peak=1e-6, max_abs=0.5)
+    assert table.rules[-1].criteria.region_criteria["border"].max_rel_to_sample_peak == 2e-6
+    again = parse_table(tomllib.loads(dump_table(table)), "t.toml")
+    assert again.rules == table.rules
+    for bad, message in (('regions = { covered = { min_cosine = 0.9 } }', "a region can set only"),
+                         ('regions = { covered = { max_rel_to_peak = -1.0 } }', "must be finite"),
+                         ('regions = { covered = 3 }', "must be a table of criteria"),
+                         ('regions = { covered = { bogus = 1 } }', "unknown criteria key")):
+        with pytest.raises(ParityInputError, match=message):
+            parse_table(tomllib.loads(f'[[rule]]\ntaps = "*"\n{bad}\n'), "t.toml")
