@@ -14,22 +14,23 @@ from typing import Any
 import numpy as np
 
 from backends.common.backend import Backend, InputMutatedError
+from backends.common.regions import tap_regions
 from backends.common.taps import TapSpec, batched, pipeline_inputs
 
 from .audits import contract_problems
 from .chunks import MeanCombiner, as_array, slice_inputs, slice_tap
 from .goldens import Golden
 from .guard import AdapterFault, describe_exception
-from .metrics import StreamingComparator
+from .metrics import ReferenceCache, StreamingComparator
 from .results import NOT_COMPARABLE, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
 
 
 class TapJudge:
     """Streaming comparison of one tap in one mode across chunks."""
 
-    def __init__(self, spec: TapSpec, mode: str, tolerance, batch: int, chunk_bytes: int) -> None:
+    def __init__(self, spec: TapSpec, mode: str, tolerance, batch: int, cache: ReferenceCache | None = None) -> None:
         self.spec, self.mode, self.tolerance, self.batch = spec, mode, tolerance, batch
-        self.chunk_bytes = chunk_bytes
+        self.cache = cache  # the reference side of a chunk, shared with the other mode's judge
         self.comparator: StreamingComparator | None = None
         self.seen = 0  # samples (or elements for unbatched taps) fed
         self.exact = True  # every chunk so far bitwise equal to the reference
@@ -41,7 +42,9 @@ class TapJudge:
             return (self.batch, *chunk_shape[1:])
         return tuple(chunk_shape)
 
-    def update(self, reference: Any, candidate: Any, start: int, stop: int, whole: bool) -> None:
+    def update(self, reference: Any, candidate: Any, start: int, stop: int, whole: bool,
+               regions: Mapping[str, np.ndarray] | None = None) -> None:
+        """Feed one chunk; ``candidate`` may be a torch tensor (compared where it lives, no host copy)."""
         per_sample = batched(self.spec) and self.spec.reduction is None
         if not whole and not per_sample and self.mean is None and self.comparator is not None:
             return  # a tap shared by every chunk (the probe's) is compared once
@@ -49,20 +52,25 @@ class TapJudge:
             self.mean[0].add(reference, stop - start)
             self.mean[1].add(candidate, stop - start)
             return
-        reference, candidate = np.asarray(reference), as_array(candidate)
+        reference = np.asarray(reference)
+        if not hasattr(candidate, "shape") or not hasattr(candidate, "dtype"):
+            candidate = np.asarray(candidate)
+        shape = tuple(candidate.shape)
         if self.comparator is None:
             chunk_len = stop - start
             self.comparator = StreamingComparator(
                 self.spec.name, self._full_shape(reference.shape, chunk_len), reference.dtype,
-                self._full_shape(candidate.shape, chunk_len), candidate.dtype, self.tolerance.criteria)
+                self._full_shape(shape, chunk_len), candidate.dtype, self.tolerance.criteria,
+                layout=self.spec.layout, reference_cache=self.cache)
         comparator = self.comparator
-        if comparator.shape_match and tuple(reference.shape[1:]) == tuple(candidate.shape[1:]) \
-                and reference.shape == candidate.shape:
+        if comparator.shape_match and reference.shape == shape:
             per_row = int(np.prod(reference.shape[1:], dtype=np.int64)) if reference.ndim else 1
             offset = start * per_row if per_sample and not whole else 0
-            comparator.update(reference, candidate, offset)
-            self.exact = self.exact and comparator._max_err == 0 and comparator._n_mismatch == 0 \
-                and reference.dtype == candidate.dtype
+            comparator.update(reference, candidate, offset, regions=dict(regions or {}))
+            accumulated = comparator._acc
+            self.exact = (self.exact and accumulated is not None and accumulated.n_mismatch == 0
+                          and (accumulated.worst is None or accumulated.worst[3] == 0)
+                          and comparator.reference_dtype == comparator.candidate_dtype)
         else:
             self.exact = False
             if comparator.shape_match:  # the candidate's chunk shape changed under a matching total
@@ -119,6 +127,8 @@ class CaseRun:
         self.contract_problems: list[str] = []
         self.final: dict[str, dict[str, ModeResult]] = {mode: {} for mode in options.modes}
         self.judges: dict[tuple[str, str], TapJudge] = {}
+        self.caches: dict[str, ReferenceCache] = {}
+        self.regions: dict[str, dict[str, np.ndarray]] = {}
         self.batch = case.batch
         self.input_names = {spec.name for spec in pipeline_inputs(case.pipeline)}
         reference_graph, candidate_graph = graphs["reference"], graphs["candidate"]
@@ -160,14 +170,15 @@ class CaseRun:
     def _judge(self, spec: TapSpec, mode: str) -> TapJudge:
         key = (mode, spec.name)
         if key not in self.judges:
-            self.judges[key] = TapJudge(spec, mode, self._tolerance(spec, mode), self.batch,
-                                        self.options.chunk_bytes)
+            cache = self.caches.setdefault(spec.name, ReferenceCache())
+            self.judges[key] = TapJudge(spec, mode, self._tolerance(spec, mode), self.batch, cache)
         return self.judges[key]
 
     # ---- one chunk ----
     def run_chunk(self, start: int, stop: int, whole: bool) -> bool:
         self.start, self.stop, self.whole = start, stop, whole
         inputs = slice_inputs(self.case.pipeline, self.case.inputs, start, stop, whole)
+        self.chunk_inputs = inputs
         began = time.perf_counter()
         self.reference_values = self._reference_chunk(inputs)
         self._add_time("reference_s", began)
@@ -186,7 +197,9 @@ class CaseRun:
             began = time.perf_counter()
             self._isolated(inputs)
             self._add_time("isolated_s", began)
-        self.reference_values, self.delivered, self.shared = {}, {}, set()
+        self.reference_values, self.delivered, self.shared, self.regions = {}, {}, set(), {}
+        for cache in self.caches.values():
+            cache.clear()
         return self.stopped is None
 
     def _add_time(self, key: str, began: float) -> None:
@@ -231,7 +244,9 @@ class CaseRun:
         try:
             reference = self.reference_values[spec.name]
             judge = self._judge(spec, mode)
-            judge.update(reference, value, self.start, self.stop, self.whole)
+            if spec.name not in self.regions:  # where the tap is judged separately (the canvas's covered part)
+                self.regions[spec.name] = tap_regions(spec, self.case.config, self.chunk_inputs)
+            judge.update(reference, value, self.start, self.stop, self.whole, self.regions[spec.name])
         except (TypeError, ValueError) as error:
             self._error(mode, spec.name, f"returned a value that cannot be compared: {error}", "bad_output")
             return False

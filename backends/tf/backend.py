@@ -54,23 +54,18 @@ class TensorFlowBackend(Backend):
             raise WeightsError("weights do not fit the configuration: " + "; ".join(problems))
         return self.build_params(cfg, weights)
 
-    def _call(self, spec: TapSpec, ctx: Any, inputs: list[Any]) -> Any:
+    def _invoke(self, spec: TapSpec, ctx: Any, inputs: list[Any]) -> Any:
+        """The stage, traced once it repeats (``backends/tf/tracing.py``); Backend._call names its errors."""
         function = self.stages.get(spec.stage)
         with tf.device("/CPU:0"):
             if not (self.trace in POLICIES and function in TRACEABLE
                     and all(isinstance(x, tf.Tensor) for x in inputs)):
-                return super()._call(spec, ctx, inputs)
-            try:
-                return self._runtimes(ctx.cfg).call(function, ctx, inputs, spec.args,
-                                                    eager=lambda: super(TensorFlowBackend, self)._call(spec, ctx, inputs),
-                                                    eager_calls=POLICIES[self.trace],
-                                                    max_input_bytes=AUTO_MAX_INPUT_BYTES if self.trace == "auto"
-                                                    else None)
-            except StageError:
-                raise
-            except Exception as error:  # re-raised with the stage named, as Backend._call does
-                raise StageError(f"{self.name} stage {spec.name!r} failed: {type(error).__name__}: {error}",
-                                 spec.name) from error
+                return super()._invoke(spec, ctx, inputs)
+            return self._runtimes(ctx.cfg).call(function, ctx, inputs, spec.args,
+                                                eager=lambda: super(TensorFlowBackend, self)._invoke(spec, ctx, inputs),
+                                                eager_calls=POLICIES[self.trace],
+                                                max_input_bytes=AUTO_MAX_INPUT_BYTES if self.trace == "auto"
+                                                else None)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "tracing": self.trace}
