@@ -17,8 +17,8 @@ Sections (all in one process run, timings interleaved and reported as medians):
 
 A *pattern* is one N x N diffraction pattern: a ``pinn``/``physics`` sample
 holds C = gridsize**2 of them. The harness steps timed in ``overhead`` are
-the small functions below (``statistics_sink`` ...): the one place to change
-when the runner's API changes.
+the functions of ``parity/bench_steps.py`` (``statistics_sink`` ...): the one
+place to change when the runner's API changes.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from backends.common.config import ForwardConfig, resolve_config
 from backends.common.taps import pipeline_taps
 from backends.common.weights import init_weights
 
-from . import runner
+from .bench_steps import both_modes, forward_only, full_capture, isolated_mode, reference_store, statistics_sink
 from .bench_process import measure_process, parity_command
 from .cases import Case, user_case
 from .synthetic import pipeline_inputs
@@ -99,36 +99,6 @@ def _synchronised(function: Callable[[], Any], device: str) -> Callable[[], Any]
         return result
 
     return run
-
-
-# ---- the harness steps of the overhead section (swap these for a new runner API) ----
-def reference_store(case: Case, reference: Any) -> runner.TapStore:
-    store = runner.TapStore()
-    reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=store.put)
-    return store
-
-
-def forward_only(candidate: Any, case: Case) -> None:
-    candidate.run_pipeline(case.pipeline, case.config, case.inputs, case.weights)
-
-
-def _judge(candidate: Any, case: Case, store: runner.TapStore, tolerances: Any) -> Any:
-    return runner._Judge(case, store, tolerances, candidate.device, runner.RunOptions().chunk_bytes)
-
-
-def statistics_sink(candidate: Any, case: Case, store: runner.TapStore, tolerances: Any) -> None:
-    """The propagated comparison: every tap compared as it arrives, then dropped."""
-    specs = pipeline_taps(case.pipeline, case.config)
-    runner._propagated(candidate, case, specs, _judge(candidate, case, store, tolerances), None)
-
-
-def full_capture(candidate: Any, case: Case) -> None:
-    candidate.run_all(case.pipeline, case.config, case.inputs, case.weights)
-
-
-def isolated_mode(candidate: Any, case: Case, store: runner.TapStore, tolerances: Any) -> None:
-    specs = pipeline_taps(case.pipeline, case.config)
-    runner._isolated(candidate, case, specs, _judge(candidate, case, store, tolerances), None)
 
 
 # ---- backends, loaded lazily (TensorFlow may be absent on a GPU machine) ----
@@ -264,6 +234,7 @@ def overhead(options: BenchOptions, cfg: ForwardConfig, backends: _Backends, dev
                 "statistics sink (propagated)": lambda c=candidate: statistics_sink(c, case, store, tolerances),
                 "full capture": lambda c=candidate: full_capture(c, case),
                 "isolated mode": lambda c=candidate: isolated_mode(c, case, store, tolerances),
+                "both modes (a run)": lambda c=candidate: both_modes(c, case, store, tolerances),
             }
             times = interleaved({name: _synchronised(fn, device) for name, fn in variants.items()},
                                 options.repeats, options.warmup)
