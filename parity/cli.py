@@ -59,6 +59,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dump-taps", action="store_true", help="also write both backends' taps to HDF5")
     parser.add_argument("--chunk-mb", type=_positive_int, default=64, help="comparison chunk size per side in MiB")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict lines")
+    parser.add_argument("--patch-stats-limit", type=_positive_int, default=8, metavar="K",
+                        help="batches recorded per tap in patch_stats.json (default 8)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--write", action="store_true", help="write tighter tolerances into the file")
     calibrate.add_argument("--allow-looser", action="store_true", help="with --write: also write looser ones")
     calibrate.add_argument("--out", default="reports", metavar="DIR")
+
+    report = commands.add_parser("report", help="re-render report.html from a saved run (no re-run)")
+    report.add_argument("folder", metavar="DIR", help="a case folder holding report.json, or an --out folder")
+
+    diff = commands.add_parser("diff", help="compare two saved runs tap by tap; exit 1 if a tap got worse")
+    diff.add_argument("run_a", metavar="RUN_A", help="the earlier run: case folder, report.json or --out folder")
+    diff.add_argument("run_b", metavar="RUN_B", help="the later run")
+    diff.add_argument("--factor", type=float, default=2.0,
+                      help="a failing tap got worse when its error / tolerance grew by more than this (default 2)")
+    diff.add_argument("--all", action="store_true", help="list unchanged taps too")
     return parser
 
 
@@ -114,13 +126,34 @@ def _print(reports, quiet: bool) -> None:
         else:
             print_report(report, console)
             console.print()
+    if len(reports) > 1 and not quiet:
+        from .report import cases_table
+
+        console.print(cases_table(reports))
+
+
+def _each_case(cases):
+    """The cases, one at a time, under a rich progress bar on stderr (gone when done)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("cases", total=len(cases))
+        for case in cases:
+            progress.update(task, description=f"running {case.name}")
+            yield case
+            progress.advance(task)
 
 
 def _compare_options(args):
     from .runner import RunOptions
 
+    from .evidence import EvidenceSettings
+
     return RunOptions(modes=_modes(args.mode), taps=tuple(args.taps) if args.taps else None,
-                      dump_dir=Path(args.out) if args.dump_taps else None, chunk_bytes=args.chunk_mb << 20)
+                      dump_dir=Path(args.out) if args.dump_taps else None, chunk_bytes=args.chunk_mb << 20,
+                      evidence=EvidenceSettings(patch_stats_limit=args.patch_stats_limit))
 
 
 def command_cases(args) -> int:
@@ -146,7 +179,7 @@ def command_run(args) -> int:
     candidate = load_adapter(args.candidate, args.device)
     out = _output_folder(args.out)
     reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), out, notes)
-               for case in cases]
+               for case in _each_case(cases)]
     _print(reports, args.quiet)
     for line in notes:
         print(f"note: {line}")
@@ -179,7 +212,7 @@ def command_check(args) -> int:
     candidate = load_adapter(args.candidate, args.device)
     out = _output_folder(args.out)
     reports = []
-    for case in cases:
+    for case in _each_case(cases):
         with open_golden(case, args.goldens or DEFAULT_GOLDENS) as golden:
             reports.append(run_and_write(case, golden, candidate, tolerances, _compare_options(args), out))
     _print(reports, args.quiet)
@@ -201,8 +234,37 @@ def command_calibrate(args) -> int:
     return EXIT_OK
 
 
+def command_report(args) -> int:
+    from .html import write_html
+    from .report import load_report
+
+    folder = Path(args.folder)
+    folders = [folder] if (folder / "report.json").exists() else sorted(
+        child for child in folder.glob("*") if (child / "report.json").exists())
+    if not folders:
+        raise ParityInputError(f"{folder}: no report.json here nor in any subfolder")
+    for case_dir in folders:
+        print(f"wrote {write_html(load_report(case_dir), case_dir)}")
+    return EXIT_OK
+
+
+def command_diff(args) -> int:
+    from .report import make_console
+    from .rundiff import diff_runs, diff_table
+
+    changes, notes = diff_runs(args.run_a, args.run_b, args.factor)
+    console = make_console()
+    console.print(diff_table(changes, args.all))
+    for note in notes:
+        print(f"note: {note}")
+    worse = [change for change in changes if change.worse]
+    counts = {verdict: sum(c.verdict == verdict for c in changes) for verdict in ("worse", "gone", "fixed", "better")}
+    print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + f" of {len(changes)} tap results")
+    return EXIT_DIVERGED if worse else EXIT_OK
+
+
 COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record, "check": command_check,
-            "calibrate": command_calibrate}
+            "calibrate": command_calibrate, "report": command_report, "diff": command_diff}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -29,6 +29,7 @@ from . import provenance
 from .adapters import Adapter
 from .cases import Case
 from .errors import ParityInputError
+from .evidence import EvidenceSettings
 from .goldens import Golden, atomic_h5
 from .metrics import compare
 from .results import MODES, Audit, Divergence, ModeResult, RunReport, TapResult
@@ -42,6 +43,7 @@ class RunOptions:
     dump_dir: Path | None = None  # write both backends' taps to HDF5 here
     chunk_bytes: int = 64 << 20  # comparison chunk per side
     spill_bytes: int = 1 << 30  # reference taps beyond this total go to an HDF5 file, not memory
+    evidence: EvidenceSettings | None = EvidenceSettings()  # [report #8] what run_and_write keeps; None: off
 
 
 def _selected(specs: list[TapSpec], patterns: tuple[str, ...] | None) -> list[TapSpec]:
@@ -147,9 +149,11 @@ def reference_audit(specs: list[TapSpec], case: Case, store: TapStore) -> Audit:
 class _Judge:
     """Looks up tolerances and compares one candidate tap against the reference store."""
 
-    def __init__(self, case: Case, store: TapStore, tolerances: ToleranceTable, device: str, chunk_bytes: int):
+    def __init__(self, case: Case, store: TapStore, tolerances: ToleranceTable, device: str, chunk_bytes: int,
+                 evidence: Any = None):
         self.case, self.store, self.tolerances = case, store, tolerances
         self.device, self.chunk_bytes = device, chunk_bytes
+        self.evidence = evidence  # [report #8] an EvidenceCollector, or None
 
     def tolerance(self, spec: TapSpec, mode: str):
         return self.tolerances.lookup(spec.name, self.case.config.dtype, self.device, mode, self.case.pipeline)
@@ -157,6 +161,8 @@ class _Judge:
     def judge(self, spec: TapSpec, mode: str, value: np.ndarray) -> ModeResult:
         applied = self.tolerance(spec, mode)
         metrics = compare(spec.name, self.store.get(spec.name), value, applied.criteria, chunk_bytes=self.chunk_bytes)
+        if self.evidence is not None:  # [report #8] interim until runner v2 streams chunks: the whole tap, one chunk
+            self.evidence.update(mode, spec, self.store.load(spec.name), value, 0)
         return ModeResult(mode, applied, metrics)
 
 
@@ -275,8 +281,10 @@ def _tap_result(spec: TapSpec, case: Case) -> TapResult:
 
 
 def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolerances: ToleranceTable,
-             options: RunOptions = RunOptions()) -> RunReport:
-    """Judge ``candidate`` against ``reference`` (an adapter, or a golden file) on ``case``."""
+             options: RunOptions = RunOptions(), evidence: Any = None) -> RunReport:
+    """Judge ``candidate`` against ``reference`` (an adapter, or a golden file) on ``case``.
+
+    ``evidence``: an ``parity.evidence.EvidenceCollector`` fed every compared tap (report #8)."""
     specs = pipeline_taps(case.pipeline, case.config)
     selected = _selected(specs, options.taps)
     if not selected:
@@ -313,7 +321,7 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
         if not contract.passed:
             report.first_divergence = Divergence(None, "reference", contract.messages)
             return report
-        judge = _Judge(case, store, tolerances, device, options.chunk_bytes)
+        judge = _Judge(case, store, tolerances, device, options.chunk_bytes, evidence)
         by_mode = {}
         for mode, run in (("propagated", _propagated), ("isolated", _isolated)):
             if mode in options.modes:

@@ -21,7 +21,8 @@ from .cases import Case, select_cases, user_case
 from .errors import CorruptGoldenError, ParityInputError
 from .goldens import Golden, GoldenWriter, atomic_h5, golden_path
 from .inputs import infer_dtype, load_inputs, load_npz, load_weights, resolve_knobs, split_keys
-from .report import write_report
+from .evidence import EvidenceCollector
+from .report import write_case_outputs
 from .results import RunReport
 from .runner import RunOptions, TapStore, reference_audit, run_case
 from .tolerances import ToleranceTable, load_tolerances
@@ -98,9 +99,10 @@ def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, t
     case_dir = out_dir / case.name
     if options.dump_dir is not None:
         options = dataclasses.replace(options, dump_dir=case_dir)
-    report = run_case(case, reference, candidate, tolerances, options)
+    evidence = EvidenceCollector.for_case(case, options.evidence)  # [report #8] samples, statistics, dumps
+    report = run_case(case, reference, candidate, tolerances, options, evidence=evidence)
     report.notes.extend(notes)
-    write_report(report, case_dir)
+    write_case_outputs(report, case_dir, evidence)  # report.json, evidence files, report.html
     return report
 
 
