@@ -106,24 +106,21 @@ def _parts(row: ImageRow) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         return a64, b64, np.abs(b64 - a64), "|b−a|"
 
 
-PANEL = 144  # pixels an image panel aims at (images are scaled by whole factors, nearest neighbour)
-MAX_SIDE = 288  # larger images are reduced by whole steps (the |difference| by block maxima: no peak is lost)
+PANEL = 128  # pixels of an image panel's longer side (nearest-neighbour resampling)
 
 
-def _scale(image: np.ndarray, reduce_max: bool = False) -> np.ndarray:
-    rows, cols = image.shape
-    side = max(rows, cols)
-    if side > MAX_SIDE:
-        step = -(-side // MAX_SIDE)
-        if not reduce_max:
-            return image[::step, ::step]
-        padded = np.full((-(-rows // step) * step, -(-cols // step) * step), np.nan if image.dtype.kind == "f" else 0)
-        padded[:rows, :cols] = image
-        blocks = padded.reshape(padded.shape[0] // step, step, padded.shape[1] // step, step)
-        with np.errstate(invalid="ignore"):
-            return np.where(np.isnan(blocks).any(axis=(1, 3)), np.nan, np.nanmax(blocks, axis=(1, 3)))
-    factor = max(1, PANEL // side)
-    return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+def _resample(image: np.ndarray, keep_peaks: bool = False) -> np.ndarray:
+    """``image`` at PANEL pixels on its longer side, nearest neighbour. Shrinking with ``keep_peaks``
+    takes the maximum of the source pixels behind each panel pixel, so no worst pixel is lost."""
+    scale = PANEL / max(image.shape)
+    for axis, size in enumerate(image.shape):
+        out = max(1, int(round(size * scale)))
+        starts = (np.arange(out) * size) // out
+        if keep_peaks and out < size:
+            image = np.maximum.reduceat(image, starts, axis=axis)  # NaN propagates: it shows grey
+        else:
+            image = np.take(image, starts, axis=axis)
+    return image
 
 
 def comparison_picture(rows: Sequence[ImageRow], title: str) -> Picture:
@@ -140,7 +137,7 @@ def comparison_picture(rows: Sequence[ImageRow], title: str) -> Picture:
         top = float(finite.max()) if finite.size else 0.0
         shared = ScalarMappable(norm, cmap)
         own = ScalarMappable(Normalize(0.0, top or 1e-30), _cmap("magma"))
-        images = [shared.to_rgba(_scale(a)), shared.to_rgba(_scale(b)), own.to_rgba(_scale(difference, True))]
+        images = [shared.to_rgba(_resample(a)), shared.to_rgba(_resample(b)), own.to_rgba(_resample(difference, True))]
         prepared.append((row, label, scale, top, finite.size < difference.size, shared, own, images))
     panel_h = max(image.shape[0] for *_, images in prepared for image in images)
     panel_w = max(image.shape[1] for *_, images in prepared for image in images)

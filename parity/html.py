@@ -34,14 +34,16 @@ table{border-collapse:collapse;margin:4px 0 8px;background:#fff;font-size:12.5px
 th,td{border:1px solid #dde2e8;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#eef1f5;font-weight:600;white-space:nowrap} td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.bad,span.bad{color:#c62828;font-weight:600} td.good{color:#2e7d32} td.dim,span.dim{color:#8a94a3}
-td.drift{background:#fde7e7}
+td.drift{background:#fde7e7} table.metrics td{max-width:250px;overflow-wrap:anywhere}
+ul.bad code{color:#c62828;white-space:pre-wrap}
 section.tap{background:#fff;border:1px solid #d5dbe3;border-radius:6px;padding:12px 16px;margin:14px 0}
 section.tap.fail{border-left:6px solid #c62828} section.tap.pass{border-left:6px solid #2e7d32}
 section.tap.unjudged{border-left:6px solid #78818c}
 section.tap.first{box-shadow:0 0 0 3px #ffb3b3}
 .firstmark{color:#c62828;font-weight:700;margin-left:8px}
 .cols{display:flex;gap:18px;flex-wrap:wrap} .cols>div{flex:1 1 340px;min-width:0}
-.pair{display:flex;gap:20px;flex-wrap:wrap;align-items:flex-start} .pair>.left{flex:1 1 560px;min-width:0} .pair>.right{flex:0 1 auto}
+.pair{display:grid;grid-template-columns:minmax(0,1fr) auto;gap:20px;align-items:start}
+@media (max-width:1100px){.pair{grid-template-columns:minmax(0,1fr)}}
 img{max-width:100%;height:auto;display:block;margin:6px 0;border:1px solid #e3e7ec}
 .note{color:#5b6675;font-size:12.5px} ul.msgs{margin:4px 0;padding-left:20px} pre{font-size:11.5px;overflow:auto}
 details{margin:8px 0} summary{cursor:pointer;font-weight:600}

@@ -109,8 +109,6 @@ def _metric_rows(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
         rows["shape / dtype"] = (f"reference {fmt(metrics.get('reference_shape'))} {metrics.get('reference_dtype')}, "
                                  f"candidate {fmt(metrics.get('candidate_shape'))} {metrics.get('candidate_dtype')}",
                                  "bad")
-    if metrics.get("failures"):
-        rows["failures"] = ("<br>".join(f"<code>{escape(f)}</code>" for f in metrics["failures"]), "bad")
     return rows
 
 
@@ -129,8 +127,14 @@ def metrics_table(tap: dict[str, Any]) -> str:
         row = "".join(f'<td class="{cells[m].get(label, ("", "dim"))[1]}">{cells[m].get(label, ("-", ""))[0]}</td>'
                       for m in columns)
         rows.append(f"<tr><th>{escape(label)}</th>{row}</tr>")
+    failures: dict[str, list[str]] = {}  # one line per failure, with the modes it occurs in
+    for mode in columns:
+        for line in ((modes[mode] or {}).get("metrics") or {}).get("failures") or []:
+            failures.setdefault(line, []).append(mode)
+    listed = "".join(f"<li><code>{escape(line)}</code> <span class='dim'>({', '.join(where)})</span></li>"
+                     for line, where in failures.items())
     return ("<table class='metrics'><tr><th></th>" + "".join(f"<th>{m}</th>" for m in columns) + "</tr>"
-            + "".join(rows) + "</table>")
+            + "".join(rows) + "</table>" + (f"<ul class='msgs bad'>{listed}</ul>" if listed else ""))
 
 
 def _ranked(title: str, key: str, entries: list[dict[str, Any]]) -> str:

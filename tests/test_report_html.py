@@ -281,3 +281,52 @@ def test_report_renders_in_headless_chromium(runs, tmp_path):
     red = (image[..., 0] > 180) & (image[..., 1] < 80) & (image[..., 2] < 80)  # FAIL badges, the first divergence
     assert red.sum() > 200
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 200  # the plot and tables drew, not a blank page
+
+
+def _section(text: str, tap: str) -> str:
+    start = text.index(f'id="tap-{tap}"')
+    return text[start: text.index("</section>", start)]
+
+
+def test_fields_other_engineers_add_are_rendered_when_present(runs, tmp_path):
+    """metrics.breakdown (comparator), diagnoses (diagnosis), status/reason (adapter kit)."""
+    copy = tmp_path / "copy"
+    shutil.copytree(runs["faulty"], copy)
+    document = json.loads((copy / "report.json").read_text())
+    taps = {tap["name"]: tap for tap in document["taps"]}
+    region = {"max_abs_error": 16.0, "peak": 1600.0, "max_rel": 0.01}
+    taps["farfield"]["modes"]["isolated"]["metrics"]["breakdown"] = {
+        "worst": {"sample": 0, "channel": 1, "index": [0, 0, 0, 1]},
+        "by_sample": [{"sample": 0, "max_abs_error": 16.0, "peak": 1600.0, "max_rel": 0.01}],
+        "by_channel": [{"channel": 1, "max_abs_error": 16.0, "peak": 1600.0, "max_rel": 0.01}],
+        "regions": {"interior": dict(region, max_rel=0.0023), "border": region}, "border_width": 8}
+    taps["farfield"]["modes"]["isolated"]["diagnoses"] = [
+        {"kind": "scale", "summary": "candidate = 1.01 x reference", "residual": 3e-8}]
+    taps["probe.effective"].update(status="not provided", reason="fused with the exit wave")
+    (copy / "report.json").write_text(json.dumps(document))
+    code, _, err = cli("report", copy)
+    assert code == EXIT_OK, err
+    text = (copy / "report.html").read_text()
+    farfield = _section(text, "farfield")
+    assert "Regions (border band 8 px)" in farfield and "By sample (top 5)" in farfield
+    assert "Interior vs border (from the kept samples" not in farfield  # the comparator's numbers win
+    assert "candidate = 1.01 x reference" in farfield and "scale" in farfield
+    assert "not provided fused with the exit wave" in text.split('id="tap-')[0]  # named in the summary
+
+
+def test_a_report_without_evidence_or_comparisons_still_renders(runs, tmp_path):
+    """An audit failure compares nothing; a version-1 report has no evidence files beside it."""
+    document = json.loads((runs["pass"] / "report.json").read_text())
+    document["schema_version"] = 1
+    document["passed"] = False
+    document["first_divergence"] = {"tap": None, "mode": "config", "messages": ["candidate resolves N=64"],
+                                    "inherited": False}
+    for tap in document["taps"]:
+        tap["modes"], tap["passed"] = {}, None
+    (tmp_path / "report.json").write_text(json.dumps(document))
+    code, _, err = cli("report", tmp_path)
+    assert code == EXIT_OK, err
+    text, page = _page(tmp_path)
+    assert "config</b> audit" in text and "candidate resolves N=64" in text
+    assert [s["id"] for s in page.sections] == [f"tap-{name}" for name in TAPS]
+    assert all("unjudged" in s["class"].split() for s in page.sections)
