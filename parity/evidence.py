@@ -89,7 +89,8 @@ class _Keeper:
                              f"{self.seen} (chunks must be consecutive along axis 0)")
         self.seen = start + n
         if tuple(candidate.shape) != tuple(reference.shape):  # the metrics say so; nothing to compare here
-            self.mismatch = f"shapes differ: reference chunk {tuple(reference.shape)}, candidate {tuple(candidate.shape)}"
+            self.mismatch = (f"shapes differ: reference chunk {tuple(reference.shape)}, "
+                             f"candidate {tuple(candidate.shape)}")
             return
         errors = per_sample_error(reference, candidate)
         for i in range(n):

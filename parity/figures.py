@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator
 
 from .patch_stats import spatial_axes
 
@@ -167,12 +167,16 @@ def comparison_picture(rows: Sequence[ImageRow], title: str) -> Picture:
         if top == 0 and not nonfinite:
             figure.text(*at(xs[2] + panel_w / 2, y_top + panel_h / 2), "identical", color="white", ha="center",
                         va="center", fontsize=10)
-        for x, mappable, form in ((bars[0], shared, "%.3g"), (bars[1], own, "%.1e")):
+        for x, mappable, form in ((bars[0], shared, "%.3g"), (bars[1], own, "%.2g")):
             if mappable is own and top == 0 and not nonfinite:
                 continue  # "identical" says it; a colour bar from 0 to 0 says nothing
             x0, y0 = at(x, y_top + panel_h)
             cax = figure.add_axes([x0, y0, bar / width, panel_h / height])
-            figure.colorbar(mappable, cax=cax, format=form, ticks=MaxNLocator(4))
+            low, high = mappable.norm.vmin, mappable.norm.vmax
+            middle = math.sqrt(low * high) if isinstance(mappable.norm, LogNorm) else (low + high) / 2
+            # three fixed ticks (both ends labelled) and no minor ticks: tick text is most of the drawing time
+            bar_ = figure.colorbar(mappable, cax=cax, format=form, ticks=FixedLocator([low, middle, high]))
+            bar_.minorticks_off()
             cax.tick_params(labelsize=6, length=2, pad=1)
     return _render(figure, title)
 

@@ -236,82 +236,79 @@ def _tap_section(index: int, tap: dict[str, Any], first: str | None, samples: di
     return "".join(body) + "</section>"
 
 
-def _assembly(directory: Path) -> str:
-    """``canvas.json`` and ``offsets.json`` as tables, one column per backend (and mode)."""
+def _assembly_cell(value: Any) -> str:
     from .html_parts import fmt
 
+    if isinstance(value, list) and value and isinstance(value[0], list):  # the first offsets, (dx, dy) pairs
+        return " ".join(fmt(pair, 4) for pair in value)
+    return fmt(value, 6)
+
+
+def _assembly(directory: Path) -> str:
+    """``canvas.json`` and ``offsets.json`` as tables, one column per backend (and mode)."""
     parts = []
     for file in ("canvas.json", "offsets.json"):
         document = read_json(directory / file)
         if document is None:
             continue
         sides = [key for key, value in document.items() if isinstance(value, dict)]
-        shared = {k: v for k, v in document.items() if not isinstance(v, dict) and k not in ("schema", "schema_version")}
+        shared = {key: value for key, value in document.items()
+                  if not isinstance(value, dict) and key not in ("schema", "schema_version")}
         keys = sorted({key for side in sides for key in document[side]})
-
-        def cell(value: Any) -> str:
-            if isinstance(value, list) and value and isinstance(value[0], list):
-                return " ".join(fmt(pair, 4) for pair in value)
-            return fmt(value, 6)
-
         rows = "".join(f"<tr><th>{escape(key)}</th>" + "".join(
-            f"<td class='num'>{escape(cell(document[side].get(key)))}</td>" for side in sides) + "</tr>" for key in keys)
-        parts.append(f"<div><h4><code>{file}</code></h4><p class='meta'>" + " · ".join(
-            f"{escape(k)}: <code>{escape(cell(v))}</code>" for k, v in shared.items()) + "</p><table><tr><th></th>"
-            + "".join(f"<th>{escape(side)}</th>" for side in sides) + "</tr>" + rows + "</table></div>")
+            f"<td class='num'>{escape(_assembly_cell(document[side].get(key)))}</td>" for side in sides) + "</tr>"
+            for key in keys)
+        meta = " · ".join(f"{escape(key)}: <code>{escape(_assembly_cell(value))}</code>"
+                          for key, value in shared.items())
+        header = "".join(f"<th>{escape(side)}</th>" for side in sides)
+        parts.append(f"<div><h4><code>{file}</code></h4><p class='meta'>{meta}</p>"
+                     f"<table><tr><th></th>{header}</tr>{rows}</table></div>")
     return "<h2>Assembly</h2><div class='cols'>" + "".join(parts) + "</div>" if parts else ""
 
 
+def _header(document: dict[str, Any]) -> str:
+    case = document.get("case", {})
+    described = [f"pipeline <b>{escape(str(document.get('pipeline', '')))}</b>",
+                 f"dtype {escape(str(document.get('config', {}).get('dtype')))}",
+                 f"reference <b>{escape(str(document.get('reference', {}).get('name')))}</b> vs candidate "
+                 f"<b>{escape(str(document.get('candidate', {}).get('name')))}</b> "
+                 f"on {escape(str(document.get('device')))}",
+                 escape(str(document.get("provenance", {}).get("timestamp", ""))),
+                 f"schema {escape(str(document.get('schema_version')))}"]
+    return (f"<h1>{escape(str(case.get('name', '?')))} {verdict_badge(document.get('passed'))}</h1>"
+            f"<p class='meta'>{escape(str(case.get('description', '')))}<br>{' · '.join(described)}</p>")
+
+
+def _details(document: dict[str, Any]) -> str:
+    import json
+
+    blocks = {"configuration": document.get("config"), "audits": document.get("audits"),
+              "provenance and timing": {key: document.get(key) for key in ("provenance", "timing", "reference",
+                                                                          "candidate")}}
+    return "<h2>Configuration, audits, provenance</h2>" + "".join(
+        f"<details><summary>{name}</summary><pre>{escape(json.dumps(value, indent=1, default=str))}</pre></details>"
+        for name, value in blocks.items())
+
+
 def render_html(document: dict[str, Any], directory: str | Path) -> str:
+    """The page for one ``report.json`` document, drawn from the evidence files in ``directory``."""
     directory = Path(directory)
     samples = load_samples(directory / "samples.h5")
     stats = (read_json(directory / "patch_stats.json") or {}).get("taps", {})
-    case = document.get("case", {})
     first = (document.get("first_divergence") or {}).get("tap")
-    title = f"{case.get('name', '?')}: {'PASS' if document.get('passed') else 'FAIL'}"
-    header = (f"<h1>{escape(case.get('name', '?'))} {verdict_badge(document.get('passed'))}</h1>"
-              f"<p class='meta'>{escape(case.get('description', ''))}<br>pipeline <b>{escape(document.get('pipeline', ''))}"
-              f"</b> · dtype {escape(str(document.get('config', {}).get('dtype')))} · reference "
-              f"<b>{escape(str(document.get('reference', {}).get('name')))}</b> vs candidate "
-              f"<b>{escape(str(document.get('candidate', {}).get('name')))}</b> on {escape(str(document.get('device')))}"
-              f" · {escape(str(document.get('provenance', {}).get('timestamp', '')))}"
-              f" · schema {escape(str(document.get('schema_version')))}</p>")
-    sections = [_tap_section(i, tap, first, samples, stats, directory) for i, tap in enumerate(document.get("taps", []))]
-    details = ("<h2>Configuration, audits, provenance</h2>"
-               "<details><summary>configuration</summary><pre>" + escape(_json(document.get("config"))) + "</pre></details>"
-               "<details><summary>audits</summary><pre>" + escape(_json(document.get("audits"))) + "</pre></details>"
-               "<details><summary>provenance and timing</summary><pre>"
-               + escape(_json({"provenance": document.get("provenance"), "timing": document.get("timing"),
-                               "reference": document.get("reference"), "candidate": document.get("candidate")}))
-               + "</pre></details>")
+    title = f"{document.get('case', {}).get('name', '?')}: {'PASS' if document.get('passed') else 'FAIL'}"
+    sections = [_tap_section(index, tap, first, samples, stats, directory)
+                for index, tap in enumerate(document.get("taps", []))]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
             f"<title>{escape(title)}</title><style>{STYLE}</style></head><body><main>"
-            + header + _summary(document) + _depth_plot(document) + _overview(document)
-            + "<h2>Taps</h2>" + "".join(sections) + _assembly(directory) + details + "</main></body></html>\n")
-
-
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, indent=1, default=str)
+            + _header(document) + _summary(document) + _depth_plot(document) + _overview(document)
+            + "<h2>Taps</h2>" + "".join(sections) + _assembly(directory) + _details(document)
+            + "</main></body></html>\n")
 
 
 def write_html(document: dict[str, Any], directory: Path) -> Path:
     """``report.html`` beside ``report.json``, written through a temporary file and a rename."""
-    import os
-    import tempfile
+    from .report import write_text_atomic
 
-    path = Path(directory) / "report.html"
-    text = render_html(document, directory)
-    handle, temporary = tempfile.mkstemp(prefix=".report.html.", suffix=".tmp", dir=directory)
-    os.chmod(temporary, 0o644)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    return write_text_atomic(Path(directory) / "report.html", render_html(document, directory))

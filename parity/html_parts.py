@@ -89,12 +89,12 @@ def _metric_rows(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
         return rows
     bad = not metrics.get("passed")
     rows["max |a−b| / max |a|"] = (fmt(metrics.get("max_rel_to_peak")), "bad num" if bad else "num")
-    for key, label in (("max_abs_error", "max |a−b|"), ("reference_peak", "max |a|"), ("mean_abs_error", "mean |a−b|"),
-                       ("rms_error", "rms error"), ("cosine_similarity", "cosine")):
+    for key, label in (("max_abs_error", "max |a−b|"), ("reference_peak", "max |a|"),
+                       ("mean_abs_error", "mean |a−b|"), ("rms_error", "rms error"), ("cosine_similarity", "cosine")):
         rows[label] = (fmt(metrics.get(key), 10 if key == "cosine_similarity" else 3), "num")
     if metrics.get("n_out_of_tolerance") is not None and (metrics.get("criteria") or {}).get("atol") is not None:
-        rows["outside atol/rtol"] = (f"{metrics['n_out_of_tolerance']} ({fmt(metrics.get('fraction_out_of_tolerance'))})",
-                                     "num")
+        fraction = fmt(metrics.get("fraction_out_of_tolerance"))
+        rows["outside atol/rtol"] = (f"{metrics['n_out_of_tolerance']} ({fraction})", "num")
     if metrics.get("worst_index") is not None:
         rows["worst element"] = (f"{fmt(metrics['worst_index'])}: {fmt_value(metrics.get('worst_reference'))} → "
                                  f"{fmt_value(metrics.get('worst_candidate'))}", "")
@@ -156,9 +156,9 @@ def _one_breakdown(breakdown: dict[str, Any]) -> str:
         peak_rel = max((float(r.get("max_rel") or 0) for r in regions.values()
                         if not isinstance(r.get("max_rel"), str)), default=0.0)
         rows = "".join(f"<tr><td>{escape(name)}</td><td class='num'>{fmt(r.get('max_abs_error'))}</td>"
-                       f"<td class='num'>{fmt(r.get('peak'))}</td><td class='num"
-                       f"{' bad' if peak_rel and r.get('max_rel') == peak_rel else ''}'>{fmt(r.get('max_rel'))}</td></tr>"
-                       for name, r in regions.items())
+                       f"<td class='num'>{fmt(r.get('peak'))}</td>"
+                       f"<td class='num{' bad' if peak_rel and r.get('max_rel') == peak_rel else ''}'>"
+                       f"{fmt(r.get('max_rel'))}</td></tr>" for name, r in regions.items())
         parts.append(f"<h4>Regions (border band {fmt(breakdown.get('border_width'))} px)</h4><table><tr><th>region</th>"
                      f"<th>max |a−b|</th><th>peak</th><th>max rel.</th></tr>{rows}</table>")
     parts.append(_ranked("By sample (top 5)", "sample", breakdown.get("by_sample") or []))
@@ -219,8 +219,9 @@ def _stats_rows(labels, first: dict[str, Any], sides: list[str]) -> str:
     rows = []
     for label, get in labels:
         reference = get(first["reference"]) if "reference" in first else None
-        cells = "".join(f"<td class='num{' drift' if side != 'reference' and _drift(reference, get(first[side])) else ''}'>"
-                        f"{fmt(get(first[side]), 6)}</td>" for side in sides)
+        cells = "".join(
+            f"<td class='num{' drift' if side != 'reference' and _drift(reference, get(first[side])) else ''}'>"
+            f"{fmt(get(first[side]), 6)}</td>" for side in sides)
         rows.append(f"<tr><th>{escape(label)}</th>{cells}</tr>")
     return "".join(rows)
 
@@ -239,8 +240,10 @@ def patch_stats_table(entry: dict[str, Any] | None) -> str:
     for k in range(len(first[sides[0]]["first_patches"])):
         for stat in ("mean", "std", "min", "max"):
             patches.append((f"patch {fmt(first[sides[0]]['first_patches'][k]['index'])} {stat}",
-                            lambda b, k=k, stat=stat: b["first_patches"][k][stat] if k < len(b["first_patches"]) else None))
-    header = "<tr><th></th>" + "".join(f"<th>{'candidate, ' if s != 'reference' else ''}{s}</th>" for s in sides) + "</tr>"
+                            lambda b, k=k, stat=stat: b["first_patches"][k][stat]
+                            if k < len(b["first_patches"]) else None))
+    header = "<tr><th></th>" + "".join(f"<th>{'candidate, ' if s != 'reference' else ''}{s}</th>"
+                                       for s in sides) + "</tr>"
     seen = entry.get("batches_seen", {})
     return (f"<h4>Patch statistics ({escape(str(entry.get('value')))}, batch 0 of {max(seen.values()) if seen else 1};"
             " every batch in patch_stats.json)</h4><table>" + header + _stats_rows(overall, first, sides) + "</table>"

@@ -22,22 +22,26 @@ from .errors import ParityInputError
 from .results import SCHEMA_NAME, SCHEMA_VERSION, ModeResult, RunReport
 
 
-def write_json_atomic(path: str | Path, document: Any) -> Path:
-    """Write JSON through a temporary file and a rename: never a half-written report."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file through a temporary file and a rename: never a half-written report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(temporary, 0o644)
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(document, stream, indent=2, allow_nan=False)
-            stream.write("\n")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
     return path
+
+
+def write_json_atomic(path: str | Path, document: Any) -> Path:
+    """Strict JSON (no NaN), indented, written atomically."""
+    return write_text_atomic(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def report_document(report: RunReport) -> dict[str, Any]:

@@ -102,10 +102,10 @@ def diff_reports(before: dict[str, Any], after: dict[str, Any], factor: float = 
     order = [tap["name"] for tap in after.get("taps", [])]
     order += [tap for tap in earlier if tap not in later]
     for tap in order:
-        modes = list(dict.fromkeys([*(earlier.get(tap) or {}).get("modes", {}), *(later.get(tap) or {}).get("modes", {})]))
-        for mode in modes:
-            a = ((earlier.get(tap) or {}).get("modes") or {}).get(mode)
-            b = ((later.get(tap) or {}).get("modes") or {}).get(mode)
+        old_modes = (earlier.get(tap) or {}).get("modes") or {}
+        new_modes = (later.get(tap) or {}).get("modes") or {}
+        for mode in dict.fromkeys([*old_modes, *new_modes]):
+            a, b = old_modes.get(mode), new_modes.get(mode)
             changes.append(TapChange(name, tap, mode, a, b, _classify(a, b, factor)))
     return changes
 

@@ -260,7 +260,8 @@ def test_parity_diff_before_and_after_a_fix(runs, tmp_path):
     assert code == EXIT_OK and "fixed" in out and "0 worse" in out
     code, out, _ = cli("diff", runs["pass"], runs["faulty"])
     assert code == EXIT_DIVERGED and "worse" in out.split("tap by tap")[1]
-    assert "farfield" in out and "5 worse" in out  # farfield (both modes); amplitude, amplitude.scaled, intensity (propagated)
+    # farfield in both modes; amplitude, amplitude.scaled and intensity propagated
+    assert "farfield" in out and "5 worse" in out
     code, out, _ = cli("diff", runs["faulty"], runs["faulty"] / "report.json")
     assert code == EXIT_OK and "0 worse" in out
     other = runs["pass_root"] / "physics-n32-edge-offsets-f64"
@@ -268,7 +269,8 @@ def test_parity_diff_before_and_after_a_fix(runs, tmp_path):
     assert code == EXIT_BAD_INPUT and "not the same case" in err
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(shutil.which("chromium") is None,
+                    reason="chromium is not installed (Debian: apt-get install chromium)")
 def test_report_renders_in_headless_chromium(runs, tmp_path):
     shot = tmp_path / "shot.png"
     command = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
