@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .patch_stats import number, spatial_axes, to_numpy
+from .patch_stats import modulus_peak_and_nonzero, number, spatial_axes, to_numpy
 
 FIRST_OFFSETS = 8
 
@@ -80,13 +80,13 @@ class CanvasSummary:
         axes = spatial_axes(layout)
         if axes is None:
             return
-        value = np.abs(to_numpy(chunk))
-        self.size = [int(value.shape[axes[0]]), int(value.shape[axes[1]])]
-        self.count += int(value.shape[0]) if layout[0] in "BM" else 1
-        finite = value[np.isfinite(value)]
-        self.peak = max(self.peak, float(finite.max()) if finite.size else math.nan)
-        self.filled += int(np.count_nonzero(value))
-        self.pixels += int(value.size)
+        shape = tuple(int(n) for n in chunk.shape)
+        self.size = [shape[axes[0]], shape[axes[1]]]
+        self.count += shape[0] if layout[0] in "BM" else 1
+        peak, filled = modulus_peak_and_nonzero(chunk)
+        self.peak = max(self.peak, peak)
+        self.filled += filled
+        self.pixels += math.prod(shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {"canvas_size": self.size, "n_canvases": self.count, "peak_modulus": number(self.peak),

@@ -310,11 +310,13 @@ def _plotted(value: Any) -> float:
 
 
 def error_vs_depth(names: Sequence[str], errors: Mapping[str, Sequence[Any]], limits: Mapping[str, Sequence[Any]],
-                   raised: Mapping[str, Sequence[bool]], divergence: int | None) -> Picture:
+                   raised: Mapping[str, Sequence[bool]], divergence: int | None,
+                   failed: Mapping[str, Sequence[bool]] | None = None) -> Picture:
     """max |a-b| / max |a| per tap in stage order, per mode, with each mode's tolerance as a step line.
 
     A zero error is drawn at the bottom edge; an error that is NaN/Inf, or a stage that raised, as a red
-    cross at the top edge; a tap not judged in a mode leaves a gap."""
+    cross at the top edge; a tap not judged in a mode leaves a gap. Every failing point is ringed in red:
+    a tap can fail on NaN positions, cosine or phase while its plotted error is below the line."""
     width = max(7.5, 0.42 * len(names) + 2.0)
     figure = Figure(figsize=(width, 3.9), dpi=DPI, layout="constrained")
     ax = figure.add_subplot()
@@ -327,14 +329,18 @@ def error_vs_depth(names: Sequence[str], errors: Mapping[str, Sequence[Any]], li
     styles = {"propagated": ("tab:blue", "o"), "isolated": ("tab:orange", "s")}
     for mode, y in series.items():
         colour, marker = styles.get(mode, ("tab:gray", "^"))
-        failed = np.array(raised.get(mode, [False] * len(y)), dtype=bool) | np.isinf(y)
-        failed |= np.isnan(y) & np.array([isinstance(v, str) for v in errors[mode]], dtype=bool)
-        shown = np.where(y == 0, floor, np.where(failed, ceiling, y))
+        failed_top = np.array(raised.get(mode, [False] * len(y)), dtype=bool) | np.isinf(y)
+        failed_top |= np.isnan(y) & np.array([isinstance(v, str) for v in errors[mode]], dtype=bool)
+        shown = np.where(y == 0, floor, np.where(failed_top, ceiling, y))
         shift = {"propagated": -0.08, "isolated": 0.08}.get(mode, 0.0)  # both modes stay visible where equal
         ax.plot(x + shift, shown, marker=marker, color=colour, label=mode, linewidth=1.2, markersize=5)
-        if failed.any():
-            ax.plot(x[failed] + shift, np.full(int(failed.sum()), ceiling), "x", color="red", markersize=9, mew=2,
-                    label=f"{mode}: raised / NaN / Inf")
+        if failed_top.any():
+            ax.plot(x[failed_top] + shift, np.full(int(failed_top.sum()), ceiling), "x", color="red", markersize=9,
+                    mew=2, label=f"{mode}: raised / NaN / Inf")
+        ringed = np.array((failed or {}).get(mode, [False] * len(y)), dtype=bool) & ~failed_top
+        if ringed.any():
+            ax.plot(x[ringed] + shift, shown[ringed], "o", mfc="none", mec="red", markersize=11, mew=1.5,
+                    label=f"{mode}: fails" if not failed_top.any() else None)
         if mode in bounds and bounds[mode].size:
             ax.step(x, bounds[mode], where="mid", color=colour, linestyle="--", linewidth=1, alpha=0.8,
                     label=f"{mode} tolerance")

@@ -116,15 +116,17 @@ def _depth_plot(document: dict[str, Any]) -> str:
     if not taps:
         return ""
     modes = document.get("modes") or ["propagated", "isolated"]
-    errors, limits, raised = {}, {}, {}
+    errors, limits, raised, failed = {}, {}, {}, {}
     for mode in modes:
         rows = [tap["modes"].get(mode) or {} for tap in taps]
         errors[mode] = [(row.get("metrics") or {}).get("max_rel_to_peak") for row in rows]
         limits[mode] = [((row.get("tolerance") or {}).get("criteria") or {}).get("max_rel_to_peak") for row in rows]
         raised[mode] = [bool(row.get("error")) for row in rows]
+        failed[mode] = [row.get("passed") is False for row in rows]
     names = [tap["name"] for tap in taps]
     divergence = (document.get("first_divergence") or {}).get("tap")
-    picture = error_vs_depth(names, errors, limits, raised, names.index(divergence) if divergence in names else None)
+    picture = error_vs_depth(names, errors, limits, raised, names.index(divergence) if divergence in names else None,
+                             failed)
     return "<h2>Error vs depth</h2>" + _image(picture.png, picture.width, picture.height, picture.alt)
 
 

@@ -71,6 +71,20 @@ def per_sample_error(reference: np.ndarray, candidate: Any) -> np.ndarray:
     return d.reshape(d.shape[0], -1).max(axis=1)
 
 
+def modulus_peak_and_nonzero(chunk: Any) -> tuple[float, int]:
+    """max |x| over finite elements (NaN when none) and the count of nonzero elements, in x's library."""
+    if is_torch(chunk):
+        import torch
+
+        value = chunk.abs()
+        finite = value[torch.isfinite(value)]
+        peak = float(finite.max()) if finite.numel() else math.nan
+        return peak, int(torch.count_nonzero(value))
+    value = np.abs(np.asarray(chunk))
+    finite = value[np.isfinite(value)]
+    return (float(finite.max()) if finite.size else math.nan), int(np.count_nonzero(value))
+
+
 def _patch_rows(chunk: Any, axes: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple]:
     """Per patch (C order over the non-image axes): mean, variance about its own mean, min, max."""
     rows, cols = axes

@@ -109,6 +109,13 @@ def test_a_torch_candidate_is_reduced_where_it_lives():
     assert isinstance(kept.candidate, np.ndarray) and list(kept.worst)[0] == 3
     assert np.array_equal(kept.candidate[kept.index == 3][0], b[3])
     assert np.allclose(per_sample_error(a, torch.from_numpy(b)), per_sample_error(a, b))
+    canvas, _ = _pair(6, shape=(BATCH, CFG.P, CFG.P, 1))
+    collector.update("propagated", SPECS["object.canvas"], canvas, torch.from_numpy(canvas * 2), 0)
+    stats = collector.patch_stats_document()["taps"]
+    assert stats["object.canvas"]["propagated"][0]["mean"] == pytest.approx(2 * np.abs(canvas).mean(), rel=1e-6)
+    assert stats["exit_wave"]["propagated"][0]["first_patches"][0]["max"] == pytest.approx(np.abs(b[0, :, :, 0]).max())
+    document = collector.assembly.canvas_document()
+    assert document["propagated"]["peak_modulus"] == pytest.approx(2 * np.abs(canvas).max(), rel=1e-6)
 
 
 def test_patch_statistics_match_numpy():
