@@ -284,7 +284,7 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
              options: RunOptions = RunOptions(), evidence: Any = None) -> RunReport:
     """Judge ``candidate`` against ``reference`` (an adapter, or a golden file) on ``case``.
 
-    ``evidence``: an ``parity.evidence.EvidenceCollector`` fed every compared tap (report #8)."""
+    ``evidence``: a ``parity.evidence.EvidenceCollector`` fed every compared tap (report #8)."""
     specs = pipeline_taps(case.pipeline, case.config)
     selected = _selected(specs, options.taps)
     if not selected:
