@@ -121,6 +121,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
                         help=f"give up on a stage that runs this long without a result "
                              f"(default {DEFAULT_STAGE_TIMEOUT:g})")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict lines")
+    parser.add_argument("--patch-stats-limit", type=_positive_int, default=8, metavar="K",
+                        help="batches recorded per tap in patch_stats.json (default 8)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -186,6 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-tf", action="store_true",
                        help="Torch rows only (GPU sessions: the CPU reference would dominate the time)")
     bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+
+    report = commands.add_parser("report", help="re-render report.html from a saved run (no re-run)")
+    report.add_argument("folder", metavar="DIR", help="a case folder holding report.json, or an --out folder")
+
+    diff = commands.add_parser("diff", help="compare two saved runs tap by tap; exit 1 if a tap got worse")
+    diff.add_argument("run_a", metavar="RUN_A", help="the earlier run: case folder, report.json or --out folder")
+    diff.add_argument("run_b", metavar="RUN_B", help="the later run")
+    diff.add_argument("--factor", type=float, default=2.0,
+                      help="a failing tap got worse when its error / tolerance grew by more than this (default 2)")
+    diff.add_argument("--all", action="store_true", help="list unchanged taps too")
     return parser
 
 
@@ -214,14 +226,35 @@ def _print(reports, quiet: bool) -> None:
         else:
             print_report(report, console)
             console.print()
+    if len(reports) > 1 and not quiet:
+        from .report import cases_table
+
+        console.print(cases_table(reports))
+
+
+def _each_case(cases):
+    """The cases, one at a time, under a rich progress bar on stderr (gone when done)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("cases", total=len(cases))
+        for case in cases:
+            progress.update(task, description=f"running {case.name}")
+            yield case
+            progress.advance(task)
 
 
 def _compare_options(args):
     from .runner import RunOptions
 
+    from .evidence import EvidenceSettings
+
     return RunOptions(modes=_modes(args.mode), taps=tuple(args.taps) if args.taps else None,
                       dump_dir=Path(args.out) if args.dump_taps else None, chunk_bytes=args.chunk_mb << 20,
-                      batch_chunk=args.batch_chunk, stage_timeout=args.stage_timeout)
+                      batch_chunk=args.batch_chunk, stage_timeout=args.stage_timeout,
+                      evidence=EvidenceSettings(patch_stats_limit=args.patch_stats_limit))
 
 
 def verdict(reports, deterministic: bool = True) -> int:
@@ -302,7 +335,7 @@ def command_run(args) -> int:
     reference = load_adapter(args.reference, "cpu")
     candidate = load_adapter(args.candidate, args.device)
     reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), out, notes)
-               for case in cases]
+               for case in _each_case(cases)]
     deterministic = _repeat(args, cases, reports, candidate, out)
     _print(reports, args.quiet)
     for line in notes:
@@ -337,7 +370,7 @@ def command_check(args) -> int:
     out = _output_folder(args.out)
     candidate = load_adapter(args.candidate, args.device)
     reports = []
-    for case in cases:  # the candidate runs on the inputs stored in each golden
+    for case in _each_case(cases):  # the candidate runs on the inputs stored in each golden
         with open_golden(case, args.goldens or DEFAULT_GOLDENS, tolerances) as opened:
             reports.append(check_against_golden(opened, candidate, tolerances, _compare_options(args), out))
     deterministic = _repeat(args, cases, reports, candidate, out)
@@ -415,8 +448,39 @@ def _one_line(error: Exception) -> str:
     return " ".join(str(error).split("\n"))
 
 
+
+def command_report(args) -> int:
+    from .html import write_html
+    from .report import load_report
+
+    folder = Path(args.folder)
+    folders = [folder] if (folder / "report.json").exists() else sorted(
+        child for child in folder.glob("*") if (child / "report.json").exists())
+    if not folders:
+        raise ParityInputError(f"{folder}: no report.json here nor in any subfolder")
+    for case_dir in folders:
+        print(f"wrote {write_html(load_report(case_dir), case_dir)}")
+    return EXIT_OK
+
+
+def command_diff(args) -> int:
+    from .report import make_console
+    from .rundiff import diff_runs, diff_table
+
+    changes, notes = diff_runs(args.run_a, args.run_b, args.factor)
+    console = make_console()
+    console.print(diff_table(changes, args.all))
+    for note in notes:
+        print(f"note: {note}")
+    worse = [change for change in changes if change.worse]
+    counts = {verdict: sum(c.verdict == verdict for c in changes) for verdict in ("worse", "gone", "fixed", "better")}
+    print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + f" of {len(changes)} tap results")
+    return EXIT_DIVERGED if worse else EXIT_OK
+
+
 COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record, "check": command_check,
-            "calibrate": command_calibrate, "bench": command_bench}
+            "calibrate": command_calibrate, "report": command_report, "diff": command_diff,
+            "bench": command_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

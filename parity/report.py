@@ -1,8 +1,13 @@
-"""Rendering a ``RunReport``: ``report.json`` on disk and a stage-ordered terminal table."""
+"""Rendering a ``RunReport``: ``report.json`` (+ evidence, ``report.html``) on disk, terminal tables.
+
+The HTML report, ``parity report`` and ``parity diff`` read the JSON document
+(``report_document``), so a saved run renders exactly like a fresh one.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -13,20 +18,20 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .errors import ParityInputError
 from .jsonable import to_jsonable
-from .results import ModeResult, RunReport
+from .results import SCHEMA_NAME, SCHEMA_VERSION, ModeResult, RunReport
 
 
-def write_json_atomic(path: str | Path, document: Any) -> Path:
-    """Write JSON through a temporary file and a rename: never a half-written report."""
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write a text file through a temporary file and a rename: never a half-written report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.chmod(temporary, 0o644)
     try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(document, stream, indent=2, allow_nan=False)
-            stream.write("\n")
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -35,8 +40,101 @@ def write_json_atomic(path: str | Path, document: Any) -> Path:
     return path
 
 
+def write_json_atomic(path: str | Path, document: Any) -> Path:
+    """Strict JSON (no NaN), indented, written atomically."""
+    return write_text_atomic(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
+
+
 def write_report(report: RunReport, directory: str | Path) -> Path:
     return write_json_atomic(Path(directory) / "report.json", to_jsonable(report.to_dict()))
+
+
+def write_case_outputs(report: RunReport, directory: str | Path, evidence: Any = None) -> Path:
+    """``report.json``, then the evidence files (when collected), then ``report.html``; returns the JSON path."""
+    from .html import write_html
+
+    path = write_report(report, directory)
+    if evidence is not None:
+        evidence.write(directory, {(mode, tap.name) for tap in report.taps
+                                   for mode, result in tap.modes.items() if result.passed is False})
+    write_html(json.loads(path.read_text()), Path(directory))
+    return path
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A saved ``report.json`` (a file, or the case folder holding it), schema checked."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    try:
+        document = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ParityInputError(f"{path}: no such report (expected a report.json or a case folder holding one)")
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ParityInputError(f"{path}: not a JSON report ({error})") from None
+    if not isinstance(document, dict) or document.get("schema") != SCHEMA_NAME:
+        raise ParityInputError(f"{path}: key 'schema' must be {SCHEMA_NAME!r}")
+    version = document.get("schema_version")
+    if version not in range(1, SCHEMA_VERSION + 1):
+        raise ParityInputError(f"{path}: key 'schema_version' is {version!r}; this harness reads 1..{SCHEMA_VERSION}")
+    return document
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def margin(result: dict[str, Any] | None) -> float | None:
+    """How far a mode result is from its tolerance: the largest error / limit over the criteria set
+    (below 1 passes); inf when the stage raised or the shapes differ; None when not judged."""
+    if not result:
+        return None
+    if result.get("error"):
+        return math.inf
+    metrics, tolerance = result.get("metrics"), result.get("tolerance")
+    if not metrics or not tolerance:
+        return None
+    if not metrics.get("shape_match", True):
+        return math.inf
+    criteria = tolerance["criteria"]
+    ratios = []
+    for measured, limit in (("max_rel_to_peak", "max_rel_to_peak"), ("max_abs_error", "max_abs"),
+                            ("phase_max_abs_error", "max_phase_error")):
+        value, bound = _number(metrics.get(measured)), _number(criteria.get(limit))
+        if value is not None and bound is not None:
+            ratios.append(math.inf if math.isnan(value) else (value / bound if bound else
+                                                              (0.0 if value == 0 else math.inf)))
+    cosine, bound = _number(metrics.get("cosine_similarity")), _number(criteria.get("min_cosine"))
+    if cosine is not None and bound is not None and bound < 1:
+        ratios.append((1 - cosine) / (1 - bound) if not math.isnan(cosine) else math.inf)
+    if not ratios:
+        return 0.0 if metrics.get("passed") else math.inf
+    worst = max(ratios)
+    return math.inf if not metrics.get("passed") and worst < 1 else worst
+
+
+def worst_margin(document: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The largest margin over every tap and mode of a report, and where it is."""
+    best: tuple[float | None, str | None] = (None, None)
+    for tap in document.get("taps", []):
+        for mode, result in tap.get("modes", {}).items():
+            value = margin(result)
+            if value is not None and (best[0] is None or value > best[0]):
+                best = (value, f"{tap['name']} ({mode})")
+    return best
+
+
+def format_margin(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    return "inf" if math.isinf(value) else f"{value:.2g}x"
 
 
 def _error_cell(result: ModeResult | None) -> Text:
@@ -129,6 +227,28 @@ def summary_lines(report: RunReport) -> list[str]:
     lines.append(f"{verdict}: {counts.get('passed', 0)}/{judged} taps within tolerance"
                  + (f"; {', '.join(extra)}" if extra else "") + " (max |a-b| / max |a| shown)")
     return lines
+
+
+def cases_table(reports: list[RunReport]) -> Table:
+    """One row per case: verdict, first divergence, worst margin to tolerance (error / limit)."""
+    table = Table(title="all cases", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
+    table.add_column("case", no_wrap=True)
+    table.add_column("pipeline", style="dim")
+    table.add_column("verdict", justify="center")
+    table.add_column("first divergence", overflow="fold")
+    table.add_column("worst margin (error / tolerance)", no_wrap=True)
+    for report in reports:
+        document = report.to_dict()
+        value, where = worst_margin(document)
+        divergence = report.first_divergence
+        first = "-" if divergence is None else (f"{divergence.tap} ({divergence.mode})" if divergence.tap
+                                                 else divergence.mode)
+        style = "green" if value is not None and value < 1 else "bold red"
+        table.add_row(report.case["name"], report.pipeline,
+                      Text("PASS", style="green") if report.passed else Text("FAIL", style="bold red"),
+                      Text(first, style="red" if divergence else "dim"),
+                      Text(f"{format_margin(value)}  {where or ''}", style=style if value is not None else "dim"))
+    return table
 
 
 def make_console() -> Console:

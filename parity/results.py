@@ -14,7 +14,7 @@ from .metrics import TapMetrics
 from .tolerances import AppliedTolerance
 
 SCHEMA_NAME = "ptycho-parity/report"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # 2: report.html + evidence files; metrics.breakdown, diagnoses, status/reason
 MODES = ("propagated", "isolated")
 
 

@@ -28,6 +28,7 @@ from .cases import Case
 from .chunks import DEFAULT_CHUNK_BYTES, batch_of, plan
 from .divergence import amplification, first_divergence
 from .dumps import TapDump
+from .evidence import EvidenceSettings
 from .errors import ParityInputError
 from .goldens import Golden
 from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
@@ -47,7 +48,7 @@ class RunOptions:
     batch_chunk: int | None = None  # at most this many samples per chunk
     stage_timeout: float | None = DEFAULT_STAGE_TIMEOUT  # seconds a stage may run without delivering a tap
     log_path: Path | None = None  # adapter output goes here (default: a file beside the report, or none)
-    keep_samples: int = 4  # samples of each side kept per failing tap for pictures and diagnosis
+    evidence: EvidenceSettings | None = EvidenceSettings()  # what `run_and_write` keeps for the HTML report
 
 
 def _selected(specs: list[TapSpec], patterns: tuple[str, ...] | None) -> list[TapSpec]:

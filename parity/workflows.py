@@ -21,7 +21,8 @@ from .errors import CorruptGoldenError, ParityInputError
 from .golden_inputs import InputDrift, judge_inputs
 from .goldens import Golden, GoldenWriter, golden_path, write_golden
 from .inputs import infer_dtype, load_inputs, load_weights, resolve_knobs, scan_npz, split_keys
-from .report import write_report
+from .evidence import EvidenceCollector
+from .report import write_case_outputs
 from .results import RunReport
 from .audits import contract_problems
 from .runner import RunOptions, run_case
@@ -104,10 +105,11 @@ def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, t
     if log_path.exists():
         log_path.unlink()
     options = dataclasses.replace(options, log_path=log_path)
-    report = run_case(case, reference, candidate, tolerances, options)
+    evidence = EvidenceCollector.for_case(case, options.evidence)  # samples, statistics, assembly dumps
+    report = run_case(case, reference, candidate, tolerances, options, observers=[evidence] if evidence else [])
     report.notes.extend(notes)
     report.reference.update(reference_extra or {})
-    write_report(report, case_dir)
+    write_case_outputs(report, case_dir, evidence)  # report.json, evidence files, report.html
     return report
 
 

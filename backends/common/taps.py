@@ -48,6 +48,12 @@ class TapSpec:
     # "mean", a mean over the whole batch (chunk values combine, weighted by chunk size);
     # "global", a statistic of the whole batch that later stages read (the batch runs as one chunk).
     reduction: str | None = None
+    # Report metadata (read by the harness, never by the backends): the harness names no tap,
+    # it asks the registry. ``pictures``: "patches" marks a stack of patches worth a patch grid.
+    # ``role``: what the tap is to the assembly dumps: "offsets" (per-patch shifts, the layout's
+    # "2" axis is (x, y)) or "canvas" (patches assembled onto one image).
+    pictures: str = ""
+    role: str = ""
 
     @property
     def is_input(self) -> bool:
@@ -75,6 +81,8 @@ class TapSpec:
             "dtype": self.dtype(cfg).name,
             "knobs": list(self.knobs),
             "description": self.description,
+            "pictures": self.pictures,
+            "role": self.role,
         }
 
 
@@ -127,7 +135,7 @@ INPUTS = {
     "X": T("X", None, (), "BHWC", "real", _bhwc(_C), ("N", "gridsize"),
            description="measured diffraction amplitude, sqrt of counts, scaled domain"),
     "positions": T("positions", None, (), "B12C", "real", lambda c, b: (b, 1, 2, c.C), ("gridsize",),
-                   description="per-patch offsets in pixels; axis 2 is (x, y)"),
+                   description="per-patch offsets in pixels; axis 2 is (x, y)", role="offsets"),
     "probe": T("probe", None, (), "HW", "complex", _probe_shape, ("N",), description="illumination"),
     "object_patches": T("object_patches", None, (), "BHWC", "complex", _bhwc(_Co), ("N", "gridsize", "object_big"),
                         description="object patches fed to the physics pipeline"),
@@ -159,7 +167,7 @@ def _network_taps(cfg: ForwardConfig) -> list[TapSpec]:
         T("decoder.phase", "decoder_head", (previous,), "BHWC", "real", _bhwc(_Co), head_knobs,
           {"head": "phase"}, "phase head (pi tanh)"),
         T("object.patches", "object_patches", ("decoder.amp", "decoder.phase"), "BHWC", "complex", _bhwc(_Co),
-          (), description="amp exp(i phase)"),
+          (), description="amp exp(i phase)", pictures="patches"),
     ]
     return taps
 
@@ -167,11 +175,11 @@ def _network_taps(cfg: ForwardConfig) -> list[TapSpec]:
 def _object_taps(patches: str) -> list[TapSpec]:
     return [
         T("object.canvas", "object_canvas", (patches, "positions"), "BHWC", "complex", _bhwc(_one, "P"), CANVAS_KNOBS,
-          description="patches placed on the P x P canvas, overlap-normalised"),
+          description="patches placed on the P x P canvas, overlap-normalised", role="canvas"),
         T("object.trimmed", "object_trimmed", ("object.canvas",), "BHWC", "complex", _bhwc(_one), CANVAS_KNOBS,
           description="central N x N window of the canvas"),
         T("patches.extracted", "patches_extracted", ("object.canvas", "positions"), "BHWC", "complex", _bhwc(_C),
-          CANVAS_KNOBS, description="patches cut back out of the canvas at their offsets"),
+          CANVAS_KNOBS, description="patches cut back out of the canvas at their offsets", pictures="patches"),
     ]
 
 
@@ -186,7 +194,7 @@ def _illumination_taps(patches: str, channels: Callable[[ForwardConfig], int]) -
         T("farfield", "farfield", ("exit_wave",), "BHWC", "complex", _bhwc(channels), (),
           description="orthonormal FFT2, unshifted"),
         T("amplitude", "amplitude", ("farfield",), "BHWC", "real", _bhwc(channels), (),
-          description="sqrt(fftshift(|farfield|^2))"),
+          description="sqrt(fftshift(|farfield|^2))", pictures="patches"),
     ]
 
 
@@ -216,7 +224,7 @@ def _loss_taps() -> list[TapSpec]:
 def _simulate_taps() -> list[TapSpec]:
     return [
         T("sim.patches", "sim_patches", ("object", "scan_positions"), "BHWC", "complex", _bhwc(_one), ("N",),
-          description="object sampled around each scan position"),
+          description="object sampled around each scan position", pictures="patches"),
         *_illumination_taps("sim.patches", _one),
         T("sim.intensity_scale", "sim_intensity_scale", ("exit_wave",), "scalar", "real", _scalar, ("nphotons",),
           description="sqrt(nphotons / mean sum |exit_wave|^2)", reduction="global"),
