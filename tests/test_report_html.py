@@ -177,7 +177,7 @@ def test_a_raising_candidate_still_gets_a_report_naming_the_stage(runs):
     text, page = _page(runs["raising"])
     assert [s["id"] for s in page.sections if "first" in s["class"].split()] == ["tap-farfield"]
     assert "FloatingPointError: " in text and "injected fault" in text
-    assert "not reached: an earlier stage raised" in text
+    assert "not reached: the candidate failed at &#x27;farfield&#x27;" in text or "not reached: the candidate failed at 'farfield'" in text
     assert (runs["raising"] / "report.json").exists()
 
 
