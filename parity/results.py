@@ -33,6 +33,7 @@ class ModeResult:
     metrics: TapMetrics | None = None
     error: str | None = None  # the candidate (or reference) stage raised
     skipped: str | None = None  # why this mode has no result (not reached, cannot isolate)
+    diagnoses: list = dataclasses.field(default_factory=list)  # parity.diagnosis.Diagnosis, best first (issue #9)
 
     @property
     def passed(self) -> bool | None:
@@ -50,7 +51,8 @@ class ModeResult:
         return {"mode": self.mode, "passed": self.passed,
                 "tolerance": None if self.tolerance is None else self.tolerance.to_dict(),
                 "metrics": None if self.metrics is None else self.metrics.to_dict(),
-                "error": self.error, "skipped": self.skipped}
+                "error": self.error, "skipped": self.skipped,
+                "diagnoses": [diagnosis.to_dict() for diagnosis in self.diagnoses]}
 
 
 @dataclasses.dataclass

@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import importlib
+import math
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -22,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from backends.common.taps import TapSpec, pipeline_taps
+from backends.common.taps import TapSpec, pipeline_taps, tap_index
 from backends.common.weights import weight_problems
 
 from . import provenance
@@ -33,6 +34,9 @@ from .goldens import Golden, atomic_h5
 from .metrics import compare
 from .results import MODES, Audit, Divergence, ModeResult, RunReport, TapResult
 from .tolerances import ToleranceTable
+
+
+DIAGNOSIS_SAMPLES = 16  # samples of a failing tap handed to the diagnosis (issue #9 hook)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,9 +151,11 @@ def reference_audit(specs: list[TapSpec], case: Case, store: TapStore) -> Audit:
 class _Judge:
     """Looks up tolerances and compares one candidate tap against the reference store."""
 
-    def __init__(self, case: Case, store: TapStore, tolerances: ToleranceTable, device: str, chunk_bytes: int):
+    def __init__(self, case: Case, store: TapStore, tolerances: ToleranceTable, device: str, chunk_bytes: int,
+                 reference: Adapter | None = None):
         self.case, self.store, self.tolerances = case, store, tolerances
         self.device, self.chunk_bytes = device, chunk_bytes
+        self.reference = reference  # a live adapter (not a golden): input hypotheses can rerun its stages
 
     def tolerance(self, spec: TapSpec, mode: str):
         return self.tolerances.lookup(spec.name, self.case.config.dtype, self.device, mode, self.case.pipeline)
@@ -157,7 +163,36 @@ class _Judge:
     def judge(self, spec: TapSpec, mode: str, value: np.ndarray) -> ModeResult:
         applied = self.tolerance(spec, mode)
         metrics = compare(spec.name, self.store.get(spec.name), value, applied.criteria, chunk_bytes=self.chunk_bytes)
-        return ModeResult(mode, applied, metrics)
+        result = ModeResult(mode, applied, metrics)
+        if not metrics.passed:
+            result.diagnoses = self.diagnoses(spec, mode, applied.criteria, value)
+        return result
+
+    # ---- diagnosis hook (issue #9): MINIMAL, to be moved into runner v2 by the lead ----
+    def diagnoses(self, spec: TapSpec, mode: str, criteria, value: np.ndarray) -> list:
+        """``parity.diagnosis.diagnose`` on the first DIAGNOSIS_SAMPLES samples, with the stage's reference inputs."""
+        from .diagnosis import Diagnosis, diagnose
+
+        case, index = self.case, tap_index(self.case.pipeline, self.case.config)
+        batched = spec.layout[0] in "BM" and spec.layout != "scalar"
+        keep = slice(None) if not batched else slice(0, DIAGNOSIS_SAMPLES)
+        inputs = {name: np.asarray(case.inputs[name] if name in case.inputs else self.store.load(name))
+                  for name in spec.inputs if name in case.inputs or name in self.store}
+        inputs = {name: x[keep] if index[name].layout[0] in "BM" and batched else x for name, x in inputs.items()}
+        rerun = None
+        if mode == "isolated" and self.reference is not None:  # the candidate saw exactly these inputs
+            def rerun(transformed):
+                return self.reference.run_stage(spec.name, case.pipeline, case.config, transformed, case.weights)
+        tolerance = criteria.max_rel_to_peak or criteria.rtol or 1e-6
+        try:
+            reference, candidate = self.store.load(spec.name), np.asarray(value)
+            if batched:
+                reference, candidate = reference[keep], candidate[keep]
+            return diagnose(reference, candidate, layout=spec.layout,
+                            kind=spec.kind, tolerance=tolerance, cfg=case.config, stage_inputs=inputs,
+                            input_layouts={name: index[name].layout for name in inputs}, rerun=rerun)
+        except Exception as error:  # noqa: BLE001 - a diagnosis bug must never hide the verdict
+            return [Diagnosis("diagnosis_failed", f"diagnosis raised {type(error).__name__}: {error}", math.nan)]
 
 
 def _propagated(candidate: Adapter, case: Case, specs: list[TapSpec], judge: _Judge,
@@ -313,7 +348,8 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
         if not contract.passed:
             report.first_divergence = Divergence(None, "reference", contract.messages)
             return report
-        judge = _Judge(case, store, tolerances, device, options.chunk_bytes)
+        judge = _Judge(case, store, tolerances, device, options.chunk_bytes,
+                       reference=None if isinstance(reference, Golden) else reference)
         by_mode = {}
         for mode, run in (("propagated", _propagated), ("isolated", _isolated)):
             if mode in options.modes:

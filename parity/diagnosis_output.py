@@ -1,0 +1,402 @@
+"""Hypotheses tested on the two outputs alone: a transform of the reference that gives the candidate.
+
+Each test returns candidate diagnoses with their residual; ``parity.diagnosis`` keeps those that
+explain the difference. Images are (S, H, W) stacks: a "BHWC" tap is S = k*C images, sample-major.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from scipy import ndimage
+
+from .diagnosis_core import Diagnosis, Problem
+from .diagnosis_names import name_ratio, named_values
+from .diagnosis_shift import best_shifts, relate_to_offsets, translate
+
+SPATIAL = {"BHWC": (1, 2), "HW": (0, 1)}
+NEAR_ZERO = 1e-6  # |x| <= 1e-6 max|x|: "where x is ~0" (masked, outside a support)
+SIGNIFICANT = 1e-3  # |a| > 1e-3 max|a|: where a ratio b/a means something
+
+
+def to_images(x: np.ndarray, layout: str) -> np.ndarray | None:
+    if layout == "BHWC" and x.ndim == 4:
+        return np.moveaxis(x, 3, 1).reshape(-1, x.shape[1], x.shape[2])
+    if layout == "HW" and x.ndim == 2:
+        return x[None]
+    return None
+
+
+def from_images(images: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
+    if layout == "BHWC":
+        return np.moveaxis(images.reshape(shape[0], shape[3], shape[1], shape[2]), 1, 3)
+    return images[0]
+
+
+def _number(value: complex | float) -> str:
+    value = complex(value)
+    if abs(value.imag) <= 1e-12 * max(abs(value), 1e-300):
+        return f"{value.real:.6g}"
+    return f"({value.real:.6g}{value.imag:+.6g}j)"
+
+
+# ---- constant factors and conjugation ----
+
+def scale(p: Problem) -> list[Diagnosis]:
+    a, b = p.a[p.finite], p.b[p.finite]
+    energy = float(np.vdot(a, a).real)
+    if energy == 0.0:
+        return []
+    factor = complex(np.vdot(a, b)) / energy
+    candidates = [factor.real] if not p.complex else [factor, factor.real]
+    factor, residual = min(((c, p.residual(p.b / c)) for c in candidates if c != 0), key=lambda item: item[1],
+                           default=(0, math.inf))
+    if abs(factor - 1) <= p.tolerance or not math.isfinite(residual):
+        return []
+    rel = max(2 * residual, 4 * p.tolerance, 1e-12)
+    named = name_ratio(factor, named_values(p.cfg, p.inputs_of("HW")), rel)
+    few = p.layout == "scalar" or p.a.size < 4
+    if few and named is None:
+        return []  # one number (or a few) always has a ratio: only a named one is evidence
+    evidence = {"factor": factor, "named": named[0] if named else None}
+    text = _number(factor)
+    if named:
+        summary = f"candidate = reference x {text} (= {named[0]}): {named[1]}"
+    elif p.complex and abs(abs(factor) - 1) <= rel:
+        summary = f"candidate = reference x exp(i {np.angle(factor):.4g}): a constant phase factor"
+    else:
+        summary = f"candidate = reference x {text}: a constant factor"
+    return [Diagnosis("scale", summary, residual, evidence)]
+
+
+def conjugate(p: Problem) -> list[Diagnosis]:
+    if not p.complex:
+        return []
+    a, b = p.a[p.finite], p.b[p.finite]
+    energy = float(np.vdot(a, a).real)
+    if energy == 0.0:
+        return []
+    factor = complex(np.vdot(np.conj(a), b)) / energy
+    options = [(1, "candidate = conj(reference): the phase has the opposite sign (exp(-i phi) for exp(i phi), "
+                   "or a conjugate/ifft convention)"),
+               (1j, "candidate = reference with real and imaginary parts swapped")]
+    if min(abs(factor - 1), abs(factor - 1j)) > 1e-6:
+        options.append((factor, f"candidate = {_number(factor)} x conj(reference): a phase sign flip and a constant "
+                                f"factor"))
+    out = []
+    for fixed, summary in options:
+        residual = p.residual(np.conj(p.b / fixed))
+        out.append(Diagnosis("conjugate", summary, residual, {"factor": complex(fixed)}))
+    return out
+
+
+# ---- rearrangements of the spatial axes ----
+
+def transpose(p: Problem) -> list[Diagnosis]:
+    axes = SPATIAL.get(p.layout)
+    if axes is None or p.a.shape[axes[0]] != p.a.shape[axes[1]]:
+        return []
+    residual = p.residual(np.swapaxes(p.b, *axes))
+    return [Diagnosis("transpose", "candidate = reference with rows and columns swapped (x/y transposed)", residual,
+                      {"axes": list(axes)})]
+
+
+def fftshift(p: Problem) -> list[Diagnosis]:
+    axes = SPATIAL.get(p.layout)
+    if axes is None:
+        return []
+    out = []
+    for chosen, where in ((axes, "both spatial axes"), (axes[:1], "the row axis only"), (axes[1:], "the column "
+                                                                                               "axis only")):
+        odd = any(p.a.shape[axis] % 2 for axis in chosen)
+        for name, undo in (("fftshift", np.fft.ifftshift), ("ifftshift", np.fft.fftshift))[: 2 if odd else 1]:
+            residual = p.residual(undo(p.b, axes=chosen))
+            what = f"candidate = {name}(reference) over {where}: an fftshift missing on one side or applied twice"
+            if odd:
+                what += " (or ifftshift where fftshift is meant)"
+            out.append(Diagnosis("fftshift", what, residual, {"shift": name, "axes": list(chosen)}))
+    return out
+
+
+def shift(p: Problem) -> list[Diagnosis]:
+    """An integer or sub-pixel translation (phase correlation, refined on the bilinear model)."""
+    if SPATIAL.get(p.layout) is None or p.a.size > 1 << 22:
+        return []
+    if p.layout == "BHWC" and p.a.shape[0] * p.a.shape[3] > 256:
+        return []
+    a_images, b_images = to_images(np.where(p.finite, p.a, 0), p.layout), to_images(np.where(p.finite, p.b, 0),
+                                                                                   p.layout)
+    found = best_shifts(a_images, b_images)
+    if found is None:
+        return []
+    shifts, predicted, band = found
+    if 4 * band > min(a_images.shape[1:]):
+        return []  # the band that entered from outside would hide too much of the image
+    moved = np.abs(shifts).max(axis=1) >= 0.02
+    if not moved.any():
+        return []
+    exclude = np.zeros(a_images.shape, bool)
+    exclude[:, :band], exclude[:, -band:], exclude[:, :, :band], exclude[:, :, -band:] = True, True, True, True
+    exclude = from_images(exclude, p.a.shape, p.layout)
+    corrected = from_images(predicted, p.a.shape, p.layout)
+    # residual of the prediction (reference moved) against the candidate, outside the band that entered
+    keep = p.finite & ~exclude
+    residual = float(np.abs(corrected[keep] - p.b[keep]).max()) / p.peak if keep.any() else math.nan
+    channels = p.a.shape[3] if p.layout == "BHWC" else 1
+    text = _describe_shifts(shifts, channels)
+    relation = relate_to_offsets(shifts, channels, p.inputs_of("B12C"))
+    summary = f"candidate = reference translated by {text}" + (f"; {relation}" if relation else "")
+    summary += f" (outside a {band}-px band at the edges)"
+    return [Diagnosis("shift", summary, residual, {"shifts_xy": shifts[:, ::-1].round(4).tolist(),
+                                                   "edge_band_px": band, "offsets_relation": relation})]
+
+
+def _describe_shifts(shifts: np.ndarray, channels: int) -> str:
+    def xy(t):
+        return f"(x {t[1]:+.3g}, y {t[0]:+.3g}) px"
+
+    if np.allclose(shifts, shifts[0], atol=0.02):
+        return xy(shifts[0])
+    per_sample = shifts.reshape(-1, channels, 2)
+    if np.allclose(per_sample, per_sample[:, :1], atol=0.02):
+        return "a different amount per sample: " + ", ".join(xy(t) for t in per_sample[:4, 0]) + (
+            " ..." if len(per_sample) > 4 else "")
+    return "a different amount per channel: " + ", ".join(xy(t) for t in shifts[:4]) + (" ..." if len(shifts) > 4
+                                                                                        else "")
+
+
+# ---- channels and the flattened (batch, channel) order ----
+
+def _match(a_images: np.ndarray, b_images: np.ndarray) -> np.ndarray | None:
+    """For each candidate image j, the reference image closest to it; None unless that is a permutation."""
+    cost = np.empty((len(b_images), len(a_images)))
+    for j, image in enumerate(b_images):
+        cost[j] = np.abs(a_images - image).reshape(len(a_images), -1).max(axis=1)
+    order = np.argmin(cost, axis=1)
+    return order if np.unique(order).size == order.size else None
+
+
+def channel_permutation(p: Problem) -> list[Diagnosis]:
+    if p.layout != "BHWC":
+        return []
+    k, h, w, c = p.a.shape
+    a0, b0 = np.where(p.finite, p.a, 0), np.where(p.finite, p.b, 0)
+    out = []
+    if c > 1:  # channels-first memory read as channels-last, and the reverse
+        for name, misread in (("channels-first data read as channels-last",
+                               lambda x: np.moveaxis(x, 3, 1).reshape(k, h, w, c)),
+                              ("channels-last data read as channels-first",
+                               lambda x: np.moveaxis(x.reshape(k, c, h, w), 1, 3))):
+            residual = float(np.abs(misread(a0) - b0)[p.finite].max()) / p.peak
+            out.append(Diagnosis("channel_permutation", f"candidate = reference with its memory reinterpreted: {name} "
+                                 f"(a reshape where a permute was meant)", residual, {"variant": name}))
+    images = k * c
+    if images < 2 or images > 256:
+        return out
+    a_images, b_images = to_images(a0, "BHWC"), to_images(b0, "BHWC")
+    order = _match(a_images, b_images)
+    if order is None or np.array_equal(order, np.arange(images)):
+        return out
+    corrected = from_images(a_images[order], p.a.shape, "BHWC")
+    residual = float(np.abs(corrected - b0)[p.finite].max()) / p.peak
+    sample_of = order // c
+    if np.array_equal(sample_of, np.arange(images) // c):
+        perms = (order % c).reshape(k, c)
+        same = all(np.array_equal(row, perms[0]) for row in perms)
+        what = f"channels in another order: candidate channel j = reference channel {perms[0].tolist()}[j]" if same \
+            else "channels in another order, differently per sample"
+        out.append(Diagnosis("channel_permutation", what + _grid_words(perms[0], p.cfg), residual,
+                             {"order": perms.tolist()}))
+    else:
+        cb = np.arange(images).reshape(k, c).T.ravel()  # (C, B) order read as (B, C)
+        what = ("the flattened (batch, channel) order differs: flattened (channel, batch) read as (batch, channel)"
+                if np.array_equal(order, cb) or np.array_equal(np.argsort(order), cb)
+                else "the flattened (batch, channel) order is permuted: patches land in other samples")
+        out.append(Diagnosis("channel_permutation", what, residual, {"order": order.tolist(), "batch_crossing": True}))
+    return out
+
+
+def _grid_words(perm: np.ndarray, cfg) -> str:
+    g = getattr(cfg, "gridsize", 0)
+    if g > 1 and len(perm) == g * g and np.array_equal(perm, [(j % g) * g + j // g for j in range(g * g)]):
+        return " (the g x g grid read column-major instead of row-major)"
+    if np.array_equal(perm, np.arange(len(perm))[::-1]):
+        return " (reversed)"
+    return ""
+
+
+# ---- differences confined to a region ----
+
+def border_only(p: Problem) -> list[Diagnosis]:
+    axes = SPATIAL.get(p.layout)
+    if axes is None:
+        return []
+    height, width = p.a.shape[axes[0]], p.a.shape[axes[1]]
+    error = np.where(p.finite, np.abs(p.a - p.b), 0.0)
+    other = tuple(axis for axis in range(p.a.ndim) if axis not in axes)
+    error_map = error.max(axis=other) if other else error
+    for band in range(1, max(1, min(height, width) // 8) + 1):
+        interior = float(error_map[band:-band, band:-band].max(initial=0.0)) / p.peak
+        if p.explains(interior):
+            return [Diagnosis("border_only", f"the difference is confined to a {band}-px band at the image border "
+                              f"(inside it: {interior:.1e}): a padding or edge-handling difference", interior,
+                              {"band_px": band, "interior_error": interior})]
+    return []
+
+
+def _zero_regions(p: Problem) -> list[tuple[str, np.ndarray]]:
+    regions = [("|reference|", np.abs(np.where(p.finite, p.a, 0)) <= NEAR_ZERO * p.peak)]
+    peak_b = float(np.abs(p.b[p.finite]).max(initial=0.0))
+    regions.append(("|candidate|", np.abs(np.where(p.finite, p.b, 0)) <= NEAR_ZERO * peak_b))
+    for name, value in p.stage_inputs.items():
+        layout = p.input_layouts.get(name)
+        magnitude = np.abs(np.asarray(value))
+        top = float(magnitude.max(initial=0.0))
+        if top == 0.0:
+            continue
+        zero = magnitude <= NEAR_ZERO * top
+        if layout == "HW" and p.layout == "BHWC" and zero.shape == p.a.shape[1:3]:
+            regions.append((f"input {name!r}", np.broadcast_to(zero[None, :, :, None], p.a.shape)))
+        elif layout == p.layout and zero.shape[:3] == p.a.shape[:3] and zero.shape[-1] in (1, p.a.shape[-1]):
+            regions.append((f"input {name!r}", np.broadcast_to(zero, p.a.shape)))
+    return regions
+
+
+def masked_region(p: Problem) -> list[Diagnosis]:
+    axes = SPATIAL.get(p.layout)
+    if axes is None:
+        return []
+    out = []
+    structure = np.zeros((3,) * p.a.ndim, bool)
+    centre = [1] * p.a.ndim
+    for axis in axes:
+        index = list(centre)
+        for offset in (0, 2):
+            index[axis] = offset
+            structure[tuple(index)] = True
+    structure[tuple(centre)] = True
+    for source, zero in _zero_regions(p):
+        if not zero.any():
+            continue
+        region = zero
+        for grow in range(0, 3):
+            if grow:
+                region = ndimage.binary_dilation(region, structure=structure)
+            fraction = float(region.mean())
+            if fraction > 0.95:
+                break
+            residual = p.residual(p.b, exclude=region)
+            inside = float(np.abs(p.a - p.b)[region & p.finite].max(initial=0.0)) / p.peak
+            if inside > 0 and math.isfinite(residual):
+                within = f" (within {grow} px of it)" if grow else ""
+                out.append(Diagnosis("masked_region", f"the difference is confined to where {source} is ~0{within}, "
+                                     f"{fraction:.0%} of the elements: a mask applied on one side only, or applied "
+                                     f"before a smoothing/interpolation as well as after", residual,
+                                     {"source": source, "dilation_px": grow, "region_fraction": fraction,
+                                      "error_inside": inside}))
+                if p.explains(residual):
+                    break
+    return out
+
+
+def normalisation(p: Problem) -> list[Diagnosis]:
+    """candidate = reference x a real, position-dependent factor (a divisor, weight or mask differs)."""
+    significant = p.finite & (np.abs(p.a) > SIGNIFICANT * p.peak)
+    if np.count_nonzero(significant) < 16:
+        return []
+    ratio = np.ones(p.a.shape, dtype=p.b.dtype)
+    ratio[significant] = p.b[significant] / p.a[significant]
+    if p.complex:
+        gain = ratio.real
+        predicted = np.where(significant, gain * p.a, p.b)
+        residual = max(p.residual(np.where(significant, p.a + (p.b - predicted), p.a)),
+                       float(np.abs(p.b[p.finite & ~significant]).max(initial=0.0)) / p.peak)
+    else:
+        images = to_images(np.where(significant, ratio, np.nan), p.layout)
+        if images is None or len(images) < 2:
+            return []
+        with warnings.catch_warnings():  # a position insignificant in every image has no gain: NaN, then 1
+            warnings.simplefilter("ignore", RuntimeWarning)
+            shared = np.nanmedian(images, axis=0)  # one gain map for every sample and channel
+        gain_images = np.broadcast_to(np.nan_to_num(shared, nan=1.0), images.shape)
+        gain = from_images(np.ascontiguousarray(gain_images), p.a.shape, p.layout)
+        residual = p.residual(p.b / np.where(gain == 0, 1, gain))
+    values = gain[significant]
+    low, high = float(values.min()), float(values.max())
+    if high - low <= 10 * p.tolerance:
+        return []  # constant: a scale, not a normalisation
+    levels = np.unique(np.round(values, 6))
+    shown = f"{len(levels)} levels" if len(levels) > 6 else "levels " + ", ".join(f"{v:.4g}" for v in levels)
+    return [Diagnosis("normalisation", f"candidate = reference x a real factor that varies with position "
+                      f"({low:.3g} .. {high:.3g}, {shown}; the phase is unchanged): a divisor, weight or overlap/mask "
+                      f"count differs", residual, {"gain_min": low, "gain_max": high, "levels": len(levels)})]
+
+
+# ---- elementwise functions ----
+
+def _local_prediction_error(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """For sorted ``x``: how far each y_i is from a line through two neighbours (left pair, right pair or
+    one on each side, whichever is closest), so steps (an activation's switch point) are allowed."""
+    def line(x0, y0, x1, y1, at):
+        span = x1 - x0
+        slope = np.divide(y1 - y0, span, out=np.zeros_like(y0), where=span != 0)
+        return y0 + slope * (at - x0)
+
+    errors = np.full(x.shape, np.inf)
+    inner = slice(1, -1)
+    errors[inner] = np.abs(y[inner] - line(x[:-2], y[:-2], x[2:], y[2:], x[inner]))
+    errors[2:] = np.minimum(errors[2:], np.abs(y[2:] - line(x[:-2], y[:-2], x[1:-1], y[1:-1], x[2:])))
+    errors[:-2] = np.minimum(errors[:-2], np.abs(y[:-2] - line(x[1:-1], y[1:-1], x[2:], y[2:], x[:-2])))
+    return errors
+
+
+def elementwise(p: Problem) -> list[Diagnosis]:
+    """candidate = f(reference) for one function f of the value (an activation or its switch point differs).
+
+    In the order of the reference's values, d = b - a must follow a function of a: every d_i lies on
+    a line through two of its neighbours (on one side or across), up to noise.
+    """
+    if p.complex:
+        return []
+    a, b = p.a[p.finite], p.b[p.finite]
+    if a.size < 512 or np.unique(a).size < 128:
+        return []
+    order = np.argsort(a, kind="stable")
+    a, deviation = a[order], (b - a)[order]
+    residual = float(_local_prediction_error(a, deviation).max()) / p.peak
+    low, high = float(deviation.min()), float(deviation.max())
+    return [Diagnosis("elementwise", f"candidate = f(reference) for one function f of the value (f(x) - x spans "
+                      f"{low:.3g} .. {high:.3g}): an activation, its switch point or another pointwise nonlinearity "
+                      f"differs", residual, {"deviation_min": low, "deviation_max": high})]
+
+
+def overflow(p: Problem) -> list[Diagnosis]:
+    """Integer wrap-around: candidate = reference mod 2**bits where the reference exceeds the type."""
+    if p.complex or p.peak < 2**8:
+        return []
+    out = []
+    for bits, signed in ((8, False), (16, False), (16, True), (32, False), (32, True)):
+        modulus = 2.0**bits
+        if p.peak < modulus / (2 if signed else 1):
+            continue
+        low = -modulus / 2 if signed else 0.0
+        values = p.b[p.finite]
+        if values.min() < low or values.max() >= low + modulus:
+            continue  # the candidate holds values the type cannot: not a wrap-around of it
+        wraps = np.round((p.a - p.b) / modulus)
+        if not (wraps[p.finite] != 0).any():
+            continue
+        residual = p.residual(p.b + wraps * modulus)
+        kind = f"{'int' if signed else 'uint'}{bits}"
+        out.append(Diagnosis("overflow", f"candidate = reference modulo 2^{bits} where the reference exceeds the "
+                             f"{kind} range ({int(np.count_nonzero(wraps))} elements wrapped): a square or product "
+                             f"computed in {kind} before a cast", residual, {"type": kind}))
+    return out
+
+
+TESTS = (scale, conjugate, fftshift, transpose, channel_permutation, shift, border_only, masked_region,
+         normalisation, elementwise, overflow)
+
+__all__ = ["TESTS", "to_images", "from_images", "translate"]
