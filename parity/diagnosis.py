@@ -14,8 +14,9 @@ explains the difference when
 
 Facts are reported whatever the rule says: a shape mismatch, and NaN/Inf the reference does not
 have. Level hypotheses ("dtype_narrowing", "numerical_alternative") say the error has the size and
-texture of a known numerical effect; they are only offered when no structural hypothesis explains
-the error completely, and never for errors above their own bound. Nothing is returned as an
+texture of a known numerical effect; they are only offered when no specific structural hypothesis
+explains the error completely (a real position-dependent gain or a pointwise function, true of many
+mistakes, does not count), and never for errors above their own bound. Nothing is returned as an
 explanation on a coincidence of one number: a scalar (or a handful of per-sample values) is only
 called a scale when the ratio is a named constant of the configuration.
 
@@ -26,6 +27,7 @@ configuration and the layouts of the stage's inputs (a "B12C" input is a per-cha
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,12 +40,15 @@ from .diagnosis_core import UNEXPLAINED, Diagnosis, Problem, work_array
 __all__ = ["Diagnosis", "diagnose", "UNEXPLAINED"]
 
 # Best first: facts, then the most specific structural hypotheses, then the generic and level ones.
+# A level hypothesis, when it holds, describes the whole error and says whether to fix or to widen:
+# it goes before the two generic descriptions (a real gain, a pointwise function) that may also fit.
 PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "conjugate", "fftshift", "offset_sign",
             "offset_swap_xy", "offsets_ignored", "channel_permutation", "transpose", "shift", "overflow",
-            "border_only", "masked_region", "normalisation", "elementwise", "dtype_narrowing",
-            "numerical_alternative"]
+            "border_only", "masked_region", "dtype_narrowing", "numerical_alternative", "normalisation",
+            "elementwise"]
 FACTS = {"shape_mismatch", "nonfinite", "dtype_mismatch"}
 LEVELS = {"dtype_narrowing", "numerical_alternative"}
+GENERIC = {"normalisation", "elementwise"}  # true of many mistakes: they do not stop the level hypotheses
 # A more specific explanation makes these redundant (a channel permutation of extracted patches is also
 # "each channel shifted by its neighbour's offset"; a constant factor is also an elementwise function).
 SUBSUMED_BY = {"elementwise": {"scale", "conjugate", "overflow"}, "normalisation": {"scale"},
@@ -60,7 +65,8 @@ def _rank(diagnosis: Diagnosis, problem: Problem) -> tuple:
     order = PRIORITY.index(diagnosis.kind) if diagnosis.kind in PRIORITY else len(PRIORITY)
     fact = is_fact(diagnosis)
     residual = diagnosis.residual if math.isfinite(diagnosis.residual) else math.inf
-    return (not fact, not problem.complete(residual) and not fact, order, residual)
+    complete = fact or diagnosis.kind in LEVELS or problem.complete(residual)
+    return (not fact, not complete, order, residual)
 
 
 def _select(problem: Problem, candidates: list[Diagnosis]) -> list[Diagnosis]:
@@ -69,6 +75,9 @@ def _select(problem: Problem, candidates: list[Diagnosis]) -> list[Diagnosis]:
                  if not is_fact(d) and (d.kind in LEVELS or problem.explains(d.residual))]
     kinds = {d.kind for d in explained}
     explained = [d for d in explained if not (SUBSUMED_BY.get(d.kind, set()) & kinds)]
+    explained = [d if d.kind in LEVELS or problem.complete(d.residual) else dataclasses.replace(
+        d, summary=f"{d.summary} (something else differs too: {d.residual:.1e} of the peak is left)")
+        for d in explained]
     best: dict[str, Diagnosis] = {}
     for diagnosis in explained:  # one diagnosis per kind: the lowest residual (the first among equals)
         if diagnosis.kind not in best or diagnosis.residual < best[diagnosis.kind].residual:
@@ -89,7 +98,13 @@ def diagnose(reference: np.ndarray, candidate: np.ndarray, *, layout: str, kind:
     Returns ``[]`` when there is nothing to explain, else at least one diagnosis (``unexplained``
     when no hypothesis explains the difference).
     """
-    a, b = np.asarray(reference), np.asarray(candidate)
+    with np.errstate(all="ignore"):  # NaN/Inf are data here: the facts report them, the tests skip them
+        return _diagnose(np.asarray(reference), np.asarray(candidate), layout, kind, tolerance, cfg, stage_inputs,
+                         input_layouts, rerun, reference_dtype, candidate_dtype)
+
+
+def _diagnose(a, b, layout, kind, tolerance, cfg, stage_inputs, input_layouts, rerun, reference_dtype,
+              candidate_dtype) -> list[Diagnosis]:
     problem = Problem(
         a=work_array(a), b=work_array(b), layout=layout, kind=kind,
         tolerance=float(tolerance) if tolerance and tolerance > 0 else 0.0, cfg=cfg,
@@ -104,16 +119,22 @@ def diagnose(reference: np.ndarray, candidate: np.ndarray, *, layout: str, kind:
         return facts
     candidates = list(facts)
     tested: list[str] = []
-    for test in diagnosis_output.TESTS + (diagnosis_inputs.TESTS if rerun is not None else ()):
-        tested.append(test.__name__)
-        try:
-            candidates += test(problem)
-        except (ValueError, IndexError, TypeError, FloatingPointError, np.linalg.LinAlgError):
-            continue  # a hypothesis that cannot be evaluated on these arrays explains nothing
-    chosen = _select(problem, candidates)
-    if not any(not is_fact(d) and problem.complete(d.residual) for d in chosen):
+
+    def settled() -> bool:  # a specific hypothesis already reproduces the candidate: skip the costly ones
+        return any(not is_fact(d) and d.kind not in GENERIC and problem.complete(d.residual) for d in candidates)
+
+    for group in (diagnosis_output.TESTS, diagnosis_inputs.TESTS if rerun is not None else ()):
+        if settled():
+            break
+        for test in group:
+            tested.append(test.__name__)
+            try:
+                candidates += test(problem)
+            except (ValueError, IndexError, TypeError, FloatingPointError, np.linalg.LinAlgError):
+                continue  # a hypothesis that cannot be evaluated on these arrays explains nothing
+    if not settled():
         candidates += diagnosis_levels.level_hypotheses(problem)
-        chosen = _select(problem, candidates)
+    chosen = _select(problem, candidates)
     if any(not is_fact(d) for d in chosen) or any(d.kind in LEVELS for d in chosen):
         return chosen
     rest = " of the rest of the difference" if chosen else ""

@@ -177,6 +177,23 @@ def _relative_errors(p: Problem, other: np.ndarray) -> np.ndarray:
     return (other[significant] - p.a[significant]) / p.a[significant]
 
 
+def _neighbour_correlation(p: Problem) -> float:
+    """Correlation of the relative error between horizontally adjacent pixels (rounding noise: ~0)."""
+    axis = {"BHWC": 2, "HW": 1}.get(p.layout)
+    if axis is None:
+        return 0.0
+    significant = p.finite & (np.abs(p.a) > 1e-3 * p.peak)
+    relative = np.zeros(p.a.shape)
+    relative[significant] = ((p.b[significant] - p.a[significant]) / p.a[significant]).real
+    length = p.a.shape[axis]
+    left = np.take(relative, range(length - 1), axis=axis)
+    right = np.take(relative, range(1, length), axis=axis)
+    both = np.take(significant, range(length - 1), axis=axis) & np.take(significant, range(1, length), axis=axis)
+    if np.count_nonzero(both) < 32 or np.std(left[both]) == 0 or np.std(right[both]) == 0:
+        return 0.0
+    return float(np.corrcoef(left[both], right[both])[0, 1])
+
+
 def dtype_narrowing(p: Problem) -> list[Diagnosis]:
     """Same dtype, but an error with the size and noise texture of a narrower type's rounding.
 
@@ -195,6 +212,9 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
     level = float(np.median(np.abs(relative)))
     upward = float(np.mean(relative.real > 0))
     if not 0.15 <= upward <= 0.85:  # rounding noise goes both ways; a constant bias is a scale, not a dtype
+        return []
+    texture = _neighbour_correlation(p)
+    if abs(texture) > 0.5:  # rounding noise is (nearly) white; a smooth error is a structural difference
         return []
     own = float(np.finfo(reference_type).eps) / 2
     fits = []
@@ -221,7 +241,8 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
                       f"relative error {level:.1e} = {level / roundoff:.2g} x its unit roundoff, noise of both "
                       f"signs{seen}): a downcast or reduced-precision arithmetic in this stage", math.nan,
                       {"narrower_type": name, "unit_roundoff": roundoff, "median_relative_error": level,
-                       "fraction_upward": upward, "simulated_median_relative_error": simulated})]
+                       "fraction_upward": upward, "neighbour_correlation": texture,
+                       "simulated_median_relative_error": simulated})]
 
 
 def numerical_alternative(p: Problem) -> list[Diagnosis]:

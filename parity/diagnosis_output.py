@@ -38,6 +38,9 @@ def from_images(images: np.ndarray, shape: tuple[int, ...], layout: str) -> np.n
 def _number(value: complex | float) -> str:
     value = complex(value)
     if abs(value.imag) <= 1e-12 * max(abs(value), 1e-300):
+        near_one = value.real - 1.0
+        if 0 < abs(near_one) < 1e-3:  # 1.0000012 would print as 1
+            return f"(1 {'+' if near_one > 0 else '-'} {abs(near_one):.2g})"
         return f"{value.real:.6g}"
     return f"({value.real:.6g}{value.imag:+.6g}j)"
 
@@ -303,7 +306,7 @@ def masked_region(p: Problem) -> list[Diagnosis]:
 
 def normalisation(p: Problem) -> list[Diagnosis]:
     """candidate = reference x a real, position-dependent factor (a divisor, weight or mask differs)."""
-    significant = p.finite & (np.abs(p.a) > SIGNIFICANT * p.peak)
+    significant = p.finite & (np.abs(p.a) > (NEAR_ZERO if p.complex else SIGNIFICANT) * p.peak)
     if np.count_nonzero(significant) < 16:
         return []
     ratio = np.ones(p.a.shape, dtype=p.b.dtype)

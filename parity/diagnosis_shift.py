@@ -62,29 +62,36 @@ def _integer_shift(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def _fit_in_cell(a: np.ndarray, b: np.ndarray, cell: tuple[int, int], inner) -> tuple[float, np.ndarray]:
-    """Least-squares (ty, tx) in [iy, iy+1] x [ix, ix+1]: bilinear translation is a weighted sum of
-    four whole-pixel shifts, so the misfit is a quadratic form in the weights, cheap on a fine grid."""
-    iy, ix = cell
-    basis = np.stack([_integer_shift(a, iy + oy, ix + ox)[inner].ravel() for oy, ox in ((0, 0), (1, 0), (0, 1),
-                                                                                        (1, 1))])
+def _fit_shift(a: np.ndarray, b: np.ndarray, estimate: np.ndarray, inner) -> np.ndarray:
+    """Least-squares (ty, tx) within a pixel of ``estimate`` (phase correlation is only good to ~0.5 px
+    on non-periodic images). Inside one pixel cell, bilinear translation is a weighted sum of four
+    whole-pixel shifts, so the misfit is a quadratic form in the weights: cheap on a fine grid."""
+    base = np.floor(estimate).astype(int)
+    corners = [(base[0] + oy, base[1] + ox) for oy in range(-1, 3) for ox in range(-1, 3)]
+    basis = np.stack([_integer_shift(a, dy, dx)[inner].ravel() for dy, dx in corners])
     target = b[inner].ravel()
     gram = np.real(basis.conj() @ basis.T)
     projection = np.real(basis.conj() @ target)
     energy = float(np.real(np.vdot(target, target)))
-    best = (math.inf, np.array([float(iy), float(ix)]))
-    centre, step = np.array([0.5, 0.5]), 0.02
-    for _ in range(3):  # 0.02 px, then 0.001 px, then 0.00005 px
+    where = {corner: index for index, corner in enumerate(corners)}
+
+    def search(cell, centre, step):
+        iy, ix = cell
+        pick = [where[(iy, ix)], where[(iy + 1, ix)], where[(iy, ix + 1)], where[(iy + 1, ix + 1)]]
+        g, q = gram[np.ix_(pick, pick)], projection[pick]
         grid = np.clip(centre[:, None] + step * np.arange(-25, 26)[None, :], 0.0, 1.0)
         fy, fx = np.meshgrid(grid[0], grid[1], indexing="ij")
         weights = np.stack([(1 - fy) * (1 - fx), fy * (1 - fx), (1 - fy) * fx, fy * fx], axis=-1)
-        misfit = np.sum((weights @ gram) * weights, axis=-1) - 2 * weights @ projection + energy
+        misfit = np.sum((weights @ g) * weights, axis=-1) - 2 * weights @ q + energy
         j = np.unravel_index(int(np.argmin(misfit)), misfit.shape)
-        centre = np.array([fy[j], fx[j]])
-        if misfit[j] < best[0]:
-            best = (float(misfit[j]), np.array([iy + fy[j], ix + fx[j]]))
-        step /= 20
-    return best
+        return float(misfit[j]), np.array([fy[j], fx[j]])
+
+    cells = [(base[0] + cy, base[1] + cx) for cy in (-1, 0, 1) for cx in (-1, 0, 1)]
+    coarse = [(search(cell, np.array([0.5, 0.5]), 0.02), cell) for cell in cells]  # 0.02 px over each cell
+    (_, fraction), cell = min(coarse, key=lambda item: item[0][0])
+    for step in (0.001, 0.00005):
+        _, fraction = search(cell, fraction, step)
+    return np.array(cell, dtype=float) + fraction
 
 
 def best_shifts(a_images: np.ndarray, b_images: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
@@ -101,15 +108,11 @@ def best_shifts(a_images: np.ndarray, b_images: np.ndarray) -> tuple[np.ndarray,
     estimates = np.array(estimates)
     if np.abs(estimates).max(initial=0.0) < 1.0 / UPSAMPLE:
         return None  # nothing moved
-    band = int(math.ceil(np.abs(estimates).max(initial=0.0))) + 2
+    band = int(math.ceil(np.abs(estimates).max(initial=0.0))) + 3  # the fit may move a pixel further
     if 2 * band >= min(a_images.shape[1:]):
         return None
     inner = (slice(band, -band), slice(band, -band))
-    shifts = []
-    for a, b, estimate in zip(a_images, b_images, estimates):
-        base = np.floor(estimate).astype(int)
-        fits = [_fit_in_cell(a, b, (base[0] + oy, base[1] + ox), inner) for oy in (-1, 0) for ox in (-1, 0)]
-        shifts.append(min(fits, key=lambda fit: fit[0])[1])
+    shifts = [_fit_shift(a, b, estimate, inner) for a, b, estimate in zip(a_images, b_images, estimates)]
     shifts = np.array(shifts)
     predicted = np.stack([translate(a, t) for a, t in zip(a_images, shifts)])
     return shifts, predicted, band
