@@ -115,3 +115,18 @@ class Problem:
                 if self.input_layouts.get(name) in layouts}
 
 
+SPATIAL = {"BHWC": (1, 2), "HW": (0, 1)}  # the spatial axes of each layout that has them
+
+
+def to_images(x: np.ndarray, layout: str) -> np.ndarray | None:
+    if layout == "BHWC" and x.ndim == 4:
+        return np.moveaxis(x, 3, 1).reshape(-1, x.shape[1], x.shape[2])
+    if layout == "HW" and x.ndim == 2:
+        return x[None]
+    return None
+
+
+def from_images(images: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
+    if layout == "BHWC":
+        return np.moveaxis(images.reshape(shape[0], shape[3], shape[1], shape[2]), 1, 3)
+    return images[0]

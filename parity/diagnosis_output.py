@@ -12,27 +12,13 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from .diagnosis_core import Diagnosis, Problem
+from .diagnosis_channels import channel_permutation
+from .diagnosis_core import SPATIAL, Diagnosis, Problem, from_images, to_images
 from .diagnosis_names import name_ratio, named_values
-from .diagnosis_shift import best_shifts, relate_to_offsets, translate
+from .diagnosis_shift import best_shifts, relate_to_offsets
 
-SPATIAL = {"BHWC": (1, 2), "HW": (0, 1)}
 NEAR_ZERO = 1e-6  # |x| <= 1e-6 max|x|: "where x is ~0" (masked, outside a support)
 SIGNIFICANT = 1e-3  # |a| > 1e-3 max|a|: where a ratio b/a means something
-
-
-def to_images(x: np.ndarray, layout: str) -> np.ndarray | None:
-    if layout == "BHWC" and x.ndim == 4:
-        return np.moveaxis(x, 3, 1).reshape(-1, x.shape[1], x.shape[2])
-    if layout == "HW" and x.ndim == 2:
-        return x[None]
-    return None
-
-
-def from_images(images: np.ndarray, shape: tuple[int, ...], layout: str) -> np.ndarray:
-    if layout == "BHWC":
-        return np.moveaxis(images.reshape(shape[0], shape[3], shape[1], shape[2]), 1, 3)
-    return images[0]
 
 
 def _number(value: complex | float) -> str:
@@ -170,66 +156,6 @@ def _describe_shifts(shifts: np.ndarray, channels: int) -> str:
                                                                                         else "")
 
 
-# ---- channels and the flattened (batch, channel) order ----
-
-def _match(a_images: np.ndarray, b_images: np.ndarray) -> np.ndarray | None:
-    """For each candidate image j, the reference image closest to it; None unless that is a permutation."""
-    cost = np.empty((len(b_images), len(a_images)))
-    for j, image in enumerate(b_images):
-        cost[j] = np.abs(a_images - image).reshape(len(a_images), -1).max(axis=1)
-    order = np.argmin(cost, axis=1)
-    return order if np.unique(order).size == order.size else None
-
-
-def channel_permutation(p: Problem) -> list[Diagnosis]:
-    if p.layout != "BHWC":
-        return []
-    k, h, w, c = p.a.shape
-    a0, b0 = np.where(p.finite, p.a, 0), np.where(p.finite, p.b, 0)
-    out = []
-    if c > 1:  # channels-first memory read as channels-last, and the reverse
-        for name, misread in (("channels-first data read as channels-last",
-                               lambda x: np.moveaxis(x, 3, 1).reshape(k, h, w, c)),
-                              ("channels-last data read as channels-first",
-                               lambda x: np.moveaxis(x.reshape(k, c, h, w), 1, 3))):
-            residual = float(np.abs(misread(a0) - b0)[p.finite].max()) / p.peak
-            out.append(Diagnosis("channel_permutation", f"candidate = reference with its memory reinterpreted: {name} "
-                                 f"(a reshape where a permute was meant)", residual, {"variant": name}))
-    images = k * c
-    if images < 2 or images > 256:
-        return out
-    a_images, b_images = to_images(a0, "BHWC"), to_images(b0, "BHWC")
-    order = _match(a_images, b_images)
-    if order is None or np.array_equal(order, np.arange(images)):
-        return out
-    corrected = from_images(a_images[order], p.a.shape, "BHWC")
-    residual = float(np.abs(corrected - b0)[p.finite].max()) / p.peak
-    sample_of = order // c
-    if np.array_equal(sample_of, np.arange(images) // c):
-        perms = (order % c).reshape(k, c)
-        same = all(np.array_equal(row, perms[0]) for row in perms)
-        what = f"channels in another order: candidate channel j = reference channel {perms[0].tolist()}[j]" if same \
-            else "channels in another order, differently per sample"
-        out.append(Diagnosis("channel_permutation", what + _grid_words(perms[0], p.cfg), residual,
-                             {"order": perms.tolist()}))
-    else:
-        cb = np.arange(images).reshape(k, c).T.ravel()  # (C, B) order read as (B, C)
-        what = ("the flattened (batch, channel) order differs: flattened (channel, batch) read as (batch, channel)"
-                if np.array_equal(order, cb) or np.array_equal(np.argsort(order), cb)
-                else "the flattened (batch, channel) order is permuted: patches land in other samples")
-        out.append(Diagnosis("channel_permutation", what, residual, {"order": order.tolist(), "batch_crossing": True}))
-    return out
-
-
-def _grid_words(perm: np.ndarray, cfg) -> str:
-    g = getattr(cfg, "gridsize", 0)
-    if g > 1 and len(perm) == g * g and np.array_equal(perm, [(j % g) * g + j // g for j in range(g * g)]):
-        return " (the g x g grid read column-major instead of row-major)"
-    if np.array_equal(perm, np.arange(len(perm))[::-1]):
-        return " (reversed)"
-    return ""
-
-
 # ---- differences confined to a region ----
 
 def border_only(p: Problem) -> list[Diagnosis]:
@@ -272,14 +198,7 @@ def masked_region(p: Problem) -> list[Diagnosis]:
     if axes is None:
         return []
     out = []
-    structure = np.zeros((3,) * p.a.ndim, bool)
-    centre = [1] * p.a.ndim
-    for axis in axes:
-        index = list(centre)
-        for offset in (0, 2):
-            index[axis] = offset
-            structure[tuple(index)] = True
-    structure[tuple(centre)] = True
+    structure = np.ones([3 if axis in axes else 1 for axis in range(p.a.ndim)], bool)  # 8-neighbours in the plane
     for source, zero in _zero_regions(p):
         if not zero.any():
             continue
@@ -299,7 +218,7 @@ def masked_region(p: Problem) -> list[Diagnosis]:
                                      f"before a smoothing/interpolation as well as after", residual,
                                      {"source": source, "dilation_px": grow, "region_fraction": fraction,
                                       "error_inside": inside}))
-                if p.explains(residual):
+                if p.complete(residual):
                     break
     return out
 
@@ -333,7 +252,7 @@ def normalisation(p: Problem) -> list[Diagnosis]:
     levels = np.unique(np.round(values, 6))
     shown = f"{len(levels)} levels" if len(levels) > 6 else "levels " + ", ".join(f"{v:.4g}" for v in levels)
     return [Diagnosis("normalisation", f"candidate = reference x a real factor that varies with position "
-                      f"({low:.3g} .. {high:.3g}, {shown}; the phase is unchanged): a divisor, weight or overlap/mask "
+                      f"({low:.6g} .. {high:.6g}, {shown}; the phase is unchanged): a divisor, weight or overlap/mask "
                       f"count differs", residual, {"gain_min": low, "gain_max": high, "levels": len(levels)})]
 
 
@@ -402,4 +321,4 @@ def overflow(p: Problem) -> list[Diagnosis]:
 TESTS = (scale, conjugate, fftshift, transpose, channel_permutation, shift, border_only, masked_region,
          normalisation, elementwise, overflow)
 
-__all__ = ["TESTS", "to_images", "from_images", "translate"]
+__all__ = ["TESTS"]
