@@ -10,7 +10,8 @@ finite on both sides and ``r`` the residual after correcting for a hypothesis (m
 explains the difference when
 
     r <= 0.5 e                                   (it removes at least half of the error) and
-    r <= max(3 x tolerance, 0.01 e)              (the corrected candidate passes, or 99% of it is gone).
+    r <= max(3 x tolerance, 0.01 min(e, 1))      (the corrected candidate passes, or 99% of it is gone,
+                                                  and what is left is at most 1% of the peak).
 
 Facts are reported whatever the rule says: a shape mismatch, and NaN/Inf the reference does not
 have. Level hypotheses ("dtype_narrowing", "numerical_alternative") say the error has the size and
@@ -43,7 +44,7 @@ __all__ = ["Diagnosis", "diagnose", "UNEXPLAINED"]
 # A level hypothesis, when it holds, describes the whole error and says whether to fix or to widen:
 # it goes before the two generic descriptions (a real gain, a pointwise function) that may also fit.
 PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "conjugate", "fftshift", "offset_sign",
-            "offset_swap_xy", "offsets_ignored", "channel_permutation", "transpose", "shift", "overflow",
+            "offset_swap_xy", "offsets_ignored", "channel_permutation", "transpose", "mirror", "shift", "overflow",
             "border_only", "masked_region", "dtype_narrowing", "numerical_alternative", "normalisation",
             "elementwise"]
 FACTS = {"shape_mismatch", "nonfinite", "dtype_mismatch"}
@@ -53,7 +54,7 @@ GENERIC = {"normalisation", "elementwise"}  # true of many mistakes: they do not
 # "each channel shifted by its neighbour's offset"; a constant factor is also an elementwise function).
 SUBSUMED_BY = {"elementwise": {"scale", "conjugate", "overflow"}, "normalisation": {"scale"},
                "shift": {"fftshift", "offset_sign", "offsets_ignored", "offset_swap_xy", "channel_permutation",
-                         "transpose"}}
+                         "transpose", "mirror"}}
 
 
 def is_fact(diagnosis: Diagnosis) -> bool:

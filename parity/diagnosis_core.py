@@ -104,7 +104,9 @@ class Problem:
             return False
         if residual > MUST_REDUCE * self.error:
             return False
-        return residual <= max(WITHIN_TOLERANCE * self.tolerance, FRACTION_LEFT * self.error)
+        # 1% of the error, but never more than 1% of the peak: a x640 "scale" that leaves 150% of the
+        # peak behind has removed 99.9% of a huge error and still explains nothing
+        return residual <= max(WITHIN_TOLERANCE * self.tolerance, FRACTION_LEFT * min(self.error, 1.0))
 
     def complete(self, residual: float) -> bool:
         """The corrected candidate would pass: nothing else is needed to explain the error."""

@@ -41,6 +41,11 @@ def _offset_transforms(name: str, x: np.ndarray) -> Iterator[tuple[str, str, np.
     mean = x.mean(axis=-1, keepdims=True)
     yield ("offset_sign", f"the offsets of input {name!r} applied with the opposite sign (patch positions "
                           f"point-reflected within each group)", 2 * mean - x)
+    for axis, word in ((0, "x"), (1, "y")):
+        mirrored = x.copy()
+        mirrored[:, :, axis] = 2 * mean[:, :, axis] - x[:, :, axis]
+        yield ("offset_sign", f"the {word} offsets of input {name!r} applied with the opposite sign (patch positions "
+                              f"mirrored in {word} within each group)", mirrored)
     yield ("offset_swap_xy", f"x and y of the offsets of input {name!r} swapped (column/row order)", x[:, :, ::-1])
     yield ("offsets_ignored", f"the offsets of input {name!r} ignored (every patch at its group's centre)",
            np.zeros_like(x))
@@ -93,12 +98,14 @@ def _transforms(p: Problem) -> Iterator[Transform]:
         elif layout == "BHWC" and x.ndim == 4:
             for kind, words, moved in _image_transforms(name, x):
                 yield kind, words, {name: moved}, None
+            if np.iscomplexobj(x):
+                yield "conjugate", f"input {name!r} conjugated (its phase sign flipped)", {name: np.conj(x)}, None
         if layout in ("BHWC", "HW") and x.ndim in (2, 4):
             axes = (1, 2) if x.ndim == 4 else (0, 1)
             if x.shape[axes[0]] == x.shape[axes[1]]:
                 spatial_inputs[name] = np.swapaxes(x, *axes)
         if layout == "HW" and np.iscomplexobj(x):
-            yield "conjugate", f"input {name!r} conjugated", {name: np.conj(x)}, None
+            yield "conjugate", f"input {name!r} conjugated (its phase sign flipped)", {name: np.conj(x)}, None
             if x.shape[0] == x.shape[1]:
                 yield "transpose", f"input {name!r} transposed (x/y swapped)", {name: x.T}, None
     out_axes = {"BHWC": (1, 2), "HW": (0, 1)}.get(p.layout)

@@ -44,7 +44,7 @@ def scale(p: Problem) -> list[Diagnosis]:
                            default=(0, math.inf))
     if abs(factor - 1) <= p.tolerance or not math.isfinite(residual):
         return []
-    rel = max(2 * residual, 4 * p.tolerance, 1e-12)
+    rel = min(max(2 * residual, 4 * p.tolerance, 1e-12), 1e-3)  # a name is only given to a precise ratio
     named = name_ratio(factor, named_values(p.cfg, p.inputs_of("HW")), rel)
     few = p.layout == "scalar" or p.a.size < 4
     if few and named is None:
@@ -106,6 +106,25 @@ def fftshift(p: Problem) -> list[Diagnosis]:
             if odd:
                 what += " (or ifftshift where fftshift is meant)"
             out.append(Diagnosis("fftshift", what, residual, {"shift": name, "axes": list(chosen)}))
+    return out
+
+
+def mirror(p: Problem) -> list[Diagnosis]:
+    """Spatial axes reversed: a flip, or the circular k -> -k of an ifft where an fft is meant."""
+    axes = SPATIAL.get(p.layout)
+    if axes is None:
+        return []
+    out = []
+    for chosen, where in ((axes, "both spatial axes"), (axes[:1], "the rows"), (axes[1:], "the columns")):
+        flipped = np.flip(p.b, axis=chosen)
+        out.append(Diagnosis("mirror", f"candidate = reference mirrored over {where} (a flip, or coordinates "
+                             f"counted from the other end)", p.residual(flipped), {"axes": list(chosen),
+                                                                                  "circular": False}))
+        circular = np.roll(flipped, 1, axis=chosen)
+        words = ("an inverse FFT where a forward one is meant (or the reverse)" if chosen == axes
+                 else "a one-axis frequency reversal")
+        out.append(Diagnosis("mirror", f"candidate = reference at -k over {where} (index -i mod n): {words}",
+                             p.residual(circular), {"axes": list(chosen), "circular": True}))
     return out
 
 
@@ -258,19 +277,34 @@ def normalisation(p: Problem) -> list[Diagnosis]:
 
 # ---- elementwise functions ----
 
-def _local_prediction_error(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """For sorted ``x``: how far each y_i is from a line through two neighbours (left pair, right pair or
-    one on each side, whichever is closest), so steps (an activation's switch point) are allowed."""
-    def line(x0, y0, x1, y1, at):
-        span = x1 - x0
-        slope = np.divide(y1 - y0, span, out=np.zeros_like(y0), where=span != 0)
-        return y0 + slope * (at - x0)
+# Neighbour windows (offsets in value order) a point is predicted from: lines and parabolas on one
+# side (so an activation's switch point, a step, is allowed) or across.
+_WINDOWS = ((-2, -1), (-1, 1), (1, 2), (-3, -2, -1), (-2, -1, 1), (-1, 1, 2), (1, 2, 3))
 
-    errors = np.full(x.shape, np.inf)
-    inner = slice(1, -1)
-    errors[inner] = np.abs(y[inner] - line(x[:-2], y[:-2], x[2:], y[2:], x[inner]))
-    errors[2:] = np.minimum(errors[2:], np.abs(y[2:] - line(x[:-2], y[:-2], x[1:-1], y[1:-1], x[2:])))
-    errors[:-2] = np.minimum(errors[:-2], np.abs(y[:-2] - line(x[1:-1], y[1:-1], x[2:], y[2:], x[:-2])))
+
+def _local_prediction_error(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """For sorted ``x``: how far each y_i is from the Lagrange polynomial through a window of its
+    neighbours, taking the window that fits best (at most 3 points, so no window can fit noise)."""
+    n = x.size
+    errors = np.full(n, np.inf)
+    index = np.arange(n)
+    for window in _WINDOWS:
+        lo, hi = max(0, -min(window)), n - max(0, max(window))
+        at = index[lo:hi]
+        xs = [x[at + offset] for offset in window]
+        ys = [y[at + offset] for offset in window]
+        prediction = np.zeros(at.size)
+        valid = np.ones(at.size, bool)
+        for j, (xj, yj) in enumerate(zip(xs, ys)):
+            weight = np.ones(at.size)
+            for m, xm in enumerate(xs):
+                if m != j:
+                    span = xj - xm
+                    valid &= span != 0
+                    weight *= np.divide(x[at] - xm, span, out=np.zeros(at.size), where=span != 0)
+            prediction += weight * yj
+        error = np.where(valid, np.abs(y[at] - prediction), np.inf)
+        errors[lo:hi] = np.minimum(errors[lo:hi], error)
     return errors
 
 
@@ -278,17 +312,20 @@ def elementwise(p: Problem) -> list[Diagnosis]:
     """candidate = f(reference) for one function f of the value (an activation or its switch point differs).
 
     In the order of the reference's values, d = b - a must follow a function of a: every d_i lies on
-    a line through two of its neighbours (on one side or across), up to noise.
+    a line or parabola through two or three of its neighbours (on one side or across), up to noise.
     """
     if p.complex:
         return []
     a, b = p.a[p.finite], p.b[p.finite]
     if a.size < 512 or np.unique(a).size < 128:
         return []
-    order = np.argsort(a, kind="stable")
-    a, deviation = a[order], (b - a)[order]
-    residual = float(_local_prediction_error(a, deviation).max()) / p.peak
-    low, high = float(deviation.min()), float(deviation.max())
+    values, group = np.unique(a, return_inverse=True)  # equal reference values must map to one value
+    count = np.bincount(group)
+    mean = np.bincount(group, b - a) / count
+    spread = float(np.abs((b - a) - mean[group]).max())
+    local = _local_prediction_error(values, mean)[1:-1]  # an end value can only be extrapolated to: any f fits it
+    residual = max(spread, float(local.max(initial=0.0))) / p.peak
+    low, high = float(mean.min()), float(mean.max())
     return [Diagnosis("elementwise", f"candidate = f(reference) for one function f of the value (f(x) - x spans "
                       f"{low:.3g} .. {high:.3g}): an activation, its switch point or another pointwise nonlinearity "
                       f"differs", residual, {"deviation_min": low, "deviation_max": high})]
@@ -318,7 +355,7 @@ def overflow(p: Problem) -> list[Diagnosis]:
     return out
 
 
-TESTS = (scale, conjugate, fftshift, transpose, channel_permutation, shift, border_only, masked_region,
+TESTS = (scale, conjugate, fftshift, transpose, mirror, channel_permutation, shift, border_only, masked_region,
          normalisation, elementwise, overflow)
 
 __all__ = ["TESTS"]

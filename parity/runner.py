@@ -174,22 +174,23 @@ class _Judge:
         from .diagnosis import Diagnosis, diagnose
 
         case, index = self.case, tap_index(self.case.pipeline, self.case.config)
-        batched = spec.layout[0] in "BM" and spec.layout != "scalar"
-        keep = slice(None) if not batched else slice(0, DIAGNOSIS_SAMPLES)
-        inputs = {name: np.asarray(case.inputs[name] if name in case.inputs else self.store.load(name))
-                  for name in spec.inputs if name in case.inputs or name in self.store}
-        inputs = {name: x[keep] if index[name].layout[0] in "BM" and batched else x for name, x in inputs.items()}
+        batched = spec.layout[0] in "BM"  # samples along axis 0: hand over the first few only
+
+        def first_samples(name: str) -> np.ndarray:  # sliced before reading: a spilled tap stays on disk
+            source = case.inputs[name] if name in case.inputs else self.store.get(name)
+            sliced = batched and index[name].layout[0] in "BM"
+            return np.asarray(source[:DIAGNOSIS_SAMPLES] if sliced else source[()])
+
+        inputs = {name: first_samples(name) for name in spec.inputs if name in case.inputs or name in self.store}
         rerun = None
         if mode == "isolated" and self.reference is not None:  # the candidate saw exactly these inputs
             def rerun(transformed):
                 return self.reference.run_stage(spec.name, case.pipeline, case.config, transformed, case.weights)
         tolerance = criteria.max_rel_to_peak or criteria.rtol or 1e-6
         try:
-            reference, candidate = self.store.load(spec.name), np.asarray(value)
-            if batched:
-                reference, candidate = reference[keep], candidate[keep]
-            return diagnose(reference, candidate, layout=spec.layout,
-                            kind=spec.kind, tolerance=tolerance, cfg=case.config, stage_inputs=inputs,
+            candidate = np.asarray(value)[:DIAGNOSIS_SAMPLES] if batched else np.asarray(value)
+            return diagnose(first_samples(spec.name), candidate, layout=spec.layout, kind=spec.kind,
+                            tolerance=tolerance, cfg=case.config, stage_inputs=inputs,
                             input_layouts={name: index[name].layout for name in inputs}, rerun=rerun)
         except Exception as error:  # noqa: BLE001 - a diagnosis bug must never hide the verdict
             return [Diagnosis("diagnosis_failed", f"diagnosis raised {type(error).__name__}: {error}", math.nan)]
