@@ -94,8 +94,9 @@ def diagnose(reference: np.ndarray, candidate: np.ndarray, *, layout: str, kind:
     """The hypotheses that explain why ``candidate`` differs from ``reference``, best first.
 
     ``reference``/``candidate`` are canonical arrays of the same samples (axis 0 for batch
-    layouts); ``stage_inputs`` the stage's canonical inputs for those samples, ``input_layouts``
-    their registry layouts; ``rerun(inputs)`` runs the reference's stage on transformed inputs.
+    layouts); ``stage_inputs`` the stage's canonical inputs for those samples (those both sides
+    saw), ``input_layouts`` the registry layouts of all the stage's inputs; ``rerun(inputs)`` runs
+    the reference's stage on transformed inputs.
     Returns ``[]`` when there is nothing to explain, else at least one diagnosis (``unexplained``
     when no hypothesis explains the difference).
     """

@@ -116,8 +116,9 @@ def nonfinite(p: Problem) -> list[Diagnosis]:
         nan = int(np.count_nonzero(np.isnan(values[new])))
         finite_side = p.a if side == "candidate" else p.b
         near_zero = float(np.mean(np.abs(finite_side[new]) <= 1e-6 * (p.peak or 1.0)))
-        inputs_finite = all(np.isfinite(np.asarray(x)).all() for x in p.stage_inputs.values()) if p.stage_inputs \
-            else None
+        every_input = bool(p.stage_inputs) and set(p.input_layouts) <= set(p.stage_inputs)
+        inputs_finite = all(np.isfinite(np.asarray(x)).all() for x in p.stage_inputs.values()) if every_input \
+            else None  # "first appear here" only when every input of the stage was handed over
         words = [f"{side} has {nan} NaN and {count - nan} Inf where the {other} is finite "
                  f"({count} of {p.a.size} elements)"]
         if near_zero >= 0.5:

@@ -181,7 +181,10 @@ class _Judge:
             sliced = batched and index[name].layout[0] in "BM"
             return np.asarray(source[:DIAGNOSIS_SAMPLES] if sliced else source[()])
 
-        inputs = {name: first_samples(name) for name in spec.inputs if name in case.inputs or name in self.store}
+        # isolated: the candidate ran on the reference's recorded inputs; propagated: only the pipeline's own
+        # inputs are shared by both sides (a later stage's inputs differ where upstream differs)
+        shared = [name for name in spec.inputs if name in case.inputs or (mode == "isolated" and name in self.store)]
+        inputs = {name: first_samples(name) for name in shared}
         rerun = None
         if mode == "isolated" and self.reference is not None:  # the candidate saw exactly these inputs
             def rerun(transformed):
@@ -191,7 +194,7 @@ class _Judge:
             candidate = np.asarray(value)[:DIAGNOSIS_SAMPLES] if batched else np.asarray(value)
             return diagnose(first_samples(spec.name), candidate, layout=spec.layout, kind=spec.kind,
                             tolerance=tolerance, cfg=case.config, stage_inputs=inputs,
-                            input_layouts={name: index[name].layout for name in inputs}, rerun=rerun)
+                            input_layouts={name: index[name].layout for name in spec.inputs}, rerun=rerun)
         except Exception as error:  # noqa: BLE001 - a diagnosis bug must never hide the verdict
             return [Diagnosis("diagnosis_failed", f"diagnosis raised {type(error).__name__}: {error}", math.nan)]
 
