@@ -45,6 +45,10 @@ def canvas_offset_sign(ctx, patches, offsets):
     return _canvas(ctx, patches, centred_offsets(offsets))
 
 
+def canvas_offset_sign_x(ctx, patches, offsets):
+    return S.object_canvas(ctx, patches, offsets * torch.tensor([-1.0, 1.0], dtype=offsets.dtype))
+
+
 def canvas_offset_swap_xy(ctx, patches, offsets):
     return _canvas(ctx, patches, -centred_offsets(offsets.flip(-1)))
 
@@ -217,6 +221,14 @@ def farfield_unnormalised(ctx, wave):
 
 def farfield_norm_forward(ctx, wave):
     return torch.fft.fft2(wave, norm="forward")
+
+
+def farfield_inverse(ctx, wave):
+    return torch.fft.ifft2(wave) * ctx.cfg.N
+
+
+def exit_wave_conjugate_patches(ctx, probe, patches):
+    return S.exit_wave(ctx, probe, patches.conj())
 
 
 def farfield_ortho(ctx, wave):
