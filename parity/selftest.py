@@ -81,7 +81,8 @@ class SelftestResult:
                     else ""),
                  f"refactors: {sum(r.passed for r in counts['refactor'])}/{len(counts['refactor'])} pass",
                  f"clean candidate: {sum(not r.passed for r in counts['clean'])} false positives in "
-                 f"{len(counts['clean'])} runs ({self.seeds} seed(s) per built-in case)"]
+                 f"{len(counts['clean'])} runs ({self.seeds} seed(s) per built-in case)" if counts["clean"]
+                 else "clean candidate: not run"]
         lines += [f"{row.status}: {row.kind} {row.id} on {row.case}: {row.note}" for row in self.rows
                   if not row.passed]
         lines.append("SELFTEST PASS" if self.passed else "SELFTEST FAIL")
@@ -92,8 +93,8 @@ class SelftestResult:
         from rich.table import Table
 
         table = Table(title="parity selftest", box=box.SIMPLE_HEAD, title_justify="left", pad_edge=False)
-        for column in ("fault", "tap", "detected", "localized", "diagnosis (expected: got)", ""):
-            table.add_column(column, no_wrap=column != "diagnosis (expected: got)")
+        for column in ("fault", "tap", "detected", "localized", "expected", "diagnoses", ""):
+            table.add_column(column, no_wrap=column != "diagnoses")
 
         def mark(value: bool | None) -> str:
             return {True: "yes", False: "NO", None: "-"}[value]
@@ -101,11 +102,11 @@ class SelftestResult:
         for row in self.rows:
             if row.kind == "fault":
                 expected = "unexplained" if row.expected is None else "|".join(row.expected)
-                table.add_row(row.id, row.tap or "-", mark(row.detected), mark(row.localized),
-                              f"{expected}: {', '.join(row.diagnoses) or '-'}", row.status)
+                table.add_row(row.id, row.tap or "-", mark(row.detected), mark(row.localized), expected,
+                              ", ".join(row.diagnoses) or "-", row.status)
             elif row.kind == "refactor" or not row.passed:
                 what = f"{row.kind}: {row.id}"
-                table.add_row(what, row.found_tap or "-", "-", "-", row.note or "passes", row.status)
+                table.add_row(what, row.found_tap or "-", "-", "-", "pass", row.note or "passes", row.status)
         return table
 
 
