@@ -18,6 +18,7 @@ from typing import Any
 
 from .cases import BUILTIN_CASES, Case, builtin_case
 from .diagnosis import UNEXPLAINED
+from .errors import ParityInputError
 from .faults import FAULTS, REFACTORS, Fault, Refactor
 from .results import RunReport
 from .runner import run_case
@@ -205,9 +206,13 @@ def run_selftest(*, seeds: int = 20, only: Sequence[str] | None = None, cases: S
         if progress is not None:
             progress(row)
 
-    for fault in _chosen(FAULTS, only):
+    faults, refactors = _chosen(FAULTS, only), _chosen(REFACTORS, only)
+    if only and not (faults or refactors):
+        raise ParityInputError(f"--only {list(only)}: no fault or refactor id matches; ids: "
+                               f"{[item.id for item in (*FAULTS, *REFACTORS)]}")
+    for fault in faults:
         record(check_fault(fault, reference, tolerances))
-    for refactor in _chosen(REFACTORS, only):
+    for refactor in refactors:
         record(check_refactor(refactor, reference, tolerances))
     if clean:
         from backends.torch import TorchBackend

@@ -89,3 +89,8 @@ def test_cli_selftest_subset(capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "fft-not-orthonormal" in out and "SELFTEST PASS" in out
+
+
+def test_cli_selftest_refuses_a_pattern_that_matches_nothing(capsys):
+    assert main(["selftest", "--only", "no-such-fault", "--no-clean"]) == 2
+    assert "no fault or refactor id matches" in capsys.readouterr().err
