@@ -198,6 +198,15 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--factor", type=float, default=2.0,
                       help="a failing tap got worse when its error / tolerance grew by more than this (default 2)")
     diff.add_argument("--all", action="store_true", help="list unchanged taps too")
+
+    selftest = commands.add_parser("selftest", help="inject known port bugs into the Torch candidate and check "
+                                   "that each is detected, localized and diagnosed")
+    selftest.add_argument("--seeds", type=_positive_int, default=20,
+                          help="seeds per built-in case for the clean candidate (default 20)")
+    selftest.add_argument("--fast", action="store_true", help="one seed per built-in case (what `nox -s tests` runs)")
+    selftest.add_argument("--only", action="append", metavar="GLOB", help="faults/refactors whose id matches")
+    selftest.add_argument("--no-clean", action="store_true", help="skip the clean candidate's runs")
+    selftest.add_argument("--out", metavar="DIR", help="also write DIR/selftest.json")
     return parser
 
 
@@ -478,9 +487,27 @@ def command_diff(args) -> int:
     return EXIT_DIVERGED if worse else EXIT_OK
 
 
+def command_selftest(args) -> int:
+    from .report import make_console, write_json_atomic
+    from .selftest import run_selftest
+
+    console = make_console()
+    result = run_selftest(seeds=1 if args.fast else args.seeds, only=args.only, clean=not args.no_clean,
+                          progress=lambda row: console.print(f"  {row.status:>7}  {row.kind:<8} {row.id} "
+                                                             f"({row.case}, {row.seconds:.1f} s)", highlight=False))
+    console.print(result.table())
+    for line in result.summary_lines():
+        console.print(line, style="green" if line.endswith("PASS") else ("red" if "FAIL" in line else ""),
+                      highlight=False)
+    if args.out:
+        print(f"written {write_json_atomic(Path(args.out) / 'selftest.json', result.to_dict())}")
+    return EXIT_OK if result.passed else EXIT_DIVERGED
+
+
+
 COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record, "check": command_check,
             "calibrate": command_calibrate, "report": command_report, "diff": command_diff,
-            "bench": command_bench}
+            "bench": command_bench, "selftest": command_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

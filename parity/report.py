@@ -202,6 +202,23 @@ def render_table(report: RunReport) -> Table:
     return table
 
 
+def _diagnosis_lines(report: RunReport) -> list[str]:
+    """One line per diagnosis of the first divergence (issue #9), in the mode it diverged in."""
+    divergence = report.first_divergence
+    if divergence is None or divergence.tap is None:
+        return []
+    try:
+        result = report.tap(divergence.tap).modes.get(divergence.mode)
+    except KeyError:
+        return []
+    lines = []
+    for diagnosis in getattr(result, "diagnoses", None) or []:
+        residual = diagnosis.residual
+        left = f" [residual {residual:.1e}]" if residual == residual else ""
+        lines.append(f"{diagnosis.kind}: {diagnosis.summary}{left}")
+    return lines
+
+
 def summary_lines(report: RunReport) -> list[str]:
     lines = [f"{audit.name} audit: {message}" for audit in report.audits if not audit.passed
              for message in audit.messages]
@@ -213,6 +230,7 @@ def summary_lines(report: RunReport) -> list[str]:
         lines += [f"  {message}" for message in divergence.messages[1:4]]
         if divergence.inherited:
             lines.append("  (every stage passes in isolation: the error accumulated across stages)")
+        lines += [f"  diagnosis: {line}" for line in _diagnosis_lines(report)]
     for tap in report.taps:
         if tap.status in ("not_compared", "not_comparable") or (tap.status == "unjudged" and tap.reason):
             lines.append(f"{tap.name}: {tap.reason}")

@@ -26,6 +26,7 @@ from .audits import affected_taps, config_audit, reference_audit, resolve_all, w
 from .capture import OutputLog
 from .cases import Case
 from .chunks import DEFAULT_CHUNK_BYTES, batch_of, plan
+from .diagnose_run import SampleKeeper, attach_diagnoses
 from .divergence import amplification, first_divergence
 from .dumps import TapDump
 from .evidence import EvidenceSettings
@@ -49,6 +50,7 @@ class RunOptions:
     stage_timeout: float | None = DEFAULT_STAGE_TIMEOUT  # seconds a stage may run without delivering a tap
     log_path: Path | None = None  # adapter output goes here (default: a file beside the report, or none)
     evidence: EvidenceSettings | None = EvidenceSettings()  # what `run_and_write` keeps for the HTML report
+    diagnose: bool = True  # say what kind of mistake each stage that fails on its own makes
 
 
 def _selected(specs: list[TapSpec], patterns: tuple[str, ...] | None) -> list[TapSpec]:
@@ -159,8 +161,9 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         report.first_divergence = first_divergence(results, audits)
         return _finish(report, log)
 
+    keeper = SampleKeeper() if options.diagnose else None
     flow = CaseRun(case, reference, candidate, tolerances, options, graphs, selected, not_comparable, guards,
-                   observers, device)
+                   observers + ([keeper] if keeper is not None else []), device)
     batch = batch_of(case.pipeline, case.inputs)
     chunks = plan(case.pipeline, registry, case.config, batch, options.spill_bytes, options.batch_chunk)
     started = time.perf_counter()
@@ -190,6 +193,13 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         if finish is not None:
             finish(report)
     report.first_divergence = first_divergence(results, audits, report.stopped)
+    if keeper is not None and report.stop_kind is None:
+        rerun = None
+        if not golden and guards["reference"].stuck is None:
+            def rerun(tap, inputs):
+                return guards["reference"].call(f"run_stage({tap!r})", reference.run_stage, tap, case.pipeline,
+                                                case.config, inputs, case.weights)
+        attach_diagnoses(report, keeper, case, {spec.name: spec for spec in graphs["candidate"].specs}, rerun)
     return _finish(report, log)
 
 

@@ -1,0 +1,77 @@
+"""Named constants a ratio between reference and candidate is checked against (N, sqrt(N), s, 1/s, 2, pi, ...).
+
+Built from the configuration (no tap names) and from the stage's illumination-like inputs (an "HW"
+input: its L2 norm, energy, peak, ...), so "x 0.0213" reads "x 1/||probe||_2".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+FFT = "a missing or extra 1/N normalisation (an FFT without norm='ortho', or normalised twice)"
+HALF_FFT = "a 1/sqrt(N) normalisation applied once per axis, or once too often"
+FFT_SQUARED = "1/N^2 where 1/N is meant (norm='forward' vs 'ortho'), or a squared 1/N factor"
+SCALE = "intensity_scale applied the wrong way (x s instead of / s) or not at all"
+SCALE_SQUARED = "intensity_scale applied the wrong way twice, or squared (x s instead of / s)"
+CHANNELS = "a sum over the C channels where a mean is meant (or the reverse)"
+FACTOR_2 = "a factor 2 (a doubled sum, a mean over two parts, a missing 1/2)"
+PI = "radians vs half turns (a factor pi)"
+SQRT2 = "a 1/sqrt(2) normalisation (e.g. of a complex Gaussian)"
+SIGN = "a sign flip"
+NORM = "the {name} normalised one more (or one fewer) time than in the reference"
+
+
+def _add(table: list[tuple[str, float, str]], name: str, value: float, hint: str) -> None:
+    if math.isfinite(value) and value > 0 and abs(value - 1.0) > 1e-9:
+        table.append((name, float(value), hint))
+
+
+def _pair(table, name: str, value: float, hint: str) -> None:
+    _add(table, name, value, hint)
+    _add(table, f"1/{name}", 1.0 / value if value else math.nan, hint)
+
+
+def named_values(cfg: Any, inputs: dict[str, np.ndarray] | None = None) -> list[tuple[str, float, str]]:
+    """(name, value, what it usually means), simplest names first."""
+    table: list[tuple[str, float, str]] = []
+    for name, value, hint in (("2", 2.0, FACTOR_2), ("4", 4.0, FACTOR_2), ("pi", math.pi, PI),
+                              ("2pi", 2 * math.pi, PI), ("sqrt(2)", math.sqrt(2.0), SQRT2)):
+        _pair(table, name, value, hint)
+    if cfg is not None:
+        n, s, c = float(cfg.N), float(cfg.intensity_scale), float(cfg.C)
+        _pair(table, "N", n, FFT)
+        _pair(table, "sqrt(N)", math.sqrt(n), HALF_FFT)
+        _pair(table, "N^2", n * n, FFT_SQUARED)
+        _pair(table, "s", s, SCALE)
+        _pair(table, "s^2", s * s, SCALE_SQUARED)
+        _pair(table, "sqrt(s)", math.sqrt(s), SCALE)
+        _pair(table, "C", c, CHANNELS)
+    for key, array in (inputs or {}).items():
+        magnitude = np.abs(np.asarray(array, dtype=np.complex128 if np.iscomplexobj(array) else np.float64))
+        energy = float(np.sum(magnitude**2))
+        hint = NORM.format(name=key)
+        _pair(table, f"||{key}||_2", math.sqrt(energy), hint)
+        _pair(table, f"||{key}||_2^2", energy, hint)
+        _pair(table, f"max|{key}|", float(magnitude.max()) if magnitude.size else math.nan, hint)
+        _pair(table, f"rms({key})", math.sqrt(energy / magnitude.size) if magnitude.size else math.nan, hint)
+        _pair(table, f"sum|{key}|", float(magnitude.sum()), hint)
+    return table
+
+
+def name_ratio(ratio: complex | float, table: list[tuple[str, float, str]], rel: float) -> tuple[str, str] | None:
+    """('N', hint) when ``ratio`` is a named value (or its negative) to within ``rel``; else None."""
+    value = complex(ratio)
+    if abs(value.imag) > rel * abs(value):
+        return None
+    real = value.real
+    if abs(real + 1.0) <= rel:
+        return "-1", SIGN
+    sign = "-" if real < 0 else ""
+    matches = [(name, hint) for name, named, hint in table if abs(abs(real) / named - 1.0) <= rel]
+    if not matches:
+        return None
+    names = " = ".join(dict.fromkeys(name for name, _ in matches[:3]))
+    return f"{sign}{names}", matches[0][1] + (" with a sign flip" if sign else "")

@@ -1,0 +1,471 @@
+"""parity.diagnosis on synthetic arrays: every hypothesis names what it should, and near misses are never
+explained (a guess is worse than "unexplained").
+
+The rerun hypotheses use a small NumPy "stage" (each channel of a patch stack moved by its centred
+offset), so no framework is needed here; the real stages are exercised by tests/test_selftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backends.common.config import resolve_config
+from parity.diagnosis import UNEXPLAINED, diagnose
+from parity.diagnosis_shift import translate
+from parity.synthetic import generator, smooth_field
+
+CFG = resolve_config({"N": 32, "gridsize": 2, "intensity_scale": 2.5})
+
+
+def kinds(diagnoses):
+    return [d.kind for d in diagnoses]
+
+
+def field(seed: int, shape=(2, 32, 32, 4), complex_=True) -> np.ndarray:
+    """Smooth random images (k, H, W, C): amplitude in [0.5, 1], phase in [-1, 1] (or real)."""
+    rng = generator(seed)
+    k, h, w, c = shape
+    out = np.empty(shape, complex if complex_ else float)
+    for b in range(k):
+        for ch in range(c):
+            amplitude = 0.5 + 0.5 * smooth_field(rng, (h, w), 4.0)
+            phase = 2 * smooth_field(rng, (h, w), 4.0) - 1
+            out[b, :, :, ch] = amplitude * np.exp(1j * phase) if complex_ else amplitude * phase
+    return out
+
+
+def run(a, b, layout="BHWC", tolerance=1e-6, **kw):
+    return diagnose(a, b, layout=layout, kind="complex" if np.iscomplexobj(a) else "real", tolerance=tolerance,
+                    cfg=kw.pop("cfg", CFG), **kw)
+
+
+# ---- nothing to explain, and nothing explains ----
+
+def test_identical_arrays_need_no_diagnosis():
+    a = field(0)
+    assert run(a, a.copy()) == []
+
+
+@pytest.mark.parametrize("make", [
+    pytest.param(lambda a, rng: a + 0.1 * (rng.normal(size=a.shape) + 1j * rng.normal(size=a.shape)), id="noise"),
+    pytest.param(lambda a, rng: field(99), id="unrelated"),
+    pytest.param(lambda a, rng: a * (1 + 0.3 * rng.uniform(size=a.shape)) * np.exp(0.2j * rng.normal(size=a.shape)),
+                 id="random-gain-and-phase"),
+])
+def test_an_unrelated_difference_is_unexplained(make):
+    a = field(1)
+    found = run(a, make(a, generator(5)))
+    assert kinds(found) == [UNEXPLAINED]
+    assert found[0].summary == "no hypothesis explains it"
+    assert found[0].evidence["tested"]  # says what it tried
+
+
+def test_diagnoses_serialise_to_strict_json():
+    a = field(2)
+    for diagnosis in run(a, 32 * a) + run(a, a + 0.1):
+        json.dumps(diagnosis.to_dict(), allow_nan=False)
+
+
+# ---- constant factors ----
+
+@pytest.mark.parametrize("factor, name", [(32.0, "N"), (1 / 32, "1/N"), (2.5, "s"), (1 / 2.5, "1/s"), (6.25, "s^2"),
+                                          (2.0, "2"), (-1.0, "-1")])
+def test_a_named_scale_is_named(factor, name):
+    a = field(3)
+    found = run(a, factor * a)
+    assert kinds(found)[0] == "scale"
+    assert found[0].evidence["named"] == name
+    assert found[0].residual < 1e-12
+
+
+def test_an_unnamed_scale_gives_its_value_and_a_phase_factor_its_angle():
+    a = field(4)
+    found = run(a, 1.37 * a)
+    assert kinds(found) == ["scale"] and "1.37" in found[0].summary and found[0].evidence["named"] is None
+    found = run(a, np.exp(0.3j) * a)
+    assert kinds(found) == ["scale"] and "exp(i 0.3)" in found[0].summary
+
+
+def test_the_probe_norm_is_named_from_an_illumination_input():
+    a, probe = field(5), field(6, (1, 32, 32, 1))[0, :, :, 0]
+    norm = np.sqrt(np.sum(np.abs(probe) ** 2))
+    found = run(a, a / norm, stage_inputs={"probe": probe}, input_layouts={"probe": "HW"})
+    assert found[0].kind == "scale" and found[0].evidence["named"] == "1/||probe||_2"
+
+
+def test_a_position_dependent_gain_is_not_a_scale():
+    a = field(7)
+    gain = 1 + 0.2 * smooth_field(generator(8), (32, 32), 4.0)[None, :, :, None]
+    found = run(a * 0 + a.real, (a * 0 + a.real) * gain)  # real data, the same gain map everywhere
+    assert "scale" not in kinds(found)
+    assert kinds(found) == ["normalisation"]
+
+
+def test_a_small_scale_under_larger_noise_is_not_a_scale():
+    a = field(9)
+    noise = 0.05 * generator(10).normal(size=a.shape)
+    assert "scale" not in kinds(run(a, 1.02 * a * (1 + noise)))
+
+
+def test_a_dominant_scale_with_noise_left_over_says_so():
+    a = field(9)
+    noise = 0.002 * generator(10).normal(size=a.shape)
+    found = run(a, 32 * a * (1 + noise))
+    assert found[0].kind == "scale" and found[0].evidence["named"] == "N"
+    assert "something else differs too" in found[0].summary and 1e-3 < found[0].residual < 1e-2
+
+
+def test_a_huge_error_mostly_removed_is_not_explained_when_much_of_the_peak_is_left():
+    a = np.abs(field(9)) * 40
+    found = run(a, a**2)  # 99.9% of a x40 error is "a scale", but 1.5x the peak is left: it is a square
+    assert "scale" not in kinds(found)
+    assert kinds(found)[0] == "elementwise"
+
+
+def test_a_scalar_ratio_is_only_a_scale_when_named():
+    assert kinds(run(np.array(3.0), np.array(3.0 * 32), layout="scalar"))[0] == "scale"
+    assert kinds(run(np.array(3.0), np.array(3.0 * 1.9), layout="scalar")) == [UNEXPLAINED]
+    assert kinds(run(np.array([1.0, 2.0]), np.array([1.7, 3.9]), layout="B")) == [UNEXPLAINED]
+
+
+# ---- complex conjugation ----
+
+def test_conjugation_and_swapped_parts():
+    a = field(11)
+    assert kinds(run(a, np.conj(a)))[0] == "conjugate"
+    swapped = run(a, a.imag + 1j * a.real)
+    assert swapped[0].kind == "conjugate" and "swapped" in swapped[0].summary
+
+
+def test_a_phase_that_changes_by_position_is_not_a_conjugation():
+    a = field(12)
+    ramp = np.exp(1j * np.linspace(0, 0.5, 32))[None, None, :, None]
+    assert "conjugate" not in kinds(run(a, a * ramp))
+
+
+# ---- rearrangements of the spatial axes ----
+
+def test_transposed_spatial_axes():
+    a = field(13)
+    assert kinds(run(a, np.swapaxes(a, 1, 2)))[0] == "transpose"
+
+
+def test_one_transposed_sample_is_not_a_transpose():
+    a = field(14)
+    b = a.copy()
+    b[0] = np.swapaxes(a[0], 0, 1)
+    assert "transpose" not in kinds(run(a, b))
+
+
+def test_mirrored_axes_and_an_inverse_fft():
+    a = field(51)
+    assert kinds(run(a, a[:, ::-1]))[0] == "mirror"
+    spectrum = np.fft.fft2(field(52), axes=(1, 2))
+    inverse = np.fft.ifft2(field(52), axes=(1, 2)) * 32 * 32
+    found = run(spectrum, inverse)
+    assert found[0].kind == "mirror" and found[0].evidence["circular"] and "inverse FFT" in found[0].summary
+
+
+def test_a_missing_fftshift():
+    a = field(15)
+    assert kinds(run(a, np.fft.fftshift(a, axes=(1, 2))))[0] == "fftshift"
+    one_axis = run(a, np.fft.fftshift(a, axes=(1,)))
+    assert one_axis[0].kind == "fftshift" and "row axis only" in one_axis[0].summary
+
+
+def test_a_roll_by_less_than_half_is_not_an_fftshift():
+    a = field(16)
+    assert "fftshift" not in kinds(run(a, np.roll(a, (15, 16), axis=(1, 2))))
+
+
+def _moved(a: np.ndarray, shift_yx) -> np.ndarray:
+    out = np.empty_like(a)
+    for b in range(a.shape[0]):
+        for c in range(a.shape[3]):
+            out[b, :, :, c] = translate(a[b, :, :, c], shift_yx)
+    return out
+
+
+@pytest.mark.parametrize("shift_yx", [(2.0, -1.0), (0.3, 0.0), (-1.25, 0.6)])
+def test_a_shift_is_measured(shift_yx):
+    a = field(17)
+    found = run(a, _moved(a, shift_yx))
+    assert kinds(found)[0] == "shift"
+    measured = np.array(found[0].evidence["shifts_xy"])[:, ::-1]  # back to (y, x)
+    assert np.allclose(measured, shift_yx, atol=0.01)
+
+
+def test_a_smooth_additive_error_is_not_a_shift():
+    a = field(18)
+    bump = 0.05 * smooth_field(generator(19), (32, 32), 4.0)[None, :, :, None]
+    assert "shift" not in kinds(run(a, a + bump))
+
+
+# ---- channels and the flattened (batch, channel) order ----
+
+def test_channels_in_another_order():
+    a = field(20)
+    found = run(a, a[..., [0, 2, 1, 3]])
+    assert found[0].kind == "channel_permutation" and "column-major" in found[0].summary
+
+
+def test_channels_first_memory_read_as_channels_last():
+    a = field(21)
+    k, h, w, c = a.shape
+    found = run(a, np.moveaxis(a, 3, 1).reshape(k, h, w, c))
+    assert found[0].kind == "channel_permutation" and "channels-first" in found[0].summary
+
+
+def test_the_flattened_batch_channel_order():
+    a = field(22)
+    k, h, w, c = a.shape
+    images = np.moveaxis(a, 3, 1).reshape(k * c, h, w)
+    order = np.arange(k * c).reshape(k, c).T.ravel()
+    b = np.moveaxis(images[order].reshape(k, c, h, w), 1, 3)
+    found = run(a, b)
+    assert found[0].kind == "channel_permutation" and found[0].evidence["batch_crossing"]
+
+
+def test_a_permutation_with_one_channel_also_rescaled_is_unexplained():
+    a = field(23)
+    b = a[..., [0, 2, 1, 3]].copy()
+    b[..., 1] *= 1.1
+    assert "channel_permutation" not in kinds(run(a, b))
+
+
+# ---- differences confined to a region ----
+
+def _disk(n: int = 32) -> np.ndarray:
+    y, x = np.mgrid[0:n, 0:n] - (n / 2 - 0.5)
+    return ((x**2 + y**2) < (n // 4) ** 2).astype(float)
+
+
+def test_a_border_band():
+    a = field(24)
+    b = a.copy()
+    b[:, 0] *= 1.2
+    b[:, :, -1] += 0.1
+    found = run(a, b)
+    assert found[0].kind == "border_only" and found[0].evidence["band_px"] == 1
+
+
+def test_a_border_band_with_an_interior_pixel_is_not_border_only():
+    a = field(25)
+    b = a.copy()
+    b[:, 0] *= 1.2
+    b[1, 16, 16, 2] += 0.3
+    assert "border_only" not in kinds(run(a, b))
+
+
+def test_a_difference_at_the_edge_of_a_mask():
+    disk = _disk()
+    a = field(26) * disk[None, :, :, None]
+    ring = disk - (np.roll(disk, 1, 0) * np.roll(disk, -1, 0) * np.roll(disk, 1, 1) * np.roll(disk, -1, 1))
+    b = a * (1 - 0.5 * ring[None, :, :, None])
+    found = run(a, b)
+    assert "masked_region" in kinds(found)
+    assert next(d for d in found if d.kind == "masked_region").evidence["dilation_px"] == 1
+
+
+def test_a_blob_far_from_any_zero_is_not_a_masked_region():
+    disk = _disk()
+    a = field(27) * disk[None, :, :, None]
+    b = a.copy()
+    b[:, 15:17, 15:17] *= 1.3
+    assert "masked_region" not in kinds(run(a, b))
+
+
+def test_a_real_position_dependent_factor_on_complex_data():
+    a = field(28)
+    gain = 0.5 + smooth_field(generator(29), (32, 32), 3.0)[None, :, :, None]
+    found = run(a, a * gain)
+    assert kinds(found) == ["normalisation"]
+
+
+def test_a_gain_that_also_turns_the_phase_is_not_a_normalisation():
+    a = field(30)
+    gain = 0.5 + smooth_field(generator(31), (32, 32), 3.0)[None, :, :, None]
+    assert "normalisation" not in kinds(run(a, a * gain * np.exp(0.05j * generator(32).normal(size=a.shape))))
+
+
+# ---- elementwise functions and integer wrap-around ----
+
+def test_an_activation_that_differs():
+    x = 4 * field(33, complex_=False)
+    sigmoid = 1 / (1 + np.exp(-x))
+    assert kinds(run(sigmoid, x * sigmoid, tolerance=1e-5))[0] == "elementwise"
+
+
+def test_an_activation_plus_a_spatial_error_is_not_elementwise():
+    x = 4 * field(34, complex_=False)
+    sigmoid = 1 / (1 + np.exp(-x))
+    bump = 0.1 * smooth_field(generator(35), (32, 32), 3.0)[None, :, :, None]
+    assert "elementwise" not in kinds(run(sigmoid, x * sigmoid + bump, tolerance=1e-5))
+
+
+def test_a_square_wrapping_in_uint16():
+    counts = np.round(4e5 * np.abs(field(36, complex_=False)))
+    found = run(counts, counts % 65536)
+    assert found[0].kind == "overflow" and found[0].evidence["type"] == "uint16"
+
+
+def test_a_wrap_plus_noise_is_not_an_overflow():
+    counts = np.round(4e5 * np.abs(field(37, complex_=False)))
+    noisy = (counts % 65536 + 2e4 * generator(38).uniform(size=counts.shape)) % 65536
+    assert "overflow" not in kinds(run(counts, noisy))
+
+
+# ---- facts: NaN/Inf, shapes, dtypes ----
+
+def test_nan_first_appearing_where_the_reference_is_zero():
+    a = field(39) * _disk()[None, :, :, None]
+    b = np.where(a == 0, np.nan, a)
+    found = run(a, b, stage_inputs={"x": np.ones(3)}, input_layouts={"x": "B"})
+    assert found[0].kind == "nonfinite"
+    assert found[0].evidence["fraction_where_other_is_zero"] == 1.0 and "first appear here" in found[0].summary
+
+
+def test_a_canvas_of_another_size_names_the_knob():
+    cfg = resolve_config({"N": 32, "gridsize": 2, "offset": 4, "buffer": 10})
+    a = field(40, (2, cfg.P, cfg.P, 1))
+    b = a[:, 5:-5, 5:-5]
+    found = run(a, b, cfg=cfg)
+    assert kinds(found) == ["shape_mismatch"]
+    assert any(knob.startswith("buffer=0") for knob in found[0].evidence["knobs"])
+    assert found[0].evidence["common_centre_residual"] == 0.0
+
+
+def test_a_tensor_delivered_channels_first():
+    a = field(41)
+    found = run(a, np.transpose(a, (0, 3, 1, 2)))
+    assert found[0].kind == "shape_mismatch" and found[0].evidence["axes"] == [0, 2, 3, 1]
+
+
+def test_a_downcast_in_a_float64_run():
+    a = field(42)
+    found = run(a, a.astype(np.complex64).astype(np.complex128), tolerance=1e-12)
+    assert kinds(found) == ["dtype_narrowing"]
+    narrowed = run(a, a.astype(np.complex64), tolerance=1e-12)
+    assert narrowed[0].kind == "dtype_narrowing" and narrowed[0].evidence["fact"]
+
+
+def test_a_smooth_error_at_float32_level_is_not_a_downcast():
+    a = field(43)
+    bump = 1e-7 * (smooth_field(generator(44), (32, 32), 4.0) - 0.5)[None, :, :, None]
+    assert "dtype_narrowing" not in kinds(run(a, a * (1 + bump), tolerance=1e-12))
+
+
+# ---- input hypotheses through a rerun of the reference stage ----
+
+def placement_stage(inputs) -> np.ndarray:
+    """A NumPy stand-in for a translation stage: channel c of each sample moved by its centred offset."""
+    images, offsets = inputs["patches"], np.asarray(inputs["positions"], dtype=float)
+    centred = offsets - offsets.mean(axis=-1, keepdims=True)
+    out = np.empty(images.shape, dtype=images.dtype)
+    for b in range(images.shape[0]):
+        for c in range(images.shape[3]):
+            x, y = centred[b, 0, :, c]
+            out[b, :, :, c] = translate(images[b, :, :, c], (y, x))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stage_case():
+    patches = field(45)
+    rng = generator(46)
+    positions = np.stack([np.array([[-2.0, 2.0, -2.0, 2.0], [-2.0, -2.0, 2.0, 2.0]]) + rng.uniform(-0.7, 0.7, (2, 4))
+                          for _ in range(2)])[:, None]
+    return {"patches": patches, "positions": positions}
+
+
+def run_stage_fault(stage_case, transform, **kw):
+    inputs = dict(stage_case)
+    reference = placement_stage(inputs)
+    candidate = placement_stage(transform(dict(inputs)))
+    return run(reference, candidate, stage_inputs=inputs,
+               input_layouts={"patches": "BHWC", "positions": "B12C"}, rerun=placement_stage, **kw)
+
+
+@pytest.mark.parametrize("transform, expected", [
+    (lambda i: {**i, "positions": -i["positions"]}, "offset_sign"),
+    (lambda i: {**i, "positions": i["positions"] * np.array([-1.0, 1.0])[None, None, :, None]}, "offset_sign"),
+    (lambda i: {**i, "positions": i["positions"][:, :, ::-1]}, "offset_swap_xy"),
+    (lambda i: {**i, "positions": np.zeros_like(i["positions"])}, "offsets_ignored"),
+    (lambda i: {**i, "positions": i["positions"][..., [0, 2, 1, 3]]}, "channel_permutation"),
+    (lambda i: {**i, "patches": np.moveaxis(i["patches"], 3, 1).reshape(i["patches"].shape)}, "channel_permutation"),
+])
+def test_input_hypotheses_reproduce_the_candidate(stage_case, transform, expected):
+    found = run_stage_fault(stage_case, transform)
+    assert found[0].kind == expected, [d.summary for d in found]
+    assert found[0].residual < 1e-12 and found[0].evidence["rerun"]
+
+
+def test_offsets_off_by_a_tenth_are_no_input_hypothesis(stage_case):
+    found = run_stage_fault(stage_case, lambda i: {**i, "positions": 1.1 * i["positions"]})
+    assert not {"offset_sign", "offset_swap_xy", "offsets_ignored", "channel_permutation"} & set(kinds(found))
+
+
+def _float32(inputs):
+    return {name: value.astype(np.complex64 if value.dtype.kind == "c" else np.float32)
+            for name, value in inputs.items()}
+
+
+def test_float32_coordinate_noise_is_a_numerical_alternative(stage_case):
+    rng = generator(47)
+
+    def jitter(inputs):
+        moved = inputs["positions"] + 3e-6 * rng.choice([-1.0, 1.0], inputs["positions"].shape)
+        return {**inputs, "positions": moved.astype(np.float32)}
+
+    found = run_stage_fault(_float32(stage_case), jitter, tolerance=1e-7)
+    assert kinds(found) == ["numerical_alternative"]
+    assert found[0].evidence["equivalent_offset_px"] < 1e-4
+
+
+def test_a_small_scale_error_is_not_a_numerical_alternative(stage_case):
+    found = run_stage_fault(stage_case, lambda i: i, tolerance=1e-7)  # identical: nothing to explain
+    assert found == []
+    inputs = dict(stage_case)
+    reference = placement_stage(inputs)
+    found = run(reference, reference * (1 + 1e-6) + 1e-6 * field(48).real, tolerance=1e-7, stage_inputs=inputs,
+                input_layouts={"patches": "BHWC", "positions": "B12C"}, rerun=placement_stage)
+    assert "numerical_alternative" not in kinds(found)
+
+
+def quantising_stage(inputs) -> np.ndarray:
+    """A stage whose output barely moves when its input is rounded (a quantiser)."""
+    return np.round(inputs["x"] * 64) / 64
+
+
+def test_a_float32_level_error_needs_the_rerun_to_agree_before_it_is_called_a_dtype():
+    x = (0.5 + np.abs(field(49, complex_=False))).astype(np.float32)
+    reference = quantising_stage({"x": x})
+    noisy = (reference * (1 + 3e-4 * generator(50).normal(size=reference.shape))).astype(np.float32)
+    found = run(reference, noisy, tolerance=1e-6, stage_inputs={"x": x}, input_layouts={"x": "BHWC"},
+                rerun=quantising_stage)  # white noise at TF32 level, but TF32 inputs would not make it
+    assert "dtype_narrowing" not in kinds(found)
+
+
+def conv_stage(inputs) -> np.ndarray:
+    """A NumPy stand-in for a convolution stage with an asymmetric 3x3 kernel."""
+    from scipy import ndimage
+
+    kernel = np.array([[0.0, 1.0, 2.0], [0.5, 1.0, -1.0], [0.0, 0.0, 3.0]])
+    images = inputs["x"]
+    out = np.empty_like(images)
+    for b in range(images.shape[0]):
+        for c in range(images.shape[3]):
+            out[b, :, :, c] = ndimage.correlate(images[b, :, :, c], kernel, mode="constant")
+    return out
+
+
+def test_a_stage_computed_on_transposed_axes_is_found_by_rerun():
+    x = field(50, complex_=False)
+    reference = conv_stage({"x": x})
+    candidate = np.swapaxes(conv_stage({"x": np.swapaxes(x, 1, 2)}), 1, 2)  # the kernel's H and W swapped
+    found = run(reference, candidate, stage_inputs={"x": x}, input_layouts={"x": "BHWC"}, rerun=conv_stage)
+    assert found[0].kind == "transpose" and found[0].evidence.get("rerun")
+    assert kinds(run(reference, candidate)) == [UNEXPLAINED]  # without the rerun nothing says so
