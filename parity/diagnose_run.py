@@ -95,7 +95,8 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
         result = report.tap(name).modes.get(mode)
         spec = graph.get(name) or index[name]
         reference, candidate = keeper.reference.get(name), keeper.candidate.get((mode, name))
-        if result is None or result.metrics is None or reference is None or candidate is None:
+        if (result is None or result.metrics is None or result.metrics.passed or result.error_kind == "in_place"
+                or reference is None or candidate is None):
             continue
         # isolated: the candidate ran on the reference's values of its inputs; propagated: only the
         # pipeline's own inputs are shared (a later stage's inputs differ where upstream differs)

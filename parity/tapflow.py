@@ -25,6 +25,14 @@ from .metrics import ReferenceCache, StreamingComparator
 from .results import NOT_COMPARABLE, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
 
 
+def _read_only(value: Any) -> Any:
+    """A view the adapter cannot write through (the built-in backends then copy what they keep)."""
+    if isinstance(value, np.ndarray):
+        value = value.view()
+        value.flags.writeable = False
+    return value
+
+
 class TapJudge:
     """Streaming comparison of one tap in one mode across chunks."""
 
@@ -177,7 +185,8 @@ class CaseRun:
     # ---- one chunk ----
     def run_chunk(self, start: int, stop: int, whole: bool) -> bool:
         self.start, self.stop, self.whole = start, stop, whole
-        inputs = slice_inputs(self.case.pipeline, self.case.inputs, start, stop, whole)
+        inputs = {name: _read_only(value)
+                  for name, value in slice_inputs(self.case.pipeline, self.case.inputs, start, stop, whole).items()}
         self.chunk_inputs = inputs
         began = time.perf_counter()
         self.reference_values = self._reference_chunk(inputs)
@@ -280,6 +289,7 @@ class CaseRun:
                 self.judges[("isolated", spec.name)].shared = True
 
     def _mutated(self, spec: TapSpec, inputs: list[str]) -> None:
+        self.exact_inputs.difference_update(inputs)  # later readers of a changed input run in isolation
         names = ", ".join(repr(name) for name in inputs)
         self._error("propagated", spec.name, f"stage {spec.name!r} modified its input {names} in place", "in_place")
 
@@ -330,8 +340,9 @@ class CaseRun:
                 continue
             stage_inputs = {name: inputs[name] if name in self.input_names else self.reference_values[name]
                             for name in spec.inputs}
-            if copy_inputs:
-                stage_inputs = {name: np.array(value, copy=True) for name, value in stage_inputs.items()}
+            # the reference's own arrays: a stage that writes into its input must not change them
+            stage_inputs = {name: np.array(value, copy=True) if copy_inputs else _read_only(value)
+                            for name, value in stage_inputs.items()}
             try:
                 value = guard.call(f"run_stage({spec.name!r})", self.candidate.run_stage, spec.name,
                                    self.case.pipeline, self.case.config, stage_inputs, self.case.weights)
