@@ -27,7 +27,7 @@ from typing import Any
 
 from .cases import Case
 from .errors import ParityInputError
-from .pytest_settings import Reference, parse_reference
+from .pytest_settings import BUILTIN_ADAPTERS, Reference, parse_reference
 from .report import write_json_atomic
 from .runner import RunOptions
 from .workflows import open_golden, run_and_write
@@ -40,7 +40,6 @@ except ImportError:  # Windows: each xdist worker runs the cases it needs once (
 SCHEMA = "ptycho-parity/report"
 SCHEMA_VERSIONS = (1, 2)
 FRAMEWORKS = {"tensorflow": "TensorFlow", "keras": "Keras", "torch": "PyTorch"}
-BUILTIN_NEEDS = {"tf": "tensorflow", "tensorflow": "tensorflow", "torch": "torch", "pytorch": "torch"}
 
 
 @dataclasses.dataclass
@@ -90,7 +89,7 @@ def framework_missing(spec: str | None) -> str | None:
     """A clear skip reason when ``spec`` needs TensorFlow / PyTorch and this machine lacks it."""
     if spec is None:
         return None
-    module = BUILTIN_NEEDS.get(spec)
+    module = BUILTIN_ADAPTERS.get(spec)
     if module is None and ":" in spec:
         try:
             importlib.import_module(spec.partition(":")[0])
@@ -98,6 +97,8 @@ def framework_missing(spec: str | None) -> str | None:
             module = (error.name or "").partition(".")[0]
             if module not in FRAMEWORKS:
                 return None  # some other missing module: load_adapter reports it as bad input
+        except Exception:  # a broken module: loading the adapter reports it
+            return None
         else:
             return None
     if module is None or _installed(module):
@@ -198,11 +199,14 @@ class ParityRuns:
         key = f"{pair}/{_slug(case.name)}-{case.hash()}"
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
+        # A case that shares a selected case's name but not its definition (knobs overridden) gets its own folder.
+        registered = self.settings.cases().get(case.name)
+        out = self.out / pair if registered is not None and registered.hash() == case.hash() else (
+            self.out / pair / case.hash())
         with lock:
             if key not in self._memo:
                 with _file_lock(self.records / f"{key}.lock"):
-                    self._memo[key] = self._load_or_run(case, ref, cand, dev, self.records / f"{key}.json",
-                                                         self.out / pair)
+                    self._memo[key] = self._load_or_run(case, ref, cand, dev, self.records / f"{key}.json", out)
             return self._memo[key]
 
     def _load_or_run(self, case: Case, reference: Reference, candidate: str, device: str, record: Path,

@@ -23,6 +23,8 @@ from .tolerances import ToleranceTable, load_tolerances
 from .workflows import DEFAULT_GOLDENS, DEFAULT_TOLERANCES, choose_cases
 
 DEVICES = ("cpu", "cuda", "auto")
+# The built-in adapters (parity.adapters) and the framework each needs, so a missing one is a skip, not an error.
+BUILTIN_ADAPTERS = {"tf": "tensorflow", "tensorflow": "tensorflow", "torch": "torch", "pytorch": "torch"}
 MODES = ("propagated", "isolated")
 GOLDEN = "golden"
 
@@ -163,17 +165,19 @@ class _Source:
 
 
 def parse_reference(value: str | None, base: Path | None) -> Reference:
+    """``tf`` / ``torch`` / ``MODULE:ATTR`` (an adapter), ``golden`` (the shipped goldens) or a goldens folder."""
     if value is None:
         return Reference(adapter="tf")
     if value in (GOLDEN, "goldens"):
         return Reference(goldens=DEFAULT_GOLDENS)
-    folder = value.removeprefix("golden:") if value.startswith("golden:") else value
-    candidate = (base or Path.cwd()) / folder
-    if value.startswith("golden:") or candidate.is_dir():
-        if not candidate.is_dir():
-            raise pytest.UsageError(f"parity plugin: --parity-reference {value}: {candidate} is not a folder")
-        return Reference(goldens=candidate.resolve())
-    return Reference(adapter=value)
+    if value in BUILTIN_ADAPTERS or (":" in value and not value.startswith("golden:")):
+        return Reference(adapter=value)
+    folder = (base or Path.cwd()) / value.removeprefix("golden:")
+    if folder.is_dir():
+        return Reference(goldens=folder.resolve())
+    if value.startswith("golden:"):
+        raise pytest.UsageError(f"parity plugin: --parity-reference {value}: {folder} is not a folder")
+    return Reference(adapter=value)  # not a folder: loading it as an adapter says what is accepted
 
 
 def _inputs(lines: list[str], base: Path) -> tuple[UserInputs, ...]:

@@ -109,8 +109,9 @@ def _failure(outcome: ParityOutcome, tap: dict[str, Any], mode: str, result: dic
     if _is_first(outcome, tap["name"], mode):
         lines = [f"FIRST DIVERGENCE of {outcome.case} at {tap['name']} ({mode}): {reason}"]
     else:
-        lines = [f"{outcome.case}: {tap['name']} ({mode}) fails: {reason} "
-                 f"[first divergence: {first_divergence(outcome)}]"]
+        divergence = (outcome.document or {}).get("first_divergence") or {}
+        where = f"{divergence.get('tap')} ({divergence.get('mode')})" if divergence.get("tap") else divergence.get("mode")
+        lines = [f"{outcome.case}: {tap['name']} ({mode}) fails [first divergence: {where}]: {reason}"]
     document = outcome.document or {}
     lines.append(f"  case {outcome.case}, stage {tap.get('stage')}, reference {document.get('reference', {}).get('name')}"
                  f", candidate {document.get('candidate', {}).get('name')}, device {document.get('device')}")
@@ -200,8 +201,11 @@ def assert_parity(report: Any, taps: list[str] | None = None, modes: tuple[str, 
             status, message = tap_verdict(outcome, name, mode)
             if status == FAILED:
                 failures.append((not _is_first(outcome, name, mode), message))
-    if outcome.error or (taps is None and not failures and not outcome.passed):
-        failures.append((False, tap_verdict(outcome, names[0] if names else "", modes[0])[1]))
+    if outcome.error:
+        failures.append((False, f"{outcome.label}: {outcome.error}"))
+    elif taps is None and not failures and not outcome.passed:  # an audit failed, or a tap was never judged
+        failures.append((False, f"{outcome.label}: {first_divergence(outcome) or 'the run did not pass'}"
+                                f"\n  report: {outcome.report_path}"))
     if not failures:
         return
     failures.sort(key=lambda item: item[0])  # the first divergence first

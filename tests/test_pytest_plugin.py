@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +24,8 @@ from backends.common.taps import pipeline_taps
 from parity import synthetic
 from parity.cases import BUILTIN_CASES
 from parity.pytest_plugin import assert_parity
+from parity.runner import RunOptions
+from parity.workflows import DEFAULT_GOLDENS, open_golden, run_and_write, tolerance_table
 
 # In-process runs restore sys.modules afterwards: a C extension first imported inside one would be
 # imported again by the next and crash, and every run would pay for the Torch backend's imports again;
@@ -112,7 +115,7 @@ def test_broken_candidate_fails_from_its_stage_on_propagated_and_only_that_stage
     report = Path(first.split("report: ")[-1].split()[0])
     assert report.name == "report.json" and report.is_file()
     downstream = texts[tap_id("test_parity", "intensity")]
-    assert "first divergence: farfield (isolated)" in downstream.splitlines()[0]
+    assert downstream.startswith(f"{SMALL}: intensity (propagated) fails [first divergence: farfield (isolated)]: ")
     if adapter == "FaultyTorch":  # the metrics and the tolerance that failed, in the message
         assert "max|a-b|/max|a| = 1.00e-02" in first and "max_rel_to_peak <= 1e-12" in first
     else:
@@ -122,6 +125,26 @@ def test_broken_candidate_fails_from_its_stage_on_propagated_and_only_that_stage
     result.stdout.fnmatch_lines(["*parity: first divergence per case*",
                                  f"{SMALL} (golden vs tests.faulty_adapters:{adapter}, cpu): "
                                  "FIRST DIVERGENCE farfield (isolated)*", "    report: *report.json"])
+
+
+def test_assert_parity_names_the_first_divergence_its_metrics_and_a_diagnosis_where_one_exists(tmp_path):
+    from tests.faulty_adapters import FaultyTorch
+
+    case = BUILTIN_CASES[SMALL]
+    with open_golden(case, DEFAULT_GOLDENS) as golden:
+        report = run_and_write(case, golden, FaultyTorch(), tolerance_table(None), RunOptions(), tmp_path)
+    # ModeResult.diagnoses, where the diagnosis engine left any, is read as it comes (objects or text).
+    report.tap("farfield").modes["isolated"].diagnoses = [SimpleNamespace(headline="a scale factor: the error is 1% everywhere")]
+    with pytest.raises(AssertionError) as failure:
+        assert_parity(report)
+    text = str(failure.value)
+    assert text.startswith(f"parity fails for {SMALL} (golden vs torch-faulty, cpu): farfield (isolated): ")
+    assert f"FIRST DIVERGENCE of {SMALL} at farfield (isolated)" in text
+    assert "max|a-b|/max|a| = 1.00e-02" in text and "diagnosis: a scale factor: the error is 1% everywhere" in text
+    assert f"{SMALL}: intensity (isolated)" not in text and f"{SMALL}: intensity (propagated) fails" in text
+    assert_parity(report, taps=["object.canvas", "exit_wave"])  # the taps upstream of the fault hold
+    with pytest.raises(AssertionError, match="FIRST DIVERGENCE"):
+        assert_parity(tmp_path / SMALL / "report.json")  # the document on disk judges the same
 
 
 COUNTING = """
@@ -230,7 +253,7 @@ def test_baselines_catch_a_widened_dtype_and_a_drift_that_moves_the_reference_to
 
 def test_without_tensorflow_tf_tests_skip_with_a_reason_and_golden_checks_still_run(port, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # what an import finds on a GPU machine without TF
-    configure(port, candidate="torch", reference="tf", cases=SMALL, baselines="off")
+    configure(port, candidate="torch", reference="tf", cases=SMALL, baselines="off", device="auto", out="reports")
     port.makepyfile(test_golden="""
         from parity.pytest_plugin import assert_parity
 
@@ -242,6 +265,7 @@ def test_without_tensorflow_tf_tests_skip_with_a_reason_and_golden_checks_still_
     assert found.pop("test_golden.py::test_against_goldens") == "passed"
     assert set(found.values()) == {"skipped"} and len(found) == 2 * len(TAPS)
     result.stdout.fnmatch_lines(["*TensorFlow is not installed here, and 'tf' needs it; the golden checks*"])
+    assert len(list(port.path.glob(f"reports/golden-vs-torch-c*/{SMALL}/report.json"))) == 1  # auto: cpu or cuda
 
 
 @pytest.mark.parametrize("args, complaint", [
@@ -272,13 +296,12 @@ def test_an_installed_plugin_and_a_conftest_line_load_it_once(port):
     """))
     configure(port, candidate="torch", reference="golden", cases=SMALL)
     command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
-    for site, registered_as in ((None, "parity.pytest_plugin"), (dist.parent, "parity")):
-        path = os.pathsep.join(([str(site)] if site else []) + [os.environ["PYTHONPATH"]])
-        done = subprocess.run(command, cwd=port.path, env=dict(os.environ, PYTHONPATH=path), capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert (port.path / "names.txt").read_text() == registered_as  # the entry point, when installed
-        assert f"{2 * len(TAPS) + 1} tests collected" in done.stdout
+    path = os.pathsep.join([str(dist.parent), os.environ["PYTHONPATH"]])
+    done = subprocess.run(command, cwd=port.path, env=dict(os.environ, PYTHONPATH=path), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (port.path / "names.txt").read_text() == "parity"  # the entry point's; the conftest line did nothing
+    assert f"{2 * len(TAPS) + 1} tests collected" in done.stdout
 
 
 @pytest.mark.parametrize("parity_case", [SMALL, "simulate-n32-f64"], indirect=True)
@@ -289,10 +312,10 @@ def test_tensorflow_reference_and_torch_agree_through_the_fixtures(parity_case, 
     assert outcome.document["reference"]["name"] != "golden" and outcome.report_path.is_file()
 
 
-def test_the_example_port_runs_its_suite_from_outside_the_package(pytester, monkeypatch):
+def test_the_example_port_runs_its_suite_from_outside_the_package(pytester):
+    """examples/port_tests copied into a repository of its own: its conftest, configuration and baselines."""
     shutil.copytree(ROOT / "examples" / "port_tests", pytester.path, dirs_exist_ok=True)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result = pytester.runpytest("-p", "no:cacheprovider")
     taps = sum(len(pipeline_taps(BUILTIN_CASES[name].pipeline, BUILTIN_CASES[name].config))
                for name in (SMALL, "simulate-n32-f64"))
     result.assert_outcomes(passed=2 * taps + 2 + 2)
