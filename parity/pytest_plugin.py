@@ -7,7 +7,7 @@ installed, or with one conftest line where it is not::
 
 Once a candidate is configured (``--parity-candidate`` or the ini key
 ``parity_candidate``) the plugin adds a module ``<suite dir>/parity`` with one
-test per case x tap and mode (``test_parity[physics-fly001-moon-object.canvas]``,
+test per case x tap and mode (``test_parity[<case>-<tap>]``,
 ``test_parity_isolated[...]``) and one baseline test per case. Fixtures
 (``parity_case``, ``parity_report``, ``parity_run``, ``parity_load_case``) and
 ``assert_parity`` serve hand-written tests. Options and ini keys:

@@ -27,7 +27,7 @@ from typing import Any
 
 from .cases import Case
 from .errors import ParityInputError
-from .pytest_settings import BUILTIN_ADAPTERS, Reference, parse_reference
+from .pytest_settings import BUILTIN_ADAPTERS, ParitySettings, Reference, parse_reference
 from .report import write_json_atomic
 from .runner import RunOptions
 from .workflows import open_golden, run_and_write
@@ -178,7 +178,7 @@ def read_document(path: Path) -> dict[str, Any]:
 class ParityRuns:
     """The session's runs; ``outcome`` runs a case at most once per session."""
 
-    def __init__(self, settings, records: Path, out: Path) -> None:
+    def __init__(self, settings: ParitySettings, records: Path, out: Path) -> None:
         self.settings = settings
         self.records = records  # shared by every xdist worker of this session
         self.out = out
@@ -186,6 +186,12 @@ class ParityRuns:
         self._memo: dict[str, ParityOutcome] = {}
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
+        self._hashes: dict[Case, str] = {}  # a case's hash covers its inputs: computed once per Case object
+
+    def _hash(self, case: Case) -> str:
+        if case not in self._hashes:
+            self._hashes[case] = case.hash()
+        return self._hashes[case]
 
     def outcome(self, case: Case | str, reference: str | None = None, candidate: str | None = None,
                 device: str | None = None) -> ParityOutcome:
@@ -196,13 +202,13 @@ class ParityRuns:
         cand = candidate or self.settings.candidate or "torch"
         dev = resolve_device(device or self.settings.device)
         pair = _slug(f"{ref.label}-vs-{cand}-{dev}")
-        key = f"{pair}/{_slug(case.name)}-{case.hash()}"
+        digest = self._hash(case)
+        key = f"{pair}/{_slug(case.name)}-{digest}"
         with self._guard:
             lock = self._locks.setdefault(key, threading.Lock())
         # A case that shares a selected case's name but not its definition (knobs overridden) gets its own folder.
         registered = self.settings.cases().get(case.name)
-        out = self.out / pair if registered is not None and registered.hash() == case.hash() else (
-            self.out / pair / case.hash())
+        out = self.out / pair if registered is not None and self._hash(registered) == digest else self.out / pair / digest
         with lock:
             if key not in self._memo:
                 with _file_lock(self.records / f"{key}.lock"):
