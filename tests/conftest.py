@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+# The parity plugin, for a checkout run without `pip install` (installed, the pytest11 entry point loads it
+# and this line is a no-op). pyproject.toml configures it: Torch against the goldens, baselines in fixtures/.
+pytest_plugins = ["parity.pytest_plugin"]
+
 
 @pytest.fixture(scope="session")
 def reference():

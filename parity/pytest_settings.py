@@ -1,0 +1,239 @@
+"""The pytest plugin's settings: its options and ini keys (``pytest_options``) resolved once per session.
+
+Everything here runs at configuration and collection time, so it must never
+import TensorFlow or PyTorch: cases come from the registry of built-in cases
+(or a user's ``.npz``), taps from ``backends.common.taps``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from backends.common.taps import pipeline_taps
+
+from .cases import BUILTIN_CASES, Case
+from .errors import ParityInputError
+from .tolerances import ToleranceTable, load_tolerances
+from .workflows import DEFAULT_GOLDENS, DEFAULT_TOLERANCES, choose_cases
+
+DEVICES = ("cpu", "cuda", "auto")
+# The built-in adapters (parity.adapters) and the framework each needs, so a missing one is a skip, not an error.
+BUILTIN_ADAPTERS = {"tf": "tensorflow", "tensorflow": "tensorflow", "torch": "torch", "pytorch": "torch"}
+MODES = ("propagated", "isolated")
+GOLDEN = "golden"
+
+
+@dataclasses.dataclass(frozen=True)
+class Reference:
+    """An adapter spec (``tf``, ``torch``, ``module:attr``) or a goldens folder."""
+
+    adapter: str | None = None
+    goldens: Path | None = None
+
+    @property
+    def label(self) -> str:
+        return GOLDEN if self.goldens is not None else str(self.adapter)
+
+
+@dataclasses.dataclass(frozen=True)
+class UserInputs:
+    """A user case: ``PIPELINE FILE.npz [WEIGHTS] [KNOB=VALUE ...]`` (knobs the inputs do not carry, e.g. N=32)."""
+
+    pipeline: str
+    path: Path
+    weights: Path | None
+    assignments: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class TapParam:
+    """One generated test: a tap of a case, judged in one mode."""
+
+    case: str
+    tap: str
+    mode: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.case}-{self.tap}"
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineParam:
+    case: str
+    kind: str  # "arrays" or "stats"
+
+    @property
+    def id(self) -> str:
+        return self.case
+
+
+@dataclasses.dataclass
+class ParitySettings:
+    candidate: str | None
+    reference: Reference
+    device: str
+    case_globs: tuple[str, ...]
+    inputs: tuple[UserInputs, ...]
+    tolerances_path: Path
+    tolerances: ToleranceTable
+    out: Path | None
+    baselines: Path | None
+    array_baseline_bytes: int
+    suite_dir: Path
+    _cases: dict[str, Case] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def active(self) -> bool:
+        """The generated suite exists only where a candidate is configured (the plugin may be installed anywhere)."""
+        return self.candidate is not None
+
+    def cases(self) -> dict[str, Case]:
+        """The selected cases by name, built-in first (built once per process, no framework imported)."""
+        if self._cases is None:
+            selected = [case for case in BUILTIN_CASES.values()
+                        if any(fnmatch.fnmatchcase(case.name, glob) for glob in self.case_globs)]
+            for given in self.inputs:
+                selected += _usage(lambda: choose_cases(
+                    None, None, list(given.assignments), given.pipeline, str(given.path),
+                    None if given.weights is None else str(given.weights)))[0]
+            self._cases = {case.name: case for case in selected}
+        return self._cases
+
+    def case(self, name: str) -> Case:
+        try:
+            return self.cases()[name]
+        except KeyError:
+            return _usage(lambda: choose_cases([name])[0][0])
+
+    def tap_params(self, mode: str) -> list[TapParam]:
+        return [TapParam(case.name, spec.name, mode) for case in self.cases().values()
+                for spec in pipeline_taps(case.pipeline, case.config)]
+
+    def baseline_params(self) -> list[BaselineParam]:
+        if self.baselines is None:
+            return []
+        return [BaselineParam(case.name, "arrays" if tap_bytes(case) <= self.array_baseline_bytes else "stats")
+                for case in self.cases().values()]
+
+
+def tap_bytes(case: Case) -> int:
+    """What the candidate's taps of ``case`` weigh, from the registry's shapes (nothing is run)."""
+    total = 0
+    for spec in pipeline_taps(case.pipeline, case.config):
+        shape = spec.shape(case.config, case.batch)
+        total += int(np.prod([dim or 1 for dim in shape], dtype=np.int64)) * spec.dtype(case.config).itemsize
+    return total
+
+
+def _usage(call: Any) -> Any:
+    """Bad input in a setting is a usage error: pytest stops before running anything."""
+    try:
+        return call()
+    except ParityInputError as error:
+        raise pytest.UsageError(f"parity plugin: {error}") from None
+
+
+class _Source:
+    """Where a setting came from, so relative paths resolve against the right folder."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.cli_dir = Path(config.invocation_params.dir)
+        self.ini_dir = Path(config.inipath).parent if config.inipath else Path(config.rootpath)
+
+    def get(self, name: str) -> tuple[Any, Path | None]:
+        value = self.config.getoption(f"parity_{name}")
+        if value not in (None, []):
+            return value, self.cli_dir
+        value = self.config.getini(f"parity_{name}")
+        if value not in ("", []):
+            return value, self.ini_dir
+        return None, None
+
+    def path(self, name: str, default: Path | None) -> Path | None:
+        value, base = self.get(name)
+        if value is None:
+            return default
+        return (base / Path(value).expanduser()).resolve()
+
+
+def parse_reference(value: str | None, base: Path | None) -> Reference:
+    """``tf`` / ``torch`` / ``MODULE:ATTR`` (an adapter), ``golden`` (the shipped goldens) or a goldens folder."""
+    if value is None:
+        return Reference(adapter="tf")
+    if value in (GOLDEN, "goldens"):
+        return Reference(goldens=DEFAULT_GOLDENS)
+    if value in BUILTIN_ADAPTERS or (":" in value and not value.startswith("golden:")):
+        return Reference(adapter=value)
+    folder = (base or Path.cwd()) / value.removeprefix("golden:")
+    if folder.is_dir():
+        return Reference(goldens=folder.resolve())
+    if value.startswith("golden:"):
+        raise pytest.UsageError(f"parity plugin: --parity-reference {value}: {folder} is not a folder")
+    return Reference(adapter=value)  # not a folder: loading it as an adapter says what is accepted
+
+
+def _inputs(lines: list[str], base: Path) -> tuple[UserInputs, ...]:
+    parsed = []
+    for line in lines:
+        words = line.split()
+        knobs = tuple(word for word in words[2:] if "=" in word)
+        files = [word for word in words[2:] if "=" not in word]
+        if len(words) < 2 or len(files) > 1:
+            raise pytest.UsageError(f"parity plugin: parity_inputs {line!r}: expected "
+                                    "'PIPELINE FILE.npz [WEIGHTS] [KNOB=VALUE ...]'")
+        parsed.append(UserInputs(words[0], base / words[1], base / files[0] if files else None, knobs))
+    return tuple(parsed)
+
+
+def _suite_dir(config: pytest.Config, source: _Source) -> Path:
+    configured = config.getini("parity_suite_dir")
+    if configured:
+        return (source.ini_dir / configured).resolve()
+    testpaths = config.getini("testpaths")
+    return (Path(config.rootpath) / testpaths[0]).resolve() if testpaths else Path(config.rootpath).resolve()
+
+
+def _kib(text: str) -> int:
+    try:
+        value = int(text or "1024")
+    except ValueError:
+        raise pytest.UsageError(f"parity plugin: parity_baseline_array_kib = {text!r}: expected an integer") from None
+    if value < 0:
+        raise pytest.UsageError(f"parity plugin: parity_baseline_array_kib = {text!r}: expected >= 0")
+    return value << 10
+
+
+def read_settings(config: pytest.Config) -> ParitySettings:
+    """Options override ini keys; bad values stop the session with a usage error naming the setting."""
+    source = _Source(config)
+    candidate, _ = source.get("candidate")
+    device, _ = source.get("device")
+    device = device or "cpu"
+    if device not in DEVICES and not device.startswith("cuda:"):
+        raise pytest.UsageError(f"parity plugin: --parity-device {device!r}: expected one of {DEVICES} or cuda:N")
+    inputs_lines, inputs_base = source.get("inputs")
+    globs, _ = source.get("cases")  # default: every built-in case, or none when the user brings inputs
+    globs = tuple(word for entry in (globs or ([] if inputs_lines else ["*"])) for word in entry.replace(",", " ").split())
+    unmatched = [glob for glob in globs if not fnmatch.filter(BUILTIN_CASES, glob)]
+    if unmatched:
+        raise pytest.UsageError(f"parity plugin: --parity-cases {unmatched}: match no built-in case; "
+                                f"cases are {sorted(BUILTIN_CASES)}")
+    tolerances_path = source.path("tolerances", DEFAULT_TOLERANCES)
+    tolerances = _usage(lambda: load_tolerances(tolerances_path))
+    baselines_value, _ = source.get("baselines")
+    baselines = None if baselines_value == "off" else source.path("baselines", Path(config.rootpath) / "parity_baselines")
+    reference_value, reference_base = source.get("reference")
+    return ParitySettings(
+        candidate=candidate, reference=parse_reference(reference_value, reference_base), device=device,
+        case_globs=globs, inputs=_inputs(inputs_lines or [], inputs_base or Path.cwd()),
+        tolerances_path=tolerances_path, tolerances=tolerances, out=source.path("out", None),
+        baselines=baselines, array_baseline_bytes=_kib(config.getini("parity_baseline_array_kib")),
+        suite_dir=_suite_dir(config, source))
