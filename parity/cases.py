@@ -223,6 +223,21 @@ def _edge_offsets(case: Case) -> dict[str, np.ndarray]:
     return inputs
 
 
+@builder("uncentred/1")
+def _uncentred(case: Case) -> dict[str, np.ndarray]:
+    """Synthetic inputs whose groups are not centred: each sample's offsets carry their own mean.
+
+    Stored offsets are centred by construction, which hides per-batch vs per-sample recentring and
+    a port that ignores offsets altogether; these are moved by a different sub-pixel amount per sample.
+    """
+    inputs = synthetic.pipeline_inputs(case.pipeline, case.config, case.batch, case.seed)
+    rng = synthetic.generator(case.seed + 1)
+    positions = inputs["positions"].astype(float)
+    moved = positions + rng.uniform(-2.5, 2.5, size=(case.batch, 1, 2, 1))
+    inputs["positions"] = moved.astype(case.config.dtype)
+    return inputs
+
+
 def _case(name: str, description: str, pipeline: str, knobs: Mapping[str, object], *, batch: int = 2,
           seed: int = 0, build: InputBuilder = _synthetic, tags: tuple[str, ...] = (), **extra: object) -> Case:
     return Case(name=name, description=description, pipeline=pipeline, config=resolve_config(knobs), batch=batch,
@@ -253,6 +268,17 @@ BUILTIN_CASES: dict[str, Case] = {case.name: case for case in [
           "simulate", {"nphotons": 1e9}, batch=12, seed=8, build=_real_simulate, tags=("real-data",)),
     _case("simulate-n32-f64", "simulate, N=32 float64, synthetic object, probe_mask", "simulate",
           {"N": 32, "probe_mask": True, "dtype": "float64"}, batch=6, seed=9),
+    # Paths the cases above leave unexercised (issue #9): C > 1 with object_big off, uncentred offsets,
+    # relu, softplus past its switch to the identity (big biases), smoothing with the disk mask in physics.
+    _case("pinn-n32-g2-single-object", "N=32, gridsize 2, object_big off, probe_big, relu, uncentred offsets, f=1",
+          "pinn", {"N": 32, "object_big": False, "probe_big": True, "amp_activation": "relu",
+                   "n_filters_scale": 1}, seed=12, build=_uncentred),
+    _case("pinn-n32-softplus-switch-f64", "N=32 float64, softplus pre-activations past its switch (biases 30), f=1",
+          "pinn", {"N": 32, "amp_activation": "softplus", "dtype": "float64", "n_filters_scale": 1},
+          seed=13, bias_scale=30.0),
+    _case("physics-n32-single-object-mask-sigma", "N=32, gridsize 2, object_big off, probe_mask and sigma 0.5, "
+          "uncentred offsets", "physics", {"N": 32, "object_big": False, "probe_mask": True, "gaussian_sigma": 0.5},
+          seed=14, build=_uncentred),
     _case("pinn-dataset-moon", "fixtures/datasets/moon.npz (PtychoPINN contract), K-NN groups", "pinn", dataset.MOON_KNOBS, batch=dataset.MOON_GROUPS, seed=10, build=dataset.build_moon_inputs, tags=("real-data", "dataset")),
     _case("simulate-dataset-moon", "fixtures/datasets/moon.npz objectGuess at its scan positions", "simulate", dataset.MOON_KNOBS, batch=dataset.MOON_POSITIONS, seed=11, build=dataset.build_moon_inputs, tags=("real-data", "dataset")),
 ]}

@@ -30,7 +30,7 @@ from .errors import ParityInputError
 from .pytest_settings import BUILTIN_ADAPTERS, ParitySettings, Reference, parse_reference
 from .report import write_json_atomic
 from .runner import RunOptions
-from .workflows import open_golden, run_and_write
+from .workflows import check_against_golden, open_golden, run_and_write
 
 try:
     import fcntl
@@ -245,8 +245,8 @@ class ParityRuns:
         try:
             adapter = load_adapter(candidate, device)
             if reference.goldens is not None:
-                with open_golden(case, reference.goldens) as golden:
-                    report = run_and_write(case, golden, adapter, self.settings.tolerances, options, out)
+                with open_golden(case, reference.goldens, self.settings.tolerances) as opened:
+                    report = check_against_golden(opened, adapter, self.settings.tolerances, options, out)
             else:
                 report = run_and_write(case, load_adapter(reference.adapter, "cpu"), adapter,
                                        self.settings.tolerances, options, out)
