@@ -168,6 +168,9 @@ BUILTIN_WEIGHT_DIGESTS = {
     "pinn-fly001-moon": "a16626178c464440",
     "pinn-n32-probe-big-f64": "46b9323dca35ed08",
     "pinn-n32-single-patch": "6d3c399abb525612",
+    "pinn-n32-g2-single-object": "be2e9b3dc8c5834f",
+    "pinn-n32-softplus-switch-f64": "2afce3ddc1317165",
+    "pinn-dataset-moon": "ff994a7af0d6c999",
 }
 
 
