@@ -179,8 +179,13 @@ class BaselineCheck:
                 tolerances[name] = {"atol": atol, "rtol": rtol}
         ndarrays_regression.check(dict(obtained), fullpath=path, tolerances=tolerances)
         if expected is not None and not self.regenerating:
+            from backends.common.regions import tap_regions
+            from backends.common.taps import tap_index
+
+            index = tap_index(self.case.pipeline, self.case.config)  # the canvas is judged region by region
             failures = [line for name in obtained for line in compare(
-                name, expected[name], obtained[name], self._criteria(outcome, name)).failures]
+                name, expected[name], obtained[name], self._criteria(outcome, name), layout=index[name].layout,
+                regions=tap_regions(index[name], self.case.config, self.case.inputs)).failures]
             if failures:
                 pytest.fail(f"{outcome.label}: against the baseline {path}:\n  " + "\n  ".join(failures), pytrace=False)
 
