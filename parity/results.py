@@ -10,6 +10,7 @@ import dataclasses
 import math
 from typing import Any
 
+from .jsonable import to_jsonable
 from .metrics import TapMetrics
 from .tolerances import AppliedTolerance
 
@@ -71,7 +72,7 @@ class ModeResult:
                 "metrics": None if self.metrics is None else self.metrics.to_dict(),
                 "error": self.error, "error_kind": self.error_kind, "skipped": self.skipped,
                 "skip_kind": self.skip_kind, "note": self.note,
-                "diagnoses": [d.to_dict() if hasattr(d, "to_dict") else d for d in self.diagnoses]}
+                "diagnoses": [to_jsonable(diagnosis) for diagnosis in self.diagnoses]}
 
 
 @dataclasses.dataclass

@@ -61,7 +61,7 @@ def test_interleaving_runs_every_variant_in_rotating_order():
 
 def test_a_measured_command_reports_its_own_peak_memory_and_imports():
     cases = measure_process(parity_command(["cases"], importtime=True))
-    assert cases["returncode"] == 0 and any("simulate-n32-f64" in line for line in cases["stdout_tail"])
+    assert cases["returncode"] == 0 and any(line.startswith("simulate-") for line in cases["stdout_tail"])
     assert cases["import_s"] == {"tensorflow": 0.0, "torch": 0.0}  # `parity cases` imports neither framework
     assert 0 < cases["max_rss_mib"] < 300  # its own peak, not this (framework-laden) process's
     big = measure_process([sys.executable, "-c", "import numpy; numpy.ones(40_000_000).sum()"])

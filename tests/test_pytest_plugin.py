@@ -25,7 +25,7 @@ from parity import synthetic
 from parity.cases import BUILTIN_CASES
 from parity.pytest_plugin import assert_parity
 from parity.runner import RunOptions
-from parity.workflows import DEFAULT_GOLDENS, open_golden, run_and_write, tolerance_table
+from parity.workflows import DEFAULT_GOLDENS, check_against_golden, open_golden, tolerance_table
 
 # In-process runs restore sys.modules afterwards: a C extension first imported inside one would be
 # imported again by the next and crash, and every run would pay for the Torch backend's imports again;
@@ -131,8 +131,8 @@ def test_assert_parity_names_the_first_divergence_its_metrics_and_a_diagnosis_wh
     from tests.faulty_adapters import FaultyTorch
 
     case = BUILTIN_CASES[SMALL]
-    with open_golden(case, DEFAULT_GOLDENS) as golden:
-        report = run_and_write(case, golden, FaultyTorch(), tolerance_table(None), RunOptions(), tmp_path)
+    with open_golden(case, DEFAULT_GOLDENS, tolerance_table(None)) as opened:
+        report = check_against_golden(opened, FaultyTorch(), tolerance_table(None), RunOptions(), tmp_path)
     # ModeResult.diagnoses, where the diagnosis engine left any, is read as it comes (objects or text).
     report.tap("farfield").modes["isolated"].diagnoses = [SimpleNamespace(headline="a scale factor: the error is 1% everywhere")]
     with pytest.raises(AssertionError) as failure:
