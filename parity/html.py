@@ -101,7 +101,7 @@ def _summary(document: dict[str, Any]) -> str:
     missing = [(tap["name"], why_not_compared(tap)) for tap in taps]
     missing = [(name, why) for name, why in missing if why]
     if missing:
-        parts.append("<p><b>Not compared in every mode:</b></p><ul class='msgs'>" + "".join(
+        parts.append("<p><b>Not judged in every mode:</b></p><ul class='msgs'>" + "".join(
             f"<li>{_link(name)}: {escape(why)}</li>" for name, why in missing) + "</ul>")
     for note in document.get("notes", []):
         parts.append(f'<p class="note">note: {escape(note)}</p>')
@@ -151,7 +151,7 @@ def _overview(document: dict[str, Any]) -> str:
         mark = ' <span class="firstmark">◀ first divergence</span>' if tap["name"] == divergence else ""
         shape = "x".join(str(d) for d in tap.get("shape", [])) or "()"
         rows.append(f"<tr><td class='num'>{index}</td><td>{_link(tap['name'])}{mark}</td><td>{shape}</td>"
-                    f"{''.join(cells)}<td>{verdict_badge(tap.get('passed'))}</td></tr>")
+                    f"{''.join(cells)}<td>{verdict_badge(tap.get('passed'), tap.get('status'))}</td></tr>")
     return ("<h2>Taps in stage order</h2><table><tr><th>#</th><th>tap</th><th>shape</th><th>propagated</th>"
             "<th>margin</th><th>isolated</th><th>margin</th><th>verdict</th></tr>" + "".join(rows) + "</table>"
             '<p class="note">error: max |a−b| / max |a|; margin: error / tolerance over every criterion set '
@@ -219,11 +219,11 @@ def _tap_section(index: int, tap: dict[str, Any], first: str | None, samples: di
     inputs = ", ".join(_link(i) if i else "" for i in tap.get("inputs", [])) or "-"
     shape = "x".join(str(d) for d in tap.get("shape", [])) or "()"
     head = (f'<section class="{classes}" id="{escape(tap_anchor(name))}"><h3>#{index} <code>{escape(name)}</code> '
-            f"{verdict_badge(tap.get('passed'))}{mark}</h3><p class='meta'>stage <code>{escape(str(tap.get('stage')))}"
+            f"{verdict_badge(tap.get('passed'), tap.get('status'))}{mark}</h3><p class='meta'>stage <code>{escape(str(tap.get('stage')))}"
             f"</code> · inputs {inputs} · {escape(tap.get('layout', ''))} {shape} {escape(tap.get('dtype', ''))} "
             f"({escape(tap.get('kind', ''))})</p>")
     why = why_not_compared(tap)
-    left = [f'<p class="note">not compared: {escape(why)}</p>' if why else "", metrics_table(tap)]
+    left = [f'<p class="note">not judged: {escape(why)}</p>' if why else "", metrics_table(tap)]
     modes = tap.get("modes", {})
     spatial = spatial_axes(tap.get("layout", "")) is not None
     if any("breakdown" in ((modes[m] or {}).get("metrics") or {}) for m in modes):

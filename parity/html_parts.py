@@ -17,20 +17,28 @@ from .report import format_margin, margin
 MODES = ("propagated", "isolated")
 
 
-def verdict_badge(passed: bool | None) -> str:
-    label, css = {True: ("PASS", "PASS"), False: ("FAIL", "FAIL")}.get(passed, ("not judged", "NOTJUDGED"))
+def verdict_badge(passed: bool | None, status: str | None = None) -> str:
+    unjudged = {"not_compared": "not compared", "not_provided": "not compared",
+                "not_comparable": "not comparable"}.get(status or "", "not judged")
+    label, css = {True: ("PASS", "PASS"), False: ("FAIL", "FAIL")}.get(passed, (unjudged, "NOTJUDGED"))
     return f'<span class="badge {css}">{label}</span>'
 
 
+JUDGED = ("passed", "failed", "error")  # a mode status with a verdict; anything else says why there is none
+
+
 def why_not_compared(tap: dict[str, Any]) -> str:
-    """Why a tap lacks a verdict in some mode (``skipped``, and the ``status``/``reason`` fields)."""
+    """Why a tap lacks a verdict in some mode (the ``skipped`` text of each mode), or ''."""
     reasons = []
-    if tap.get("status") or tap.get("reason"):
-        reasons.append(" ".join(str(tap[k]) for k in ("status", "reason") if tap.get(k)))
     for mode, result in tap.get("modes", {}).items():
-        text = result.get("skipped") or result.get("reason")
-        if text or (result.get("status") and result.get("status") not in ("compared", "ok")):
-            reasons.append(f"{mode}: {text or result.get('status')}")
+        status = result.get("status")
+        if status in JUDGED or (status is None and result.get("passed") is not None):
+            continue
+        text = result.get("skipped") or result.get("reason") or status
+        if text:
+            reasons.append(f"{mode}: {text}")
+    if len(reasons) > 1 and len({reason.split(": ", 1)[1] for reason in reasons}) == 1:
+        return reasons[0].split(": ", 1)[1]  # the same reason in every mode: say it once
     return "; ".join(reasons)
 
 
@@ -73,7 +81,7 @@ def _metric_rows(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
     """label -> (cell html, css class) for one mode."""
     rows: dict[str, tuple[str, str]] = {}
     tolerance = result.get("tolerance") or {}
-    rows["verdict"] = (verdict_badge(result.get("passed")), "")
+    rows["verdict"] = (verdict_badge(result.get("passed"), result.get("status")), "")
     rows["tolerance"] = (escape(criteria_text(tolerance.get("criteria"))) + (
         f"<br><span class='dim'>{escape(tolerance.get('source', ''))}</span>" if tolerance.get("source") else ""), "")
     value = margin(result)
@@ -81,7 +89,7 @@ def _metric_rows(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
                                           ("good" if value < 1 else "bad"))
     if result.get("error"):
         rows["raised"] = (f"<code>{escape(result['error'])}</code>", "bad")
-    for key in ("skipped", "status", "reason"):
+    for key in ("skipped", "note"):
         if result.get(key):
             rows[key] = (escape(str(result[key])), "dim")
     metrics = result.get("metrics") or {}

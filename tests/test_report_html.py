@@ -304,7 +304,10 @@ def test_fields_other_engineers_add_are_rendered_when_present(runs, tmp_path):
         "regions": {"interior": dict(region, max_rel=0.0023), "border": region}, "border_width": 8}
     taps["farfield"]["modes"]["isolated"]["diagnoses"] = [
         {"kind": "scale", "summary": "candidate = 1.01 x reference", "residual": 3e-8}]
-    taps["probe.effective"].update(status="not provided", reason="fused with the exit wave")
+    why = "not compared: the candidate does not provide it (fused with the exit wave)"
+    taps["probe.effective"].update(status="not_compared", reason=why, passed=None)
+    for mode in taps["probe.effective"]["modes"].values():
+        mode.update(status="not_provided", skip_kind="not_provided", skipped=why, passed=None, metrics=None)
     (copy / "report.json").write_text(json.dumps(document))
     code, _, err = cli("report", copy)
     assert code == EXIT_OK, err
@@ -313,7 +316,7 @@ def test_fields_other_engineers_add_are_rendered_when_present(runs, tmp_path):
     assert "Regions (border band 8 px)" in farfield and "By sample (top 5)" in farfield
     assert "Interior vs border (from the kept samples" not in farfield  # the comparator's numbers win
     assert "candidate = 1.01 x reference" in farfield and "scale" in farfield
-    assert "not provided fused with the exit wave" in text.split('id="tap-')[0]  # named in the summary
+    assert "(fused with the exit wave)" in text.split('id="tap-')[0]  # named in the summary
 
 
 def test_a_report_without_evidence_or_comparisons_still_renders(runs, tmp_path):
