@@ -143,7 +143,8 @@ def _write_dataset(group: h5py.Group, name: str, array: np.ndarray) -> h5py.Data
 class GoldenWriter:
     """Streams taps into a golden file; used as the reference run's sink. ``finish()`` seals it."""
 
-    def __init__(self, h5: h5py.File, case: Case, backend: Mapping[str, Any], provenance: Mapping[str, Any]) -> None:
+    def __init__(self, h5: h5py.File, case: Case, backend: Mapping[str, Any], provenance: Mapping[str, Any],
+                 not_provided: Mapping[str, str] | None = None) -> None:
         self.h5 = h5
         self.config = case.config
         self.order: list[str] = []
@@ -153,6 +154,8 @@ class GoldenWriter:
             "config": json.dumps(case.config.to_dict(), sort_keys=True), "description": case.description,
             "backend": json.dumps(backend, sort_keys=True), "provenance": json.dumps(provenance, sort_keys=True),
             "created": str(provenance.get("timestamp", "")), "tap_order": "[]",
+            # taps the reference does not compute, with its reasons (a plug-in reference may leave some out)
+            "not_provided": json.dumps(dict(not_provided or {}), sort_keys=True),
         })
         inputs = h5.create_group("inputs")
         for name, value in case.inputs.items():
@@ -255,6 +258,8 @@ class Golden:
             self.provenance = _json(attrs, "provenance", dict)
             self.created = _text(attrs, "created")
             self.tap_order = _strings(_json(attrs, "tap_order", list), "tap_order")
+            self.not_provided = (_strings(_json(attrs, "not_provided", dict), "not_provided", mapping=True)
+                                 if "not_provided" in attrs else {})
             for group in GROUPS:
                 if not isinstance(self.h5.get(group), h5py.Group):
                     raise KeyError(f"group {group!r}")
@@ -314,7 +319,7 @@ class Golden:
 
         registry = pipeline_taps(self.pipeline, self.config)
         recorded = set(self.h5["taps"])
-        reasons = json.loads(self.attrs.get("not_provided", "{}") or "{}")
+        reasons = self.not_provided
         return Graph([spec for spec in registry if spec.name in recorded],
                      {spec.name: str(reasons.get(spec.name, "not recorded in the golden"))
                       for spec in registry if spec.name not in recorded})

@@ -14,7 +14,7 @@ from backends.common.config import ForwardConfig
 from backends.common.taps import pipeline_taps
 
 from . import provenance
-from .adapters import Adapter
+from .adapters import Adapter, graph_of
 from .atomic_files import terminate_as_interrupt, writable_folder
 from .cases import Case, select_cases, user_case
 from .errors import CorruptGoldenError, ParityInputError
@@ -126,12 +126,14 @@ def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path
     """
     path = golden_path(goldens_folder(directory), case.name)
 
+    unprovided = graph_of(reference, case.pipeline, case.config).unprovided
+
     def fill(h5) -> None:
-        writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device))
+        writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device), unprovided)
         reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=writer)
         problems = [f"reference produced no tap {spec.name!r}" if spec.name not in writer.taps else
                     contract_problems(spec, case.config, case.batch, writer.taps[spec.name])
-                    for spec in pipeline_taps(case.pipeline, case.config)]
+                    for spec in pipeline_taps(case.pipeline, case.config) if spec.name not in unprovided]
         problems = [problem for problem in problems if problem]
         if problems:  # raising here leaves any earlier golden in place
             raise ParityInputError(f"{path}: not recorded, the reference breaks the tap contract: "
@@ -174,7 +176,7 @@ def open_golden(case: Case, directory: str | Path, tolerances: ToleranceTable | 
         golden.verify()
         golden.check_definition(case)
         expected = [spec.name for spec in pipeline_taps(case.pipeline, case.config)]
-        recorded = set(golden.h5["taps"])
+        recorded = set(golden.h5["taps"]) | set(golden.not_provided)  # what the reference chose not to compute
         if set(expected) != recorded:
             raise CorruptGoldenError(f"{golden.path}: golden taps differ from the registry's: missing "
                                      f"{[name for name in expected if name not in recorded]}, unexpected "

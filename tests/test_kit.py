@@ -192,3 +192,18 @@ def test_the_determinism_switch_is_applied_for_declared_frameworks_before_adapte
     assert state["tf"]["op_determinism"] is True and state["tf"]["tensor_float_32"] is False
     assert state["builtins"] == []
     assert load_adapter("tests.kit_adapters:TFOnly").name == "TFOnly"
+
+
+def test_a_plug_in_reference_records_goldens_that_say_what_it_leaves_out(tmp_path, capfd):
+    goldens = tmp_path / "goldens"
+    code = main(["record", "--case", "physics-default", "--set", "N=32", "--reference",
+                 "examples.keras_flat.adapter:LegacyTF", "--goldens", str(goldens)])
+    assert code == EXIT_OK, capfd.readouterr().err
+    code = main(["check", "--case", "physics-default", "--set", "N=32", "--goldens", str(goldens),
+                 "--candidate", "examples.torch_fused.adapter:TorchPort", "--out", str(tmp_path / "out")])
+    out, err = capfd.readouterr()
+    assert code == EXIT_OK, err
+    report = json.loads((tmp_path / "out" / "physics-default" / "report.json").read_text())
+    farfield = next(tap for tap in report["taps"] if tap["name"] == "farfield")
+    assert farfield["status"] == "not_compared"
+    assert "the reference does not provide it (diffract() fuses the FFT and the modulus)" in farfield["reason"]
