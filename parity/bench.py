@@ -45,7 +45,7 @@ from backends.common.weights import init_weights
 
 from .bench_steps import both_modes, forward_only, full_capture, isolated_mode, reference_store, statistics_sink
 from .bench_process import measure_process, parity_command
-from .cases import Case, user_case
+from .cases import user_case
 from .synthetic import pipeline_inputs
 
 SCHEMA = "ptycho-parity/bench"

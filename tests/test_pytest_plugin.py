@@ -120,7 +120,7 @@ def test_broken_candidate_fails_from_its_stage_on_propagated_and_only_that_stage
         assert "max|a-b|/max|a| = 1.00e-02" in first and "max_rel_to_peak <= 1e-12" in first
     else:
         assert "the stage raised" in first and "injected fault" in first
-    whole = texts[f"test_whole_case.py::test_whole_case"]
+    whole = texts["test_whole_case.py::test_whole_case"]
     assert f"parity fails for {SMALL}" in whole and "farfield (isolated)" in whole
     result.stdout.fnmatch_lines(["*parity: first divergence per case*",
                                  f"{SMALL} (golden vs tests.faulty_adapters:{adapter}, cpu): "

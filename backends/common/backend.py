@@ -127,12 +127,18 @@ class Backend:
         clone.stages[key] = fn
         return clone
 
-    def params_for(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> Any:
+    @staticmethod
+    def check_weights(cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> Mapping[str, np.ndarray]:
+        """``weights`` if they fit the configuration's network, else a WeightsError saying why."""
         if weights is None:
             raise WeightsError("the pinn pipeline needs weights")
         problems = weight_problems(cfg, weights)
         if problems:
             raise WeightsError("weights do not fit the configuration: " + "; ".join(problems))
+        return weights
+
+    def params_for(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> Any:
+        self.check_weights(cfg, weights)
         key = (cfg.hash(), weights_fingerprint(weights))
         if key != self._params_key:
             self._params, self._params_key = self.build_params(cfg, weights), key

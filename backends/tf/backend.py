@@ -9,10 +9,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from backends.common.backend import Backend, StageError, WeightsError
+from backends.common.backend import Backend
 from backends.common.config import ForwardConfig
 from backends.common.taps import TapSpec
-from backends.common.weights import weight_problems
 
 from .network import KerasNetwork
 from .stages import STAGES
@@ -47,12 +46,7 @@ class TensorFlowBackend(Backend):
 
     def params_for(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> KerasNetwork:
         """The configuration's one network with ``weights`` assigned (traced graphs hold its variables)."""
-        if weights is None:
-            raise WeightsError("the pinn pipeline needs weights")
-        problems = weight_problems(cfg, weights)
-        if problems:
-            raise WeightsError("weights do not fit the configuration: " + "; ".join(problems))
-        return self.build_params(cfg, weights)
+        return self.build_params(cfg, self.check_weights(cfg, weights))
 
     def _invoke(self, spec: TapSpec, ctx: Any, inputs: list[Any]) -> Any:
         """The stage, traced once it repeats (``backends/tf/tracing.py``); Backend._call names its errors."""
