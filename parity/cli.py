@@ -1,31 +1,28 @@
-"""``parity``: a thin command line over the library (see ``parity.workflows``).
+"""``parity``: a thin command line over the library (the commands are in ``parity.commands``).
 
 Exit codes: 0 parity holds, 1 parity fails, 2 bad usage or bad input,
-3 crashed (the reference raised, or a harness bug; traceback on stderr).
+3 crashed (the reference raised, or a harness bug; traceback on stderr),
+130 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
-import tempfile
 import threading
 import traceback
 from collections.abc import Sequence
-from pathlib import Path
 
 from backends.common import determinism
 from backends.common.determinism import allow_tf32, apply_environment
 
 from . import budget
 from .atomic_files import terminate_as_interrupt
-from .errors import (EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError,
-                     WriteRefusedError)
+from .commands import BENCH_SECTIONS, COMMANDS
+from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_INTERRUPTED, ParityInputError, WriteRefusedError
 from .guard import DEFAULT_STAGE_TIMEOUT
-
 
 def _positive_int(text: str) -> int:
     try:
@@ -45,46 +42,6 @@ def _positive_float(text: str) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
     return value
-
-
-def _option_number(option: str, text: str | None) -> float | None:
-    """A numeric option, parsed here rather than by argparse so that a bad value is one line, exit 2."""
-    if text is None:
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise ParityInputError(f"{option} {text!r}: expected a number") from None
-
-
-def _max_memory(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return budget.parse_size(text)
-    except ValueError as error:
-        raise ParityInputError(f"--max-memory: {error}") from None
-
-
-def _output_folder(path: str) -> Path:
-    """The --out folder, refused up front if it cannot be written (before any comparison runs)."""
-    folder = Path(path)
-    existing = folder
-    while not existing.exists() and existing != existing.parent:  # nearest existing ancestor
-        existing = existing.parent
-    if not existing.is_dir():
-        where = "exists and is not a folder" if existing == folder else f"{existing} is a file, not a folder"
-        raise ParityInputError(f"--out {path}: {where}; expected a folder the reports can be written to")
-    if existing == folder:
-        try:  # really create a file: os.access says yes to root on a read-only file system
-            with tempfile.TemporaryFile(dir=folder):
-                pass
-        except OSError as error:
-            raise ParityInputError(f"--out {path}: cannot write there ({error.strerror or error}); expected a "
-                                   "writable folder") from None
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        raise ParityInputError(f"--out {path}: cannot create it, {existing} is not writable (permission denied)")
-    return folder
 
 
 def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True) -> None:
@@ -210,9 +167,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-BENCH_SECTIONS = ("throughput", "scaling", "overhead", "memory", "startup")
-
-
 def _add_gpu_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-tf32", action="store_true",
                         help="let float32 matmuls/convolutions use TF32 on GPUs (recorded; fails tight tolerances)")
@@ -221,293 +175,10 @@ def _add_gpu_options(parser: argparse.ArgumentParser) -> None:
                              "not bitwise identical between runs (exit 1 if any)")
 
 
-def _modes(choice: str) -> tuple[str, ...]:
-    return ("propagated", "isolated") if choice == "both" else (choice,)
-
-
-def _print(reports, quiet: bool) -> None:
-    from .report import make_console, print_report, summary_lines
-
-    console = make_console()
-    for report in reports:
-        if quiet:
-            print(f"{report.case['name']}: " + summary_lines(report)[-1])
-        else:
-            print_report(report, console)
-            console.print()
-    if len(reports) > 1 and not quiet:
-        from .report import cases_table
-
-        console.print(cases_table(reports))
-
-
-def _each_case(cases):
-    """The cases, one at a time, under a rich progress bar on stderr (gone when done)."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("cases", total=len(cases))
-        for case in cases:
-            progress.update(task, description=f"running {case.name}")
-            yield case
-            progress.advance(task)
-
-
-def _compare_options(args):
-    from .runner import RunOptions
-
-    from .evidence import EvidenceSettings
-
-    return RunOptions(modes=_modes(args.mode), taps=tuple(args.taps) if args.taps else None,
-                      dump_dir=Path(args.out) if args.dump_taps else None, chunk_bytes=args.chunk_mb << 20,
-                      batch_chunk=args.batch_chunk, stage_timeout=args.stage_timeout,
-                      evidence=EvidenceSettings(patch_stats_limit=args.patch_stats_limit))
-
-
-def verdict(reports, deterministic: bool = True) -> int:
-    """The exit code of a set of case reports: a reference that failed is a crash (3), never a verdict."""
-    crashed = [report for report in reports if report.stop_kind == "reference"]
-    for report in crashed:
-        print(f"parity: {report.case['name']}: {report.stopped}", file=sys.stderr)
-    if crashed:
-        print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
-        return EXIT_CRASHED
-    if any(report.stop_kind == "interrupted" for report in reports):
-        return EXIT_INTERRUPTED
-    return EXIT_OK if deterministic and reports and all(report.passed for report in reports) else EXIT_DIVERGED
-
-
-def command_cases(args) -> int:
-    from .cases import BUILTIN_CASES
-
-    if args.json:
-        print(json.dumps([{**case.summary(), "config": case.config.to_dict()} for case in BUILTIN_CASES.values()],
-                         indent=2))
-        return EXIT_OK
-    width = max(len(name) for name in BUILTIN_CASES)
-    for case in BUILTIN_CASES.values():
-        print(f"{case.name:<{width}}  {case.pipeline:<8}  {case.description}")
-    return EXIT_OK
-
-
-CALIBRATE_RUNS_HELD = 5  # float32, float64, float32 again, the candidate twice
-
-
-def _chunk_batch(case, limit: int | None) -> int:
-    from backends.common.taps import pipeline_taps
-
-    from .chunks import plan
-
-    chunks = plan(case.pipeline, pipeline_taps(case.pipeline, case.config), case.config, case.batch,
-                  max_samples=limit)
-    return max(stop - start for start, stop in chunks)
-
-
-def _cases(args) -> tuple[list, list[str]]:
-    """The command's cases, every one within the memory limit (the one place every command goes through).
-
-    The limit (``--max-memory`` or the machine's default) also bounds what is read from a user's
-    files: their headers are checked against it before any data is inflated.
-    """
-    from .workflows import choose_cases
-
-    with budget.memory_limit(_max_memory(args.max_memory)):
-        if getattr(args, "dataset", None):
-            from .dataset_cases import dataset_cases
-
-            if args.inputs or args.cases:
-                raise ParityInputError("--dataset excludes --inputs and --case")
-            cases, notes = dataset_cases(args.dataset, args.pipeline, args.config, args.assignments, args.weights)
-        else:
-            user = (args.inputs, args.weights) if hasattr(args, "inputs") else ()
-            cases, notes = choose_cases(args.cases, args.config, args.assignments, args.pipeline, *user)
-        for case in cases:
-            if args.command == "calibrate":
-                budget.check_case(case, config=case.config.replace(dtype="float64"),
-                                  reference_copies=CALIBRATE_RUNS_HELD)
-            elif args.command == "record":
-                budget.check_case(case)  # a golden is written whole
-            else:  # runs go in batch chunks: what must fit is one chunk plus what the whole run holds
-                budget.check_case(case, chunk_batch=_chunk_batch(case, getattr(args, "batch_chunk", None)))
-    return cases, notes
-
-
-def command_run(args) -> int:
-    from .adapters import load_adapter
-    from .workflows import run_and_write, tolerance_table
-
-    cases, notes = _cases(args)
-    tolerances = tolerance_table(args.tolerances)
-    out = _output_folder(args.out)  # before the adapters load: nothing runs if reports cannot be written
-    reference = load_adapter(args.reference, "cpu")
-    candidate = load_adapter(args.candidate, args.device)
-    reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), out, notes)
-               for case in _each_case(cases)]
-    deterministic = _repeat(args, cases, reports, candidate, out)
-    _print(reports, args.quiet)
-    for line in notes:
-        print(f"note: {line}")
-    print(f"reports written under {args.out}/")
-    return verdict(reports, deterministic)
-
-
-def command_record(args) -> int:
-    from .adapters import load_adapter
-    from .workflows import goldens_folder, record_golden
-
-    if (args.config or args.assignments) and not args.goldens:
-        raise ParityInputError("--set/--config change a case, and the shipped goldens in fixtures/goldens must "
-                               "stay those of the built-in cases; record into another folder with --goldens DIR "
-                               "and check with the same --set and --goldens")
-    cases, _ = _cases(args)
-    folder = goldens_folder(args.goldens)  # refused here, before the reference is loaded or run
-    reference = load_adapter(args.reference, "cpu")
-    for case in cases:
-        path = record_golden(case, reference, folder)
-        print(f"recorded {case.name} ({case.hash()}) -> {path}")
-    return EXIT_OK
-
-
-def command_check(args) -> int:
-    from .adapters import load_adapter
-    from .workflows import DEFAULT_GOLDENS, check_against_golden, open_golden, tolerance_table
-
-    cases, _ = _cases(args)
-    tolerances = tolerance_table(args.tolerances)
-    out = _output_folder(args.out)
-    candidate = load_adapter(args.candidate, args.device)
-    reports = []
-    for case in _each_case(cases):  # the candidate runs on the inputs stored in each golden
-        with open_golden(case, args.goldens or DEFAULT_GOLDENS, tolerances) as opened:
-            reports.append(check_against_golden(opened, candidate, tolerances, _compare_options(args), out))
-    deterministic = _repeat(args, cases, reports, candidate, out)
-    _print(reports, args.quiet)
-    for report in reports:
-        for line in report.notes:
-            print(f"note: {report.case['name']}: {line}")
-    print(f"reports written under {args.out}/")
-    return verdict(reports, deterministic)
-
-
-def _repeat(args, cases, reports, candidate, out: Path) -> bool:
-    """``--repeat N``: the candidate's nondeterminism check per case, noted in its report; False if any."""
-    if args.repeat < 2:
-        return True
-    from .repeat import repeat_check, summary_lines
-    from .report import write_report
-
-    clean = True
-    for case, report in zip(cases, reports):
-        found = repeat_check(case, candidate, args.repeat)
-        lines = summary_lines(case, found, args.repeat)
-        report.notes.extend(lines)
-        write_report(report, out / case.name)
-        print("\n".join(lines))
-        clean = clean and not found
-    return clean
-
-
-def command_bench(args) -> int:
-    from .bench import BenchOptions, run_bench, write_json
-    from .bench_table import render
-    from .inputs import resolve_knobs
-    from .report import make_console
-
-    cfg = resolve_knobs(None, args.assignments)  # validated here: a bad knob is exit 2 before anything runs
-    knobs = {knob: mine for knob, (mine, _) in cfg.diff(resolve_knobs(None, [])).items()}
-    defaults = BenchOptions()
-    sections = tuple(name for name in (args.only or BENCH_SECTIONS) if name not in args.skip)
-    options = BenchOptions(pipelines=tuple(args.pipelines or defaults.pipelines),
-                           batches=tuple(args.batches or defaults.batches),
-                           scaling_batches=tuple(args.scaling_batches or defaults.scaling_batches),
-                           overhead_batch=args.overhead_batch, repeats=args.repeats, warmup=max(0, args.warmup),
-                           knobs=knobs, devices=tuple(args.devices) if args.devices else None, sections=sections,
-                           memory_positions=args.memory_positions, memory_batch=args.memory_batch,
-                           startup_case=args.startup_case, tensorflow=not args.no_tf)
-    document = run_bench(options, command=args.command_line or ["parity", *sys.argv[1:]])
-    render(document, make_console())
-    if args.json:
-        print(f"bench results written to {write_json(document, args.json)}")
-    return EXIT_OK
-
-
-def command_calibrate(args) -> int:
-    from .adapters import load_adapter
-    from .calibrate import calibrate, print_calibration, validate_calibration
-    from .tolerances import load_tolerances
-    from .workflows import DEFAULT_TOLERANCES
-
-    factor, floor = _option_number("--factor", args.factor), _option_number("--floor", args.floor)
-    validate_calibration(factor, floor)
-    cases, _ = _cases(args)
-    load_tolerances(args.tolerances or DEFAULT_TOLERANCES)  # a bad table is refused before anything runs
-    out = _output_folder(args.out)
-    reference = load_adapter(args.reference, "cpu")
-    candidate = load_adapter(args.candidate, "cpu") if args.candidate else None
-    result = calibrate(cases, reference, candidate, Path(args.tolerances or DEFAULT_TOLERANCES), factor=factor,
-                       floor=floor, write=args.write, allow_looser=args.allow_looser, out_dir=out)
-    print_calibration(result)
-    return EXIT_OK
-
-
 def _one_line(error: Exception) -> str:
     """The message on one line: a file name or a TOML error may carry newlines."""
     return " ".join(str(error).split("\n"))
 
-
-
-def command_report(args) -> int:
-    from .html import write_html
-    from .report import load_report
-
-    folder = Path(args.folder)
-    folders = [folder] if (folder / "report.json").exists() else sorted(
-        child for child in folder.glob("*") if (child / "report.json").exists())
-    if not folders:
-        raise ParityInputError(f"{folder}: no report.json here nor in any subfolder")
-    for case_dir in folders:
-        print(f"wrote {write_html(load_report(case_dir), case_dir)}")
-    return EXIT_OK
-
-
-def command_diff(args) -> int:
-    from .report import make_console
-    from .rundiff import diff_runs, diff_table
-
-    changes, notes = diff_runs(args.run_a, args.run_b, args.factor)
-    console = make_console()
-    console.print(diff_table(changes, args.all))
-    for note in notes:
-        print(f"note: {note}")
-    worse = [change for change in changes if change.worse]
-    counts = {verdict: sum(c.verdict == verdict for c in changes) for verdict in ("worse", "gone", "fixed", "better")}
-    print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + f" of {len(changes)} tap results")
-    return EXIT_DIVERGED if worse else EXIT_OK
-
-
-def command_selftest(args) -> int:
-    from .report import make_console, write_json_atomic
-    from .selftest import run_selftest
-
-    console = make_console()
-    result = run_selftest(seeds=1 if args.fast else args.seeds, only=args.only, clean=not args.no_clean,
-                          progress=lambda row: console.print(f"  {row.status:>7}  {row.kind:<8} {row.id} "
-                                                             f"({row.case}, {row.seconds:.1f} s)", highlight=False))
-    console.print(result.table())
-    for line in result.summary_lines():
-        console.print(line, style="green" if line.endswith("PASS") else ("red" if "FAIL" in line else ""),
-                      highlight=False)
-    if args.out:
-        print(f"written {write_json_atomic(Path(args.out) / 'selftest.json', result.to_dict())}")
-    return EXIT_OK if result.passed else EXIT_DIVERGED
-
-
-
-COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record, "check": command_check,
-            "calibrate": command_calibrate, "report": command_report, "diff": command_diff,
-            "bench": command_bench, "selftest": command_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
