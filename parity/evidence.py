@@ -203,16 +203,16 @@ SMALL_SAMPLE_BYTES = 4096  # samples this small are always stored whole
 def stored_subset(kept: KeptSamples, failed: bool, settings: EvidenceSettings) -> KeptSamples | None:
     """What ``samples.h5`` keeps of one (mode, tap), so a run of every case stays a few MB.
 
-    A failing (mode, tap), or one whose samples are tiny, keeps everything. Otherwise propagated mode
-    keeps its worst sample (the report's picture) and, for patch taps, the first samples the patch
-    grid shows; isolated mode keeps nothing (the report draws isolated pictures only where it fails).
+    A (mode, tap) whose samples are tiny keeps everything. A failing one keeps its worst samples (the
+    report's pictures); a passing propagated one its worst sample; patch taps also the first samples
+    the patch grid shows. A passing isolated tap keeps nothing (no picture is drawn for it).
     """
     sample_bytes = kept.reference[0].nbytes if kept.index.size else 0
-    if failed or sample_bytes <= SMALL_SAMPLE_BYTES:
+    if sample_bytes <= SMALL_SAMPLE_BYTES:
         return kept
-    if kept.mode != "propagated":
+    if kept.mode != "propagated" and not failed:
         return None
-    wanted = set(int(i) for i in kept.worst[:1])
+    wanted = set(int(i) for i in kept.worst[:1])  # the picture of a tap is its worst sample
     if kept.pictures == "patches" and kept.index.size:
         per_sample = max(1, kept.reference[0].size // _image_pixels(kept))
         wanted |= set(int(i) for i in kept.first[: -(-settings.grid_patches // per_sample)])
@@ -245,7 +245,7 @@ def _bits(array: np.ndarray) -> np.ndarray:
 
 
 def _dataset(group: h5py.Group, name: str, value: np.ndarray) -> None:
-    options = {"compression": "gzip", "shuffle": True} if value.size >= 256 else {}
+    options = {"compression": "gzip", "compression_opts": 9, "shuffle": True} if value.size >= 256 else {}
     group.create_dataset(name, data=value, **options)
 
 

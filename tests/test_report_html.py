@@ -170,7 +170,7 @@ def test_kept_samples_are_the_candidates_values(runs):
     with h5py.File(runs["faulty"] / "taps_candidate.h5") as h5:
         candidate = h5["propagated/farfield"][()]
     assert np.array_equal(kept.candidate, candidate[kept.index])
-    assert list(kept.first) == [0, 1] and len(kept.worst) == 2
+    assert len(kept.worst) == 1 and set(kept.index) == set(kept.worst) | set(kept.first)  # the worst: the picture
 
 
 def test_a_raising_candidate_still_gets_a_report_naming_the_stage(runs):
