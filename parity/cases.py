@@ -32,6 +32,7 @@ from backends.common.weights import init_weights, weights_fingerprint
 
 from . import data, dataset, synthetic
 from .errors import ParityInputError
+from .lazy import LazyArray
 
 InputBuilder = Callable[["Case"], dict[str, np.ndarray]]
 
@@ -62,10 +63,28 @@ class StoredInputs:
         return dict(self.arrays)
 
 
-def array_hash(array: np.ndarray) -> str:
-    array = np.ascontiguousarray(array)
+HASH_PIECE = 4 << 20  # bytes hashed at a time: a large input is never copied whole to be hashed
+
+
+def array_hash(array: np.ndarray | LazyArray) -> str:
+    """sha256 of dtype, shape and the C-order bytes, fed piece by piece along axis 0 (the same digest
+    as of the whole array's bytes); an input still in its file is read piece by piece, hashed once."""
+    memo = array.memo if isinstance(array, LazyArray) else None
+    if memo is not None and "array_hash" in memo:
+        return memo["array_hash"]
+    if not isinstance(array, LazyArray):
+        array = np.asarray(array)
+        if array.ndim == 0:
+            array = np.ascontiguousarray(array)  # numpy makes it 1-d: the digest always had shape (1,)
     digest = hashlib.sha256(f"{array.dtype.str}:{array.shape}:".encode())
-    digest.update(array.tobytes())
+    if not array.shape or not array.size:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    else:
+        rows = max(1, HASH_PIECE // max(1, array.size // array.shape[0] * array.dtype.itemsize))
+        for start in range(0, array.shape[0], rows):
+            digest.update(np.ascontiguousarray(array[start : start + rows]).data)
+    if memo is not None:
+        memo["array_hash"] = digest.hexdigest()[:16]
     return digest.hexdigest()[:16]
 
 
@@ -297,8 +316,8 @@ def select_cases(names: list[str] | None) -> list[Case]:
 
 def user_case(name: str, pipeline: str, config: ForwardConfig, inputs: Mapping[str, np.ndarray],
               weights: Mapping[str, np.ndarray] | None, description: str) -> Case:
-    """A case around inputs a user supplied (already validated)."""
-    frozen = {key: np.asarray(value) for key, value in inputs.items()}
+    """A case around inputs a user supplied (already validated; a ``LazyArray`` stays in its file)."""
+    frozen = {key: value if isinstance(value, LazyArray) else np.asarray(value) for key, value in inputs.items()}
     batch = next(iter(frozen.values())).shape[0] if pipeline != "simulate" else frozen["scan_positions"].shape[0]
     weights_seed = 0 if pipeline == "pinn" and weights is None else None
     return Case(name=name, description=description, pipeline=pipeline, config=config, batch=batch, seed=0,

@@ -18,7 +18,13 @@ import numpy as np
 from backends.common.config import ForwardConfig
 from backends.common.taps import TapSpec, batched, pipeline_inputs
 
-DEFAULT_CHUNK_BYTES = 64 << 20  # all taps of one chunk, one side: ~100 samples of N=64 physics
+from .lazy import is_lazy
+
+# All taps of one chunk, one side: ~25 samples of N=64 physics, ~11 of pinn. The working set of a
+# chunk (both frameworks' tensors, the reference's taps, comparison temporaries) is several times
+# this, and the allocator's heap grows to its high-water mark: at 64 MiB a physics run peaked at
+# 1.7 GiB, at 16 MiB at 1.1 GiB, with the same throughput (2 CPU cores; docs/benchmarks.md).
+DEFAULT_CHUNK_BYTES = 16 << 20
 
 
 def sample_bytes(specs: list[TapSpec], cfg: ForwardConfig) -> int:
@@ -52,16 +58,22 @@ def batch_of(pipeline: str, inputs: Mapping[str, np.ndarray]) -> int:
     return 1
 
 
-def slice_inputs(pipeline: str, inputs: Mapping[str, np.ndarray], start: int, stop: int,
+def slice_inputs(pipeline: str, inputs: Mapping[str, Any], start: int, stop: int,
                  whole: bool) -> dict[str, np.ndarray]:
-    """The inputs of one chunk (the arrays themselves when the chunk is the whole batch)."""
-    if whole:
+    """The inputs of one chunk (the arrays themselves when the chunk is the whole batch).
+
+    An input still in its file (``parity.lazy.LazyArray``) is read here, only this chunk's rows.
+    """
+    if whole and not any(is_lazy(value) for value in inputs.values()):
         return dict(inputs)
-    sliced = {}
+    chunk = {}
     for spec in pipeline_inputs(pipeline):
         value = inputs[spec.name]
-        sliced[spec.name] = value[start:stop] if batched(spec) else value
-    return sliced
+        if is_lazy(value):
+            chunk[spec.name] = value.rows(start, stop) if batched(spec) else value.read()
+        else:
+            chunk[spec.name] = value if whole or not batched(spec) else value[start:stop]
+    return chunk
 
 
 def slice_tap(spec: TapSpec, value: Any, start: int, stop: int, whole: bool) -> Any:

@@ -77,6 +77,9 @@ class Guard:
                 box["error"] = error
             finally:
                 done.set()
+            # nothing of this call may outlive it: between calls the worker would otherwise keep the
+            # last call's arguments (a chunk's inputs, a stage's reference values) alive
+            del job, function, args, kwargs, box, done
 
     def call(self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)`` on the worker; ``what`` names the call in messages."""

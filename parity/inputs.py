@@ -16,15 +16,19 @@ import numpy as np
 
 from backends.common.config import ConfigError, ForwardConfig, resolve_config
 from backends.common.input_checks import input_problems
-from backends.common.taps import PIPELINE_INPUTS, PIPELINES, TapSpec, pipeline_inputs
+from backends.common.taps import PIPELINE_INPUTS, PIPELINES, TapSpec, pipeline_inputs, pipeline_taps
 from backends.common.weights import weight_problems, weight_specs
 
 from .budget import check, check_read
 from .errors import ParityInputError
 from .files import read_toml, regular_file
+from .input_stream import FiniteScan, stream_input
 from .npz import NpzArchive, read_npz
 
 BATCH_LAYOUTS = ("BHWC", "B12C", "M2")  # registry layouts whose first axis is the batch
+# A batched member at least this large stays in its file and the run reads it chunk by chunk
+# (``parity.input_stream``); smaller ones fit in one chunk and are read whole.
+STREAM_MIN_BYTES = 16 << 20
 # Where a user's key names differ from the registry's input names.
 KEY_ALIASES = {"object.patches": "object_patches", "scan.positions": "scan_positions"}
 
@@ -98,25 +102,11 @@ def check_header(path: str, key: str, value: _Header, spec: TapSpec, cfg: Forwar
         raise ParityInputError(f"{where}: expected a complex array ({spec.dtype(cfg)}), got {dtype}")
 
 
-def _first_bad(mask: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
-
-
 def cast_checked(path: str, key: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``value`` in the run's dtype; finiteness is judged AFTER the cast (1e39 is finite, float32(1e39) is not)."""
-    where = f"{path}: key {key!r}"
-    with np.errstate(over="ignore", invalid="ignore"):
-        cast = value.astype(dtype, copy=False)
-    bad = ~np.isfinite(cast)
-    if bad.any():
-        first = _first_bad(bad)
-        original = value[first]
-        if np.all(np.isfinite(original)):
-            raise ParityInputError(f"{where}: expected values that fit the run's dtype {dtype}; {original} at index "
-                                   f"{first} overflows to Inf ({int(bad.sum())} such values; --set dtype=float64 "
-                                   "keeps them if they fit there)")
-        raise ParityInputError(f"{where}: expected finite values, found {int(bad.sum())} NaN/Inf "
-                               f"(first at index {first})")
+    scan = FiniteScan(path, key, dtype)
+    cast = scan.add(0, value)
+    scan.check()
     return cast
 
 
@@ -212,12 +202,14 @@ def split_keys(pipeline: str, arrays: Mapping[str, Any]) -> tuple[dict[str, Any]
 
 
 def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
-                arrays: Mapping[str, Any] | None = None) -> tuple[dict[str, np.ndarray], list[str]]:
+                arrays: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
     """Validated inputs and the keys that were ignored.
 
     ``arrays``: the file's arrays if already read, or its ``scan_npz`` headers.
     From an archive, headers are checked (and the bytes to read weighed against
     the memory limit) before any data is inflated, and ignored keys are never read.
+    Large batched members are validated piece by piece and returned as ``LazyArray``s
+    (``parity.lazy``) that the run reads chunk by chunk.
     """
     arrays = scan_npz(path) if arrays is None else arrays
     _, ignored = split_keys(pipeline, arrays)
@@ -228,10 +220,22 @@ def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
     shapes = {name: arrays[key].shape for name, key in names.items()}
     batch = next(shapes[spec.name][0] for spec in pipeline_inputs(pipeline) if spec.layout in BATCH_LAYOUTS)
     check(cfg, pipeline, batch, str(path), input_shapes=shapes)  # the whole run, from the headers alone
-    validated = {spec.name: cast_checked(str(path), spec.name, arrays.read(names[spec.name]), spec.dtype(cfg))
-                 for spec in pipeline_inputs(pipeline)}
-    _check_usable(str(path), pipeline, cfg, validated)
+    validated: dict[str, Any] = {}
+    judged: dict[str, np.ndarray] = {}  # what the degenerate-input checks see of each streamed input
+    for spec in pipeline_inputs(pipeline):
+        key, dtype = names[spec.name], spec.dtype(cfg)
+        if _streamed(pipeline, cfg, spec, arrays[key]):
+            validated[spec.name], judged[spec.name] = stream_input(str(path), spec.name, arrays, key, dtype)
+        else:
+            validated[spec.name] = cast_checked(str(path), spec.name, arrays.read(key), dtype)
+    _check_usable(str(path), pipeline, cfg, validated | judged)
     return validated, ignored
+
+
+def _streamed(pipeline: str, cfg: ForwardConfig, spec: TapSpec, member: Any) -> bool:
+    """Whether input ``spec`` stays in its file: batched, large, C order, and the pipeline runs in chunks."""
+    return (spec.layout in BATCH_LAYOUTS and member.nbytes >= STREAM_MIN_BYTES and not member.fortran_order
+            and not any(tap.reduction == "global" for tap in pipeline_taps(pipeline, cfg)))
 
 
 def _npz_weights(path: Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:

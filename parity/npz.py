@@ -34,6 +34,7 @@ READ_PIECE = 16 << 20
 # Whatever a hostile archive makes the zip and npy parsers raise: a problem of the file, not a crash.
 _ARCHIVE_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, RuntimeError,
                    NotImplementedError, struct.error, OverflowError, KeyError, IndexError)
+ARCHIVE_ERRORS = _ARCHIVE_ERRORS
 
 
 def human_bytes(count: int | float) -> str:
@@ -164,6 +165,15 @@ class NpzArchive(Mapping[str, Member]):
                     yield where, stream, member
         except _ARCHIVE_ERRORS as error:
             raise ParityInputError(f"{where}: unreadable archive member ({type(error).__name__}: {error})") from None
+
+    def open_member(self, key: str) -> contextlib.AbstractContextManager[tuple[str, IO[bytes], Member]]:
+        """``(where, stream, member)``: the member's data stream after its re-checked header (``parity.npz_rows``)."""
+        self[key]
+        return self._stream(key)
+
+    def info(self, key: str) -> zipfile.ZipInfo:
+        """The member's zip directory entry (where its bytes lie, how they are stored)."""
+        return self._infos[key]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._infos)

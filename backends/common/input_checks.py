@@ -9,6 +9,10 @@ knowledge, so it lives next to the tap registry, not in the harness.
 
 ``input_problems(pipeline, cfg, inputs)`` returns (key, expectation) pairs;
 empty when the inputs are usable. Inputs are already in the run's dtype.
+For ``physics`` and ``pinn`` a batched input is judged by its largest modulus
+alone: a large input is validated piece by piece and stands here as a single
+element holding that maximum (``parity.input_stream``; tests/test_lazy_inputs.py
+checks the two agree). A check that needs more of a batched input must change both.
 """
 
 from __future__ import annotations
