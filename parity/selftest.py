@@ -191,6 +191,10 @@ def run_selftest(*, seeds: int = 20, only: Sequence[str] | None = None, cases: S
     ``only`` (globs) restricts faults and refactors by id; ``cases`` the built-in cases of the clean
     runs; ``clean=False`` skips them.
     """
+    faults, refactors = _chosen(FAULTS, only), _chosen(REFACTORS, only)
+    if only and not (faults or refactors):  # a bad pattern is refused before any framework loads
+        raise ParityInputError(f"--only {list(only)}: no fault or refactor id matches; ids: "
+                               f"{[item.id for item in (*FAULTS, *REFACTORS)]}")
     if reference is None:
         from backends.tf import TensorFlowBackend
 
@@ -206,10 +210,6 @@ def run_selftest(*, seeds: int = 20, only: Sequence[str] | None = None, cases: S
         if progress is not None:
             progress(row)
 
-    faults, refactors = _chosen(FAULTS, only), _chosen(REFACTORS, only)
-    if only and not (faults or refactors):
-        raise ParityInputError(f"--only {list(only)}: no fault or refactor id matches; ids: "
-                               f"{[item.id for item in (*FAULTS, *REFACTORS)]}")
     for fault in faults:
         record(check_fault(fault, reference, tolerances))
     for refactor in refactors:

@@ -15,7 +15,8 @@ pytest_plugins = ["parity.pytest_plugin"]
 
 @pytest.fixture(scope="session")
 def reference():
-    """The TensorFlow reference backend (CPU)."""
+    """The TensorFlow reference backend (CPU); tests that need it skip where TensorFlow is absent (a GPU machine)."""
+    pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
     from backends.tf import TensorFlowBackend
 
     return TensorFlowBackend()

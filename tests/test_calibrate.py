@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
 from backends.tf import TensorFlowBackend
 from backends.torch import TorchBackend
 from parity.calibrate import calibrate, round_up

@@ -33,6 +33,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 import oracle  # noqa: E402
+pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
 from backends.tf import TensorFlowBackend  # noqa: E402  (sets determinism before TF loads)
 from backends.torch import TorchBackend  # noqa: E402
 from backends.common.config import resolve_config  # noqa: E402

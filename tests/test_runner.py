@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
 from backends.tf import TensorFlowBackend
 from backends.torch import TorchBackend
 from backends.torch import stages as torch_stages

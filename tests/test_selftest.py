@@ -85,6 +85,7 @@ def test_selftest_result_renders_and_fails_on_a_miss():
 
 
 def test_cli_selftest_subset(capsys):
+    pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
     code = main(["selftest", "--only", "fft-not-orthonormal", "--only", "fft-ortho", "--no-clean"])
     out = capsys.readouterr().out
     assert code == 0

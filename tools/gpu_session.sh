@@ -3,10 +3,14 @@
 #   1. `parity check` of every built-in case, Torch on CUDA against the CPU-recorded TF goldens,
 #      with the --repeat 2 nondeterminism check (TensorFlow is never imported);
 #   2. the same for the pinn cases with --allow-tf32, which must fail the tight float32 tolerances visibly;
-#   3. `parity bench` on CUDA, Torch rows only (patterns/s at growing batches, harness overhead).
+#   3. `parity bench` on CUDA, Torch rows only (patterns/s at growing batches, harness overhead);
+#   4. the test suite without TensorFlow, the generated per-tap suite with the candidate on CUDA against
+#      the goldens (tests that need TensorFlow skip; the CPU baselines are not compared on CUDA).
 # Usage: tools/gpu_session.sh [OUTPUT_FOLDER]   (default: $OUT if set, else gpu-session/)
-# Environment: PYTHON (default python3), PARITY_THREADS as usual. Each step's exit code is recorded
-# in OUTPUT_FOLDER/exit-codes.txt; the script itself exits 0 unless the machine has no CUDA device.
+# Environment: PYTHON (default python3), PARITY_THREADS as usual, PARITY_GPU_STEP_TIMEOUT (seconds per step); PARITY_GPU_DEVICE (default cuda) and
+# PARITY_GPU_SMALL=1 rehearse the script on a CPU machine with a tiny bench. Each step's exit code is
+# recorded in OUTPUT_FOLDER/exit-codes.txt, and the text results (logs, report.json, bench JSON; no
+# pictures) are packed into OUTPUT_FOLDER/results.tar.gz. The script exits 0 unless no device is visible.
 set -u
 out="${1:-${OUT:-gpu-session}}"
 python="${PYTHON:-python3}"
@@ -17,7 +21,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step() {  # step NAME COMMAND...: run, tee the output, record the exit code and the wall time
     local name="$1"; shift
     local started=$SECONDS
-    "$@" > >(tee "$out/$name.txt") 2>&1
+    timeout "${PARITY_GPU_STEP_TIMEOUT:-0}" "$@" > >(tee "$out/$name.txt") 2>&1
     local code=$?
     echo "$name exit=$code seconds=$((SECONDS - started))" | tee -a "$out/exit-codes.txt"
 }
@@ -26,12 +30,25 @@ step() {  # step NAME COMMAND...: run, tee the output, record the exit code and 
   "cuda", torch.version.cuda, "device", torch.cuda.get_device_name() if torch.cuda.is_available() else None)'
 } > "$out/machine.txt" 2>&1
 cat "$out/machine.txt"
-"$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' || {
-    echo "no CUDA device visible to PyTorch: nothing to do" | tee -a "$out/exit-codes.txt"; exit 1; }
+device="${PARITY_GPU_DEVICE:-cuda}"
+if [ "$device" = cuda ]; then
+    "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' || {
+        echo "no CUDA device visible to PyTorch: nothing to do" | tee -a "$out/exit-codes.txt"; exit 1; }
+fi
+if [ "${PARITY_GPU_SMALL:-0}" = 1 ]; then
+    bench_sizes=(--batch 8 --scaling-batch 16 --scaling-batch 32 --overhead-batch 8 --repeats 1 --warmup 1)
+else
+    bench_sizes=(--batch 64 --batch 1024 --batch 4096 --scaling-batch 4096 --scaling-batch 16384 --overhead-batch 1024)
+fi
 
-step check "$python" -m parity check --candidate torch --device cuda --repeat 2 --out "$out/check"
-step check-tf32 "$python" -m parity check --candidate torch --device cuda --allow-tf32 --case pinn-default \
+step check "$python" -m parity check --candidate torch --device "$device" --repeat 2 --out "$out/check"
+step bench "$python" -m parity bench --no-tf --device "$device" "${bench_sizes[@]}" \
+    --skip memory --skip startup --json "$out/bench-gpu.json"
+step check-tf32 "$python" -m parity check --candidate torch --device "$device" --allow-tf32 --case pinn-default \
     --case pinn-fly001-moon --mode both --out "$out/check-tf32"
-step bench "$python" -m parity bench --no-tf --device cuda --batch 64 --batch 1024 --batch 4096 \
-    --scaling-batch 4096 --scaling-batch 16384 --skip memory --skip startup --json "$out/bench-gpu.json"
+step pytest "$python" -m pytest -q -p no:cacheprovider -n "${PARITY_GPU_WORKERS:-8}" --dist loadfile \
+    --parity-device "$device" --parity-baselines off --parity-out "$out/pytest-reports" tests
+# the text results in one archive (a device session brings back only a few files)
+(cd "$out" && find . -name '*.txt' -o -name '*.json' -o -name '*.log' | grep -v '^./results' \
+    | tar -czf results.tar.gz -T -) || true
 exit 0
