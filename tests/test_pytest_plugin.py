@@ -195,6 +195,7 @@ PORT = """
 
 def test_baselines_catch_a_widened_dtype_and_a_drift_that_moves_the_reference_too(port, monkeypatch):
     """Two float32 user cases: one keeps every tap (arrays), the larger one statistics; tolerances: the table's."""
+    pytest.importorskip("pytest_regressions", reason="the baselines need pytest-regressions, not installed here")
     cfg = BUILTIN_CASES["physics-default"].config.replace(N=32)
     for name, batch in (("small", 1), ("large", 2)):  # 177 and 345 KiB of taps
         np.savez(port.path / f"{name}.npz", **synthetic.pipeline_inputs("physics", cfg, batch, seed=3))
@@ -281,6 +282,7 @@ def test_bad_settings_stop_the_session_with_a_usage_error(port, args, complaint)
 
 def test_an_installed_plugin_and_a_conftest_line_load_it_once(port):
     """pip-installed (the pytest11 entry point) and still named in a conftest: one plugin, no pluggy error."""
+    pytest.importorskip("pytest_regressions", reason="the baselines need pytest-regressions, not installed here")
     dist = port.path / "site" / "ptycho_parity-0.0.0.dist-info"
     dist.mkdir(parents=True)
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ptycho-parity\nVersion: 0.0.0\n")
@@ -314,6 +316,7 @@ def test_tensorflow_reference_and_torch_agree_through_the_fixtures(parity_case, 
 
 def test_the_example_port_runs_its_suite_from_outside_the_package(pytester):
     """examples/port_tests copied into a repository of its own: its conftest, configuration and baselines."""
+    pytest.importorskip("pytest_regressions", reason="the baselines need pytest-regressions, not installed here")
     shutil.copytree(ROOT / "examples" / "port_tests", pytester.path, dirs_exist_ok=True)
     result = pytester.runpytest("-p", "no:cacheprovider")
     taps = sum(len(pipeline_taps(BUILTIN_CASES[name].pipeline, BUILTIN_CASES[name].config))
