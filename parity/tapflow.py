@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from backends.common.backend import Backend, InputMutatedError
-from backends.common.regions import tap_regions
+from backends.common.regions import CANVAS_TAPS, covered_canvas, tap_regions
 from backends.common.taps import TapSpec, batched, pipeline_inputs
 
 from .audits import contract_problems
@@ -137,6 +137,7 @@ class CaseRun:
         self.judges: dict[tuple[str, str], TapJudge] = {}
         self.caches: dict[str, ReferenceCache] = {}
         self.regions: dict[str, dict[str, np.ndarray]] = {}
+        self.covered: np.ndarray | None = None
         self.batch = case.batch
         self.input_names = {spec.name for spec in pipeline_inputs(case.pipeline)}
         reference_graph, candidate_graph = graphs["reference"], graphs["candidate"]
@@ -207,6 +208,7 @@ class CaseRun:
             self._isolated(inputs)
             self._add_time("isolated_s", began)
         self.reference_values, self.delivered, self.shared, self.regions = {}, {}, set(), {}
+        self.covered = None
         for cache in self.caches.values():
             cache.clear()
         return self.stopped is None
@@ -254,7 +256,7 @@ class CaseRun:
             reference = self.reference_values[spec.name]
             judge = self._judge(spec, mode)
             if spec.name not in self.regions:  # where the tap is judged separately (the canvas's covered part)
-                self.regions[spec.name] = tap_regions(spec, self.case.config, self.chunk_inputs)
+                self.regions[spec.name] = self._regions(spec)
             judge.update(reference, value, self.start, self.stop, self.whole, self.regions[spec.name])
         except (TypeError, ValueError) as error:
             self._error(mode, spec.name, f"returned a value that cannot be compared: {error}", "bad_output")
@@ -264,6 +266,14 @@ class CaseRun:
             if update is not None:
                 update(mode, spec, reference, value, self.start)
         return True
+
+    def _regions(self, spec: TapSpec) -> dict[str, np.ndarray]:
+        covered = None
+        if spec.name in CANVAS_TAPS and "positions" in self.chunk_inputs:  # one mask serves the chunk's canvas taps
+            if self.covered is None:
+                self.covered = covered_canvas(self.case.config, self.chunk_inputs["positions"])
+            covered = self.covered
+        return tap_regions(spec, self.case.config, self.chunk_inputs, covered)
 
     def _error(self, mode: str, tap: str, message: str, kind: str) -> None:
         if tap not in self.final[mode] or self.final[mode][tap].error is None:

@@ -25,7 +25,7 @@ from .config import ForwardConfig
 from .constants import centre_mask
 from .taps import TapSpec
 
-__all__ = ["tap_regions", "coverage", "translate", "CANVAS_TAPS", "COVERED_THRESHOLD"]
+__all__ = ["tap_regions", "covered_canvas", "coverage", "translate", "CANVAS_TAPS", "COVERED_THRESHOLD"]
 
 CANVAS_TAPS = ("object.canvas", "object.trimmed", "patches.extracted")
 # At least half a pixel of centre-mask weight: the divisor is then >= 0.501, so the canvas is the
@@ -35,24 +35,33 @@ COVERED_THRESHOLD = 0.5
 
 
 def translate(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """Spec 4: out[y, x] = bilinear sample of img at (y - t_y, x - t_x), zero outside; shifts (M, 2) = (t_x, t_y)."""
+    """Spec 4: out[y, x] = bilinear sample of img at (y - t_y, x - t_x), zero outside; shifts (M, 2) = (t_x, t_y).
+
+    A shift is one per image, so its fractional part is too: the bilinear sample is separable, rows
+    first (one gather of whole rows), then columns.  These are masks compared with thresholds, not
+    tap values: the rounding of the separable order does not matter.
+    """
     count, height, width = images.shape
-    padded = np.zeros((count, height + 2, width + 2))
-    padded[:, 1:-1, 1:-1] = images
-    source_y = np.arange(height)[None, :] - shifts[:, 1:2]
-    source_x = np.arange(width)[None, :] - shifts[:, 0:1]
-    y0, x0 = np.floor(source_y), np.floor(source_x)
-    fy, fx = (source_y - y0)[:, :, None], (source_x - x0)[:, None, :]
+    # one image broadcast to every shift (the coverage's centre mask): pad and gather from it once
+    shared = count > 1 and images.strides[0] == 0
+    padded = np.zeros((1 if shared else count, height + 2, width + 2))
+    padded[:, 1:-1, 1:-1] = images[:1] if shared else images
+    shifts = np.asarray(shifts, np.float64)
+    floor_y, floor_x = np.floor(-shifts[:, 1]), np.floor(-shifts[:, 0])
+    fy, fx = (-shifts[:, 1] - floor_y)[:, None, None], (-shifts[:, 0] - floor_x)[:, None, None]
 
-    def index(value: np.ndarray, length: int) -> np.ndarray:  # out of range -> the zero border
-        return np.clip(value + 1, 0, length + 1).astype(np.intp)
+    def index(start: np.ndarray, length: int) -> np.ndarray:  # source index + 1 (padding); outside -> border
+        return np.clip(np.arange(length)[None, :] + start[:, None] + 1, 0, length + 1).astype(np.intp)
 
-    rows0, rows1 = index(y0, height)[:, :, None], index(y0 + 1, height)[:, :, None]
-    cols0, cols1 = index(x0, width)[:, None, :], index(x0 + 1, width)[:, None, :]
-    image = np.arange(count)[:, None, None]
-    top = (1 - fx) * padded[image, rows0, cols0] + fx * padded[image, rows0, cols1]
-    bottom = (1 - fx) * padded[image, rows1, cols0] + fx * padded[image, rows1, cols1]
-    return (1 - fy) * top + fy * bottom
+    def blend(array: np.ndarray, first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """Along axis 1: (1 - w) * array[rows first] + w * array[rows second], whole rows gathered."""
+        image = np.arange(count)[:, None] if len(array) == count else np.zeros((count, 1), np.intp)
+        return (1 - weight) * array[image, first] + weight * array[image, second]
+
+    by_rows = blend(padded, index(floor_y, height), index(floor_y + 1, height), fy)  # (count, H, W + 2)
+    by_columns = blend(np.ascontiguousarray(by_rows.transpose(0, 2, 1)), index(floor_x, width),
+                       index(floor_x + 1, width), fx)  # (count, W, H)
+    return by_columns.transpose(0, 2, 1)
 
 
 def _centred_offsets(positions: np.ndarray) -> np.ndarray:
@@ -70,17 +79,43 @@ def coverage(cfg: ForwardConfig, positions: np.ndarray) -> np.ndarray:
     if not cfg.object_big:
         return np.broadcast_to(np.pad(np.ones((cfg.N, cfg.N)), k), (batch, cfg.P, cfg.P))
     channels = positions.shape[-1]
-    mask = np.broadcast_to(np.pad(centre_mask(cfg.N), k), (batch * channels, cfg.P, cfg.P))
-    placed = translate(mask, -_centred_offsets(positions).reshape(batch * channels, 2))
-    return placed.reshape(batch, channels, cfg.P, cfg.P).sum(axis=1)
+    shifts = -_centred_offsets(positions).reshape(batch * channels, 2)
+    # the centre mask is a square: the outer product of one profile with itself, and so is each of its
+    # bilinear translates (rows by t_y, columns by t_x): the overlap count is a sum of outer products
+    profile = np.pad(centre_mask(cfg.N)[cfg.N // 2], k)
+    rows = _translate_profile(profile, shifts[:, 1]).reshape(batch, channels, cfg.P)
+    columns = _translate_profile(profile, shifts[:, 0]).reshape(batch, channels, cfg.P)
+    return np.einsum("bcy,bcx->byx", rows, columns)
 
 
-def tap_regions(spec: TapSpec, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``{"covered": mask, "uncovered": ~mask}`` in the tap's canonical shape, or {} for other taps."""
+def _translate_profile(profile: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """(M, L): ``translate`` of one 1-D profile by each shift (zero outside)."""
+    length = len(profile)
+    padded = np.pad(np.asarray(profile, np.float64), 1)
+    start = np.floor(-shifts)
+    weight = (-shifts - start)[:, None]
+    source = np.arange(length)[None, :] + start[:, None] + 1  # +1: the padding; outside -> the zero border
+    first, second = (np.clip(index, 0, length + 1).astype(np.intp) for index in (source, source + 1))
+    return (1 - weight) * padded[first] + weight * padded[second]
+
+
+def covered_canvas(cfg: ForwardConfig, positions: np.ndarray) -> np.ndarray:
+    """(B, P, P) True where the canvas averages patches (overlap count >= ``COVERED_THRESHOLD``)."""
+    return coverage(cfg, np.asarray(positions)) >= COVERED_THRESHOLD
+
+
+def tap_regions(spec: TapSpec, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray],
+                covered: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``{"covered": mask, "uncovered": ~mask}`` in the tap's canonical shape, or {} for other taps.
+
+    ``covered``: ``covered_canvas(cfg, inputs["positions"])`` when the caller has it already (one per
+    batch chunk serves the three canvas taps).
+    """
     if spec.name not in CANVAS_TAPS or "positions" not in inputs:
         return {}
     positions = np.asarray(inputs["positions"])
-    covered = coverage(cfg, positions) >= COVERED_THRESHOLD
+    if covered is None:
+        covered = covered_canvas(cfg, positions)
     k, n = cfg.k, cfg.N
     if spec.name == "object.canvas":
         covered = covered[..., None]
@@ -89,9 +124,43 @@ def tap_regions(spec: TapSpec, cfg: ForwardConfig, inputs: Mapping[str, np.ndarr
     else:
         # patches.extracted: channel c is the central crop of the canvas moved by +o'_c, interpolated
         # bilinearly; a pixel is covered when every canvas pixel it reads (with nonzero weight) is
-        batch, channels = positions.shape[0], positions.shape[-1]
-        moved = translate(np.repeat(covered.astype(np.float64), channels, axis=0),
-                          _centred_offsets(positions).reshape(-1, 2))
-        covered = moved[:, k:k + n, k:k + n].reshape(batch, channels, n, n).transpose(0, 2, 3, 1) >= 1 - 1e-9
+        covered = _covered_after_moving(covered, _centred_offsets(positions), k, n)
     covered = np.ascontiguousarray(covered)
     return {"covered": covered, "uncovered": ~covered}
+
+
+def _covered_after_moving(covered: np.ndarray, offsets: np.ndarray, k: int, n: int) -> np.ndarray:
+    """(B, N, N, C): the central N x N crop of ``covered`` (B, P, P) moved by each offset (B, C, 2),
+    True where every pixel the bilinear sample reads with a weight over 1e-9 is covered (outside: not).
+
+    The boolean form of ``translate(covered) >= 1 - 1e-9`` on the crop, on bytes instead of doubles.
+    """
+    batch, channels = offsets.shape[:2]
+    size = covered.shape[-1]
+    padded = np.zeros((batch, size + 2, size + 2), bool)
+    padded[:, 1:-1, 1:-1] = covered
+    start = np.floor(-offsets)  # (B, C, 2): (x, y) of the first source pixel, minus the crop's k
+    weight = -offsets - start
+    image = np.arange(batch)[:, None, None]
+
+    def sources(axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(B, C, N) padded indices of the two source pixels along ``axis`` (0: x, 1: y), and whether the
+        second one carries weight."""
+        first = np.arange(k, k + n)[None, None, :] + start[..., axis, None] + 1
+        clip = lambda index: np.clip(index, 0, size + 1).astype(np.intp)  # noqa: E731 - outside -> border
+        return clip(first), clip(first + 1), (weight[..., axis] > 1e-9)[..., None]
+
+    def needs_first(axis: int) -> np.ndarray:
+        return (weight[..., axis] < 1 - 1e-9)[..., None]
+
+    rows0, rows1, row1_used = sources(1)
+    cols0, cols1, col1_used = sources(0)
+    row0_used, col0_used = needs_first(1), needs_first(0)
+    channel = np.arange(channels)[None, :, None]
+    result = np.ones((batch, channels, n, n), bool)  # (B, C, x, y): columns gathered as rows of the transpose
+    for rows, row_used in ((rows0, row0_used), (rows1, row1_used)):
+        picked = np.ascontiguousarray(padded[image, rows].transpose(0, 1, 3, 2))  # (B, C, P + 2, y)
+        for cols, col_used in ((cols0, col0_used), (cols1, col1_used)):
+            read = picked[image, channel, cols]  # (B, C, x, y)
+            result &= read | ~(col_used[..., :, None] & row_used[..., None, :].transpose(0, 1, 3, 2))
+    return result.transpose(0, 3, 2, 1)
