@@ -99,11 +99,12 @@ def apply_environment() -> None:
 # op on a large batch page-faults and zeroes its output anew (both frameworks allocate through
 # malloc): a 4x larger physics batch cost 6-8x the time. Served from the heap and kept there, the
 # pages are reused and the time is linear in the batch (measured 3x faster at B=1024), for ~15%
-# more peak RSS. Adapters run on a worker thread (parity/guard.py), and glibc gives other threads
-# arenas of their own, which these settings do not reach (their large blocks are mmapped anew):
-# the same Torch forward ran ~30% slower there than on the main thread; one arena for all threads
-# (M_ARENA_MAX=1) made the two equal. Speed only; PARITY_MALLOC=system leaves glibc's defaults alone.
-M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
+# more peak RSS. Speed only; PARITY_MALLOC=system leaves glibc's defaults alone.
+# Not done: one arena for every thread (M_ARENA_MAX=1). Adapters run on a worker thread
+# (parity/guard.py) whose own arena these settings serve less well: a pinn forward there took
+# 1.45 s against 1.14 s on the main thread (2-core CPU, batch 64), and one arena made the two
+# equal, but it doubled the peak RSS of a 4096-position simulate run (3.2 -> 6.2-6.9 GiB).
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
 _allocator: dict[str, Any] = {}
 
 
@@ -127,8 +128,7 @@ def tune_allocator() -> dict[str, Any]:
     except (OSError, AttributeError):  # not glibc (macOS, musl without mallopt): nothing to tune
         mallopt = None
     if mallopt is not None and platform_is_glibc():
-        for name, option, value in (("M_MMAP_MAX", M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, 2**31 - 1),
-                                    ("M_ARENA_MAX", M_ARENA_MAX, 1)):
+        for name, option, value in (("M_MMAP_MAX", M_MMAP_MAX, 0), ("M_TRIM_THRESHOLD", M_TRIM_THRESHOLD, 2**31 - 1)):
             if mallopt(option, value) == 1:
                 applied[name] = value
     _allocator["applied"] = applied
