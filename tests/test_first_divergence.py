@@ -22,14 +22,9 @@ from backends.torch import stages as torch_stages
 from parity.cases import builtin_case
 from parity.report import summary_lines
 from parity.runner import run_case
-from parity.workflows import cast_case, tolerance_table
+from parity.workflows import cast_case
 
 NUDGE = 1.0 + 6e-7  # alone below the float32 tolerance of 1e-6, twice above it
-
-
-@pytest.fixture(scope="module")
-def tolerances():
-    return tolerance_table(None)
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,7 @@ from parity.cases import builtin_case
 from parity.divergence import amplification as _amplification
 from parity.runner import RunOptions, run_case
 from parity.results import TapResult
-from parity.workflows import cast_case, tolerance_table
-
-
-@pytest.fixture(scope="module")
-def tolerances():
-    return tolerance_table(None)
+from parity.workflows import cast_case
 
 
 @pytest.fixture(scope="module")

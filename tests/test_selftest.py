@@ -12,7 +12,6 @@ from parity.cli import main
 from parity.diagnosis import PRIORITY
 from parity.faults import FAULTS, REFACTORS
 from parity.selftest import SelftestResult, check_clean, check_fault, check_refactor
-from parity.workflows import tolerance_table
 
 # Spec section 8 and the hypotheses of issue #9: the catalog must keep covering each.
 SECTION_8 = ["translation sign flipped in reassembly", "x/y order of offsets swapped",
@@ -23,11 +22,6 @@ SECTION_8 = ["translation sign flipped in reassembly", "x/y order of offsets swa
              "missing fftshift", "sigmoid vs swish activation default", "encoder attention block on one side only",
              "coherent vs incoherent sum of probe modes", "uint16 squares overflowing before a cast",
              "TF32 or reduced-precision matmul", "kernel layout transposed wrongly"]
-
-
-@pytest.fixture(scope="module")
-def tolerances():
-    return tolerance_table(None)
 
 
 def test_the_catalog_covers_section_8_and_every_hypothesis():

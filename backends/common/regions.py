@@ -34,6 +34,19 @@ CANVAS_TAPS = ("object.canvas", "object.trimmed", "patches.extracted")
 COVERED_THRESHOLD = 0.5
 
 
+def _source_pixels(shifts: np.ndarray, count: int, size: int, first: int = 0):
+    """Along one axis of length ``size``, outputs ``first .. first + count - 1`` moved by ``shifts`` (any
+    shape S) read two source pixels with bilinear weights (1 - w, w): their indices (S + (count,)) into
+    the axis zero-padded by one (outside the image: the zero border), and w (S + (1,))."""
+    start = np.floor(-shifts)
+    source = np.arange(first, first + count) + start[..., None] + 1
+
+    def clip(index: np.ndarray) -> np.ndarray:
+        return np.clip(index, 0, size + 1).astype(np.intp)
+
+    return clip(source), clip(source + 1), (-shifts - start)[..., None]
+
+
 def translate(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """Spec 4: out[y, x] = bilinear sample of img at (y - t_y, x - t_x), zero outside; shifts (M, 2) = (t_x, t_y).
 
@@ -42,25 +55,19 @@ def translate(images: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     tap values: the rounding of the separable order does not matter.
     """
     count, height, width = images.shape
-    # one image broadcast to every shift (the coverage's centre mask): pad and gather from it once
-    shared = count > 1 and images.strides[0] == 0
-    padded = np.zeros((1 if shared else count, height + 2, width + 2))
-    padded[:, 1:-1, 1:-1] = images[:1] if shared else images
+    padded = np.zeros((count, height + 2, width + 2))
+    padded[:, 1:-1, 1:-1] = images
     shifts = np.asarray(shifts, np.float64)
-    floor_y, floor_x = np.floor(-shifts[:, 1]), np.floor(-shifts[:, 0])
-    fy, fx = (-shifts[:, 1] - floor_y)[:, None, None], (-shifts[:, 0] - floor_x)[:, None, None]
-
-    def index(start: np.ndarray, length: int) -> np.ndarray:  # source index + 1 (padding); outside -> border
-        return np.clip(np.arange(length)[None, :] + start[:, None] + 1, 0, length + 1).astype(np.intp)
+    image = np.arange(count)[:, None]
 
     def blend(array: np.ndarray, first: np.ndarray, second: np.ndarray, weight: np.ndarray) -> np.ndarray:
         """Along axis 1: (1 - w) * array[rows first] + w * array[rows second], whole rows gathered."""
-        image = np.arange(count)[:, None] if len(array) == count else np.zeros((count, 1), np.intp)
+        weight = weight[..., None]
         return (1 - weight) * array[image, first] + weight * array[image, second]
 
-    by_rows = blend(padded, index(floor_y, height), index(floor_y + 1, height), fy)  # (count, H, W + 2)
-    by_columns = blend(np.ascontiguousarray(by_rows.transpose(0, 2, 1)), index(floor_x, width),
-                       index(floor_x + 1, width), fx)  # (count, W, H)
+    by_rows = blend(padded, *_source_pixels(shifts[:, 1], height, height))  # (count, H, W + 2)
+    by_columns = blend(np.ascontiguousarray(by_rows.transpose(0, 2, 1)),
+                       *_source_pixels(shifts[:, 0], width, width))  # (count, W, H)
     return by_columns.transpose(0, 2, 1)
 
 
@@ -90,12 +97,8 @@ def coverage(cfg: ForwardConfig, positions: np.ndarray) -> np.ndarray:
 
 def _translate_profile(profile: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """(M, L): ``translate`` of one 1-D profile by each shift (zero outside)."""
-    length = len(profile)
     padded = np.pad(np.asarray(profile, np.float64), 1)
-    start = np.floor(-shifts)
-    weight = (-shifts - start)[:, None]
-    source = np.arange(length)[None, :] + start[:, None] + 1  # +1: the padding; outside -> the zero border
-    first, second = (np.clip(index, 0, length + 1).astype(np.intp) for index in (source, source + 1))
+    first, second, weight = _source_pixels(shifts, len(profile), len(profile))
     return (1 - weight) * padded[first] + weight * padded[second]
 
 
@@ -139,23 +142,16 @@ def _covered_after_moving(covered: np.ndarray, offsets: np.ndarray, k: int, n: i
     size = covered.shape[-1]
     padded = np.zeros((batch, size + 2, size + 2), bool)
     padded[:, 1:-1, 1:-1] = covered
-    start = np.floor(-offsets)  # (B, C, 2): (x, y) of the first source pixel, minus the crop's k
-    weight = -offsets - start
     image = np.arange(batch)[:, None, None]
 
-    def sources(axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(B, C, N) padded indices of the two source pixels along ``axis`` (0: x, 1: y), and whether the
-        second one carries weight."""
-        first = np.arange(k, k + n)[None, None, :] + start[..., axis, None] + 1
-        clip = lambda index: np.clip(index, 0, size + 1).astype(np.intp)  # noqa: E731 - outside -> border
-        return clip(first), clip(first + 1), (weight[..., axis] > 1e-9)[..., None]
+    def sources(axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(B, C, N) padded indices of the two source pixels along ``axis`` (0: x, 1: y) of the crop, and
+        whether each carries weight ((B, C, 1))."""
+        first, second, weight = _source_pixels(offsets[..., axis], n, size, first=k)
+        return first, second, weight < 1 - 1e-9, weight > 1e-9
 
-    def needs_first(axis: int) -> np.ndarray:
-        return (weight[..., axis] < 1 - 1e-9)[..., None]
-
-    rows0, rows1, row1_used = sources(1)
-    cols0, cols1, col1_used = sources(0)
-    row0_used, col0_used = needs_first(1), needs_first(0)
+    rows0, rows1, row0_used, row1_used = sources(1)
+    cols0, cols1, col0_used, col1_used = sources(0)
     channel = np.arange(channels)[None, :, None]
     result = np.ones((batch, channels, n, n), bool)  # (B, C, x, y): columns gathered as rows of the transpose
     for rows, row_used in ((rows0, row0_used), (rows1, row1_used)):
