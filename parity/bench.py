@@ -8,8 +8,9 @@ Sections (all in one process run, timings interleaved and reported as medians):
 - ``scaling``: the physics pipeline at larger batches, TF vs Torch: time per
   sample must stay flat (linear in batch).
 - ``overhead``: the harness's cost on the Torch candidate, as ratios over its
-  bare forward: the statistics sink (propagated comparison), full capture
-  (every tap to numpy), isolated mode.
+  bare forward: the same forward on the adapter thread a run uses (what the
+  thread alone costs), the statistics sink (propagated comparison), full
+  capture (every tap to numpy), isolated mode.
 - ``memory``: peak RSS of whole ``parity run`` commands on large generated
   inputs (a many-position ``simulate``, a large-batch ``physics``).
 - ``startup``: wall time, peak RSS and framework import time of one-case
@@ -43,7 +44,8 @@ from backends.common.config import ForwardConfig, resolve_config
 from backends.common.taps import pipeline_taps
 from backends.common.weights import init_weights
 
-from .bench_steps import both_modes, forward_only, full_capture, isolated_mode, reference_store, statistics_sink
+from .bench_steps import (both_modes, forward_on_worker, forward_only, full_capture, isolated_mode, reference_store,
+                          statistics_sink)
 from .bench_process import measure_process, parity_command
 from .cases import user_case
 from .synthetic import pipeline_inputs
@@ -231,6 +233,7 @@ def overhead(options: BenchOptions, cfg: ForwardConfig, backends: _Backends, dev
             candidate = backends.torch(device)
             variants = {
                 "forward (no sink)": lambda c=candidate: forward_only(c, case),
+                "forward on the adapter thread": lambda c=candidate: forward_on_worker(c, case),
                 "statistics sink (propagated)": lambda c=candidate: statistics_sink(c, case, store, tolerances),
                 "full capture": lambda c=candidate: full_capture(c, case),
                 "isolated mode": lambda c=candidate: isolated_mode(c, case, store, tolerances),

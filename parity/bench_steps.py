@@ -43,6 +43,15 @@ def forward_only(candidate: Any, case: Case) -> None:
     candidate.run_pipeline(case.pipeline, case.config, case.inputs, case.weights)
 
 
+def forward_on_worker(candidate: Any, case: Case) -> None:
+    """The bare forward where a run makes it: on the guard's worker thread (its own malloc arena)."""
+    guard = Guard("candidate", None, None)
+    try:
+        guard.call("run_pipeline()", candidate.run_pipeline, case.pipeline, case.config, case.inputs, case.weights)
+    finally:
+        guard.close()
+
+
 def full_capture(candidate: Any, case: Case) -> None:
     candidate.run_all(case.pipeline, case.config, case.inputs, case.weights)
 

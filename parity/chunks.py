@@ -2,7 +2,8 @@
 
 Inputs whose registry layout runs over samples (``B...``, ``M...``) are sliced along axis 0; the
 others (probe, object) are shared by every chunk. A pipeline with a batch-global reduction that
-later stages read (``TapSpec.reduction == "global"``) runs as one chunk. Taps that are means over
+later stages read (``TapSpec.reduction == "global"``) runs as one chunk, unless the runner takes
+the two passes of ``parity.global_taps``. Taps that are means over
 the batch (``reduction == "mean"``) are combined across chunks, weighted by chunk size; with one
 chunk the value is passed through untouched, so small runs are bitwise what an unchunked run gives.
 """
@@ -39,11 +40,15 @@ def sample_bytes(specs: list[TapSpec], cfg: ForwardConfig) -> int:
 
 
 def plan(pipeline: str, specs: list[TapSpec], cfg: ForwardConfig, batch: int, max_bytes: int | None = None,
-         max_samples: int | None = None) -> list[tuple[int, int]]:
-    """[(start, stop), ...] covering ``range(batch)``."""
+         max_samples: int | None = None, split_global: bool = False) -> list[tuple[int, int]]:
+    """[(start, stop), ...] covering ``range(batch)``.
+
+    ``split_global``: cut a pipeline with batch-global taps too (the caller runs the two passes of
+    ``parity.global_taps``); otherwise such a pipeline is one chunk.
+    """
     if batch <= 0:
         return [(0, batch)]
-    if any(spec.reduction == "global" for spec in specs):
+    if not split_global and any(spec.reduction == "global" for spec in specs):
         return [(0, batch)]
     per_chunk = max(1, (max_bytes or DEFAULT_CHUNK_BYTES) // sample_bytes(specs, cfg))
     if max_samples is not None:

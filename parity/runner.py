@@ -31,6 +31,7 @@ from .divergence import amplification, first_divergence
 from .dumps import TapDump
 from .evidence import EvidenceSettings
 from .errors import ParityInputError
+from .global_taps import global_specs, pin_global_taps
 from .goldens import Golden
 from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
 from .jsonable import to_jsonable
@@ -162,11 +163,19 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         return _finish(report, log)
 
     keeper = SampleKeeper() if options.diagnose else None
-    flow = CaseRun(case, reference, candidate, tolerances, options, graphs, selected, not_comparable, guards,
-                   observers + ([keeper] if keeper is not None else []), device)
     batch = batch_of(case.pipeline, case.inputs)
-    chunks = plan(case.pipeline, registry, case.config, batch, options.spill_bytes, options.batch_chunk)
     started = time.perf_counter()
+    chunks = plan(case.pipeline, registry, case.config, batch, options.spill_bytes, options.batch_chunk,
+                  split_global=True)
+    sides = (reference, candidate)
+    if len(chunks) > 1 and global_specs(registry):
+        began = time.perf_counter()
+        sides = pin_global_taps(case, reference, candidate, graphs, registry, guards, chunks, golden)
+        timing["global_pass_s"] = time.perf_counter() - began
+        if sides is None:
+            sides, chunks = (reference, candidate), [(0, batch)]
+    flow = CaseRun(case, *sides, tolerances, options, graphs, selected, not_comparable, guards,
+                   observers + ([keeper] if keeper is not None else []), device)
     try:
         for start, stop in chunks:
             if not flow.run_chunk(start, stop, whole=len(chunks) == 1):

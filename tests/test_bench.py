@@ -36,7 +36,7 @@ def test_in_process_sections_on_a_tiny_configuration():
         "tf reference / plain tf", "tf reference / torch candidate (cpu)", "torch candidate / plain torch (cpu)"}
     assert [row["batches"] for row in document["scaling"]["ratios"]] == [[2, 4], [2, 4]]
     overhead = {(row["pipeline"], row["variant"]): row["ratio_to_forward"] for row in document["overhead"]}
-    assert len(overhead) == 10 and overhead["pinn", "forward (no sink)"] == 1.0
+    assert len(overhead) == 12 and overhead["pinn", "forward (no sink)"] == 1.0
     assert all(_finite_positive(ratio) for ratio in overhead.values())
     assert "torch" in document["determinism"] and document["machine"]["cpu_count"] >= 1
 

@@ -48,6 +48,9 @@ class TapSpec:
     # "mean", a mean over the whole batch (chunk values combine, weighted by chunk size);
     # "global", a statistic of the whole batch that later stages read (the batch runs as one chunk).
     reduction: str | None = None
+    # For a "global" tap: how chunk values make the whole batch's (parity/global_taps.py), so the
+    # batch can still run in chunks; "" = it cannot, the batch runs as one chunk.
+    combine: str = ""
     # Report metadata (read by the harness, never by the backends): the harness names no tap,
     # it asks the registry. ``pictures``: "patches" marks a stack of patches worth a patch grid.
     # ``role``: what the tap is to the assembly dumps: "offsets" (per-patch shifts, the layout's
@@ -227,7 +230,7 @@ def _simulate_taps() -> list[TapSpec]:
           description="object sampled around each scan position", pictures="patches"),
         *_illumination_taps("sim.patches", _one),
         T("sim.intensity_scale", "sim_intensity_scale", ("exit_wave",), "scalar", "real", _scalar, ("nphotons",),
-          description="sqrt(nphotons / mean sum |exit_wave|^2)", reduction="global"),
+          description="sqrt(nphotons / mean sum |exit_wave|^2)", reduction="global", combine="inverse_square_mean"),
         T("sim.intensity", "sim_intensity", ("sim.intensity_scale", "amplitude"), "BHWC", "real", _bhwc(_one),
           ("nphotons",), description="expected counts"),
     ]

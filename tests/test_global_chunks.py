@@ -1,0 +1,129 @@
+"""A pipeline with a batch-global tap (simulate's intensity scale) still runs in chunks: two passes.
+
+The first pass combines the chunks' values of the global tap into the whole batch's; the second is
+the ordinary chunked run, with each side's global tap pinned to that value and the stages that read
+it run again. Verdicts and errors must be those of the whole-batch run; a port bug in the global
+stage must still be found there; an adapter that does not compute the tap as the registry does
+falls back to one chunk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from backends.common.config import resolve_config
+from backends.common.taps import pipeline_taps
+from parity.cases import builtin_case
+from parity.chunks import plan
+from parity.global_taps import _usable, combine_chunks, global_specs
+from parity.runner import RunOptions, run_case
+
+pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
+torch = pytest.importorskip("torch")
+
+from backends.torch import TorchBackend  # noqa: E402
+
+CASE = "simulate-n32-f64"  # float64, 6 scan positions: chunks of 2 make three
+
+
+def _scale_spec():
+    return next(spec for spec in pipeline_taps("simulate", resolve_config({})) if spec.reduction == "global")
+
+
+def test_chunk_values_combine_into_the_whole_batch_value():
+    rng = np.random.default_rng(np.random.PCG64(3))
+    per_pattern = rng.uniform(0.5, 2.0, size=10)
+    nphotons = 1e9
+    whole = np.sqrt(nphotons / per_pattern.mean())
+    parts = [(np.float64(np.sqrt(nphotons / chunk.mean())), chunk.size) for chunk in np.split(per_pattern, [3, 4])]
+    combined = combine_chunks(_scale_spec(), parts)
+    assert combined.dtype == np.float64 and combined == pytest.approx(whole, rel=1e-14)
+    assert combine_chunks(_scale_spec(), [(np.float32(2.0), 1)]).dtype == np.float32
+    assert combine_chunks(_scale_spec(), [(np.float64(0.0), 2), (np.float64(1.0), 2)]) is None  # no mean to recover
+    assert combine_chunks(dataclasses.replace(_scale_spec(), combine=""), parts) is None
+
+
+def test_plan_cuts_a_global_pipeline_only_when_asked():
+    cfg = resolve_config({"N": 32})
+    specs = pipeline_taps("simulate", cfg)
+    assert plan("simulate", specs, cfg, 6, max_samples=2) == [(0, 6)]
+    assert plan("simulate", specs, cfg, 6, max_samples=2, split_global=True) == [(0, 2), (2, 4), (4, 6)]
+
+
+def test_an_adapter_must_compute_the_global_tap_and_read_it_as_the_registry_does():
+    registry = pipeline_taps("simulate", resolve_config({}))
+    names = {spec.name for spec in global_specs(registry)}
+    assert _usable(registry, registry, names)
+    assert not _usable([spec for spec in registry if spec.name not in names], registry, names)
+    fused = [dataclasses.replace(spec, inputs=("amplitude", "exit_wave")) if spec.name == "sim.intensity" else spec
+             for spec in registry]
+    assert not _usable(fused, registry, names)
+
+
+def test_a_chunked_run_judges_as_the_whole_batch(reference, candidate, tolerances):
+    case = builtin_case(CASE)
+    whole = run_case(case, reference, candidate, tolerances)
+    chunked = run_case(case, reference, candidate, tolerances, RunOptions(batch_chunk=2))
+    assert "global_pass_s" in chunked.timing and "global_pass_s" not in whole.timing
+    assert whole.passed and chunked.passed
+    for a, b in zip(whole.taps, chunked.taps):
+        for mode in ("propagated", "isolated"):
+            ma, mb = a.modes[mode].metrics, b.modes[mode].metrics
+            assert mb.reference_peak == pytest.approx(ma.reference_peak, rel=1e-12), (a.name, mode)
+            assert mb.max_rel_to_peak <= max(ma.max_rel_to_peak, 0) + 1e-13, (a.name, mode)
+
+
+def test_a_chunked_golden_check_pins_the_candidate_only(candidate, tolerances, tmp_path):
+    from parity.goldens import Golden
+    from parity.workflows import record_golden
+
+    case = builtin_case(CASE)
+    golden = Golden(record_golden(case, TorchBackend("cpu"), tmp_path))
+    report = run_case(case, golden, candidate, tolerances, RunOptions(batch_chunk=2))
+    assert report.passed and "global_pass_s" in report.timing
+    scale = next(tap for tap in report.taps if tap.name == "sim.intensity_scale")
+    assert scale.modes["propagated"].metrics.max_rel_to_peak <= 1e-14
+
+
+class _ScaleOff(TorchBackend):
+    """A port bug in the global stage itself: the scale 0.1% high."""
+
+    name = "scale-off"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        original = self.stages["sim_intensity_scale"]
+        self.stages["sim_intensity_scale"] = lambda ctx, wave: original(ctx, wave) * 1.001
+
+
+class _FusedIntensity(TorchBackend):
+    """sim.intensity computes its own scale from the chunk's exit wave (does not read sim.intensity_scale)."""
+
+    name = "fused-intensity"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        scale = self.stages["sim_intensity_scale"]
+        self.stages["sim_intensity"] = lambda ctx, amp, wave: (scale(ctx, wave) * amp) ** 2
+
+    def graph(self, pipeline, cfg):
+        return [dataclasses.replace(spec, inputs=("amplitude", "exit_wave")) if spec.name == "sim.intensity" else spec
+                for spec in super().graph(pipeline, cfg)]
+
+
+def test_a_wrong_global_stage_is_found_there_in_chunks(reference, tolerances):
+    report = run_case(builtin_case(CASE), reference, _ScaleOff(), tolerances, RunOptions(batch_chunk=2))
+    assert not report.passed and "global_pass_s" in report.timing
+    assert report.first_divergence.tap == "sim.intensity_scale"
+    scale = next(tap for tap in report.taps if tap.name == "sim.intensity_scale")
+    assert scale.modes["isolated"].metrics.max_rel_to_peak == pytest.approx(1e-3, rel=1e-6)
+
+
+def test_an_adapter_that_fuses_the_global_tap_runs_as_one_chunk(reference, tolerances):
+    report = run_case(builtin_case(CASE), reference, _FusedIntensity(), tolerances, RunOptions(batch_chunk=2))
+    # in chunks its sim.intensity would use each chunk's scale and fail; as one chunk it is right
+    assert report.passed, [(tap.name, tap.modes["propagated"].metrics) for tap in report.taps]
+    assert "global_pass_s" in report.timing  # tried, and refused before running anything
