@@ -77,9 +77,12 @@ class _Collect:
 
     def __init__(self, names: set[str], guard: Guard) -> None:
         self.names, self.guard, self.values = names, guard, {}
+        self.delivered: list[str] = []
+        self.accepts_tensors = True  # as the backend holds them: only the kept taps are converted
 
     def __call__(self, spec: TapSpec, value: Any) -> None:
         self.guard.tick()
+        self.delivered.append(spec.name)
         if spec.name in self.names:
             self.values[spec.name] = np.array(as_array(value), copy=True)
 
@@ -119,8 +122,14 @@ def pin_global_taps(case: Any, reference: Any, candidate: Any, graphs: Mapping[s
                 for name in names:
                     parts["reference"][name].append((seen[name], stop - start))
             collect = _Collect(names, guards["candidate"])
-            guards["candidate"].call("run_pipeline()", candidate.run_pipeline, case.pipeline, cfg, inputs, weights,
-                                     sink=collect, taps=sorted(names))
+            try:
+                guards["candidate"].call("run_pipeline()", candidate.run_pipeline, case.pipeline, cfg, inputs,
+                                         weights, sink=collect)
+            except AdapterFault as fault:
+                if fault.kind == "timeout":  # abandoned: the run will name the stage it hung in, not its first
+                    guards["candidate"].stuck_tap = next(
+                        (spec.name for spec in graphs["candidate"].specs if spec.name not in collect.delivered), None)
+                raise
             for name in names:
                 parts["candidate"][name].append((collect.values[name], stop - start))
                 stage = {key: inputs[key] if key in inputs else seen[key] for key in by_name[name].inputs}

@@ -56,6 +56,7 @@ class Guard:
         self.log = log
         self.stage_timeout = stage_timeout
         self.stuck: str | None = None
+        self.stuck_tap: str | None = None  # the tap an earlier, abandoned call was computing, where known
         self._progress = time.monotonic()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -84,7 +85,9 @@ class Guard:
     def call(self, what: str, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)`` on the worker; ``what`` names the call in messages."""
         if self.stuck is not None:
-            raise AdapterFault(f"{self.label}: not called ({what}): {self.stuck}", "stuck")
+            fault = AdapterFault(f"{self.label}: not called ({what}): {self.stuck}", "stuck")
+            fault.tap = self.stuck_tap
+            raise fault
         if self._thread is None:
             self._thread = threading.Thread(target=self._worker, name=f"parity-{self.label}", daemon=True)
             self._thread.start()

@@ -167,16 +167,17 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
     started = time.perf_counter()
     chunks = plan(case.pipeline, registry, case.config, batch, options.spill_bytes, options.batch_chunk,
                   split_global=True)
-    sides = (reference, candidate)
-    if len(chunks) > 1 and global_specs(registry):
-        began = time.perf_counter()
-        sides = pin_global_taps(case, reference, candidate, graphs, registry, guards, chunks, golden)
-        timing["global_pass_s"] = time.perf_counter() - began
-        if sides is None:
-            sides, chunks = (reference, candidate), [(0, batch)]
-    flow = CaseRun(case, *sides, tolerances, options, graphs, selected, not_comparable, guards,
+    flow = CaseRun(case, reference, candidate, tolerances, options, graphs, selected, not_comparable, guards,
                    observers + ([keeper] if keeper is not None else []), device)
     try:
+        if len(chunks) > 1 and global_specs(registry):
+            began = time.perf_counter()
+            pinned = pin_global_taps(case, reference, candidate, graphs, registry, guards, chunks, golden)
+            timing["global_pass_s"] = time.perf_counter() - began
+            if pinned is None:
+                chunks = [(0, batch)]
+            else:
+                flow.reference, flow.candidate = pinned
         for start, stop in chunks:
             if not flow.run_chunk(start, stop, whole=len(chunks) == 1):
                 break

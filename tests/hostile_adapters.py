@@ -96,6 +96,16 @@ class Hangs(TorchBackend):
         self.stages[STAGE] = _hang_stage
 
 
+class HangsInGlobalStage(TorchBackend):
+    """simulate's intensity scale (a whole-batch statistic) never returns."""
+
+    name = "hangs-in-global-stage"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages["sim_intensity_scale"] = _hang_stage
+
+
 def _hang_stage(ctx, wave):
     while True:
         time.sleep(0.05)

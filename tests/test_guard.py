@@ -121,6 +121,22 @@ def test_a_hanging_stage_ends_in_a_report_naming_it(tmp_path):
     assert report["stop_kind"] == "candidate" and report["first_divergence"]["tap"] == "farfield"
 
 
+def test_a_stage_hanging_in_the_first_pass_of_a_chunked_run_is_named(tmp_path):
+    """simulate in chunks: the whole-batch scale is found in a first pass; a hang there is still put on
+    the stage that hung, not on the first stage the abandoned adapter is no longer asked for."""
+    process = subprocess.run(
+        [sys.executable, "-m", "parity", "run", "--case", "simulate-n32-f64", "--batch-chunk", "2",
+         "--candidate", "tests.hostile_adapters:HangsInGlobalStage", "--stage-timeout", "3", "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert process.returncode == EXIT_DIVERGED, process.stderr
+    report = json.loads((tmp_path / "simulate-n32-f64" / "report.json").read_text())
+    scale = _tap(report, "sim.intensity_scale")["modes"]["propagated"]
+    assert scale["error_kind"] == "timeout", scale
+    # the stages before it ran in the first pass only, which compares nothing: not reached, not failed
+    assert _tap(report, "sim.patches")["modes"]["propagated"]["status"] == "not_reached"
+    assert report["stop_kind"] == "candidate" and report["first_divergence"]["tap"] == "sim.intensity_scale"
+
+
 def test_a_crashing_reference_still_writes_a_report(tmp_path, capsys):
     code = main(["run", *CASE, "--reference", "tests.plugin_adapters:RaisingReference", "--out", str(tmp_path)])
     assert code == EXIT_CRASHED
