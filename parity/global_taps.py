@@ -87,14 +87,44 @@ class _Collect:
             self.values[spec.name] = np.array(as_array(value), copy=True)
 
 
+def _reads(specs: list[TapSpec], names: set[str]) -> set[str]:
+    """What the first chunk must keep to run once each stage that reads a global tap: their inputs."""
+    by_name = {spec.name: spec for spec in specs}
+    return names | {name for tap in _dependents(specs, names) for name in by_name[tap].inputs}
+
+
+def _run_dependents(case: Any, adapter: Any, guard: Guard, specs: list[TapSpec], names: set[str],
+                    held: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+    """Each stage that reads a global tap, run alone on one chunk (AdapterFault if the adapter cannot)."""
+    by_name = {spec.name: spec for spec in specs}
+    for name in _dependents(specs, names):
+        stage = {key: inputs[key] if key in inputs else held[key] for key in by_name[name].inputs}
+        held[name] = np.asarray(as_array(guard.call(f"run_stage({name!r})", adapter.run_stage, name, case.pipeline,
+                                                    case.config, stage, case.weights)))
+
+
+def _run_side(case: Any, adapter: Any, guard: Guard, specs: list[TapSpec], keep: set[str],
+              inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """One chunk of one side's pipeline: the taps in ``keep``. A hang is put on the stage it hung in."""
+    collect = _Collect(keep, guard)
+    try:
+        guard.call("run_pipeline()", adapter.run_pipeline, case.pipeline, case.config, inputs, case.weights,
+                   sink=collect)
+    except AdapterFault as fault:
+        if fault.kind == "timeout":  # abandoned: the run will name the stage it hung in, not its first
+            guard.stuck_tap = next((spec.name for spec in specs if spec.name not in collect.delivered), None)
+        raise
+    return collect.values
+
+
 def pin_global_taps(case: Any, reference: Any, candidate: Any, graphs: Mapping[str, Any], registry: list[TapSpec],
                     guards: Mapping[str, Guard], chunks: list[tuple[int, int]], golden: bool
                     ) -> tuple[Any, Any] | None:
     """(reference, candidate) wrapped so that their global taps hold the whole batch's values.
 
     None when the run must go as one chunk: no combination rule, an adapter that does not compute
-    the global taps as the registry does, or a failure in this first pass (the run itself will
-    then meet and report it).
+    the global taps as the registry does or cannot run the stages that read them alone, or a
+    failure in this first pass (the run itself will then meet and report it).
     """
     specs = global_specs(registry)
     names = {spec.name for spec in specs}
@@ -103,44 +133,36 @@ def pin_global_taps(case: Any, reference: Any, candidate: Any, graphs: Mapping[s
     sides = ["candidate"] if golden else ["reference", "candidate"]
     if not all(_usable(graphs[side].specs, registry, names) for side in sides):
         return None
+    adapters = {"reference": reference, "candidate": candidate}
     by_name = {spec.name: spec for spec in graphs["candidate"].specs}
     stage_inputs = {name for spec in specs for name in by_name[spec.name].inputs}
     parts: dict[str, dict[str, list]] = {role: {name: [] for name in names} for role in (*sides, "isolated")}
-    cfg, weights = case.config, case.weights
     recorded = {spec.name: spec for spec in graphs["reference"].specs}
     try:
         for start, stop in chunks:
             inputs = slice_inputs(case.pipeline, case.inputs, start, stop, False)
-            if golden:
-                seen = {name: np.asarray(slice_tap(recorded[name], reference.tap(name), start, stop, False))
-                        for name in stage_inputs if name not in inputs}
-            else:
-                collect = _Collect(names | stage_inputs, guards["reference"])
-                guards["reference"].call("run_pipeline()", reference.run_pipeline, case.pipeline, cfg, inputs,
-                                         weights, sink=collect)
-                seen = collect.values
+            values = {}
+            for side in sides:
+                keep = _reads(graphs[side].specs, names) if start == 0 else set(names)
+                values[side] = _run_side(case, adapters[side], guards[side], graphs[side].specs,
+                                         keep | (stage_inputs if side == "reference" else set()), inputs)
+                if start == 0:  # the second pass will run them alone: they must be able to
+                    _run_dependents(case, adapters[side], guards[side], graphs[side].specs, names, values[side],
+                                    inputs)
                 for name in names:
-                    parts["reference"][name].append((seen[name], stop - start))
-            collect = _Collect(names, guards["candidate"])
-            try:
-                guards["candidate"].call("run_pipeline()", candidate.run_pipeline, case.pipeline, cfg, inputs,
-                                         weights, sink=collect)
-            except AdapterFault as fault:
-                if fault.kind == "timeout":  # abandoned: the run will name the stage it hung in, not its first
-                    guards["candidate"].stuck_tap = next(
-                        (spec.name for spec in graphs["candidate"].specs if spec.name not in collect.delivered), None)
-                raise
-            for name in names:
-                parts["candidate"][name].append((collect.values[name], stop - start))
+                    parts[side][name].append((values[side][name], stop - start))
+            seen = values.get("reference") if not golden else {
+                name: np.asarray(slice_tap(recorded[name], reference.tap(name), start, stop, False))
+                for name in stage_inputs if name not in inputs}
+            for name in list(parts["isolated"]):
                 stage = {key: inputs[key] if key in inputs else seen[key] for key in by_name[name].inputs}
                 try:
                     value = guards["candidate"].call(f"run_stage({name!r})", candidate.run_stage, name,
-                                                     case.pipeline, cfg, stage, weights)
-                except AdapterFault:
-                    parts["isolated"].pop(name, None)
+                                                     case.pipeline, case.config, stage, case.weights)
+                except AdapterFault:  # isolated mode will say it cannot isolate this stage
+                    del parts["isolated"][name]
                     continue
-                if name in parts["isolated"]:
-                    parts["isolated"][name].append((value, stop - start))
+                parts["isolated"][name].append((value, stop - start))
     except (AdapterFault, KeyError):
         return None
     spec_of = {spec.name: spec for spec in specs}

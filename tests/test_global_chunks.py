@@ -114,6 +114,25 @@ class _FusedIntensity(TorchBackend):
                 for spec in super().graph(pipeline, cfg)]
 
 
+class _NoIsolatedIntensity(TorchBackend):
+    """Computes everything, but cannot run sim.intensity alone (what the second pass needs)."""
+
+    name = "no-isolated-intensity"
+
+    def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
+        if tap == "sim.intensity":
+            raise NotImplementedError("sim.intensity runs only inside the pipeline")
+        return super().run_stage(tap, pipeline, cfg, stage_inputs, weights)
+
+
+def test_an_adapter_that_cannot_run_the_readers_alone_runs_as_one_chunk(reference, tolerances):
+    report = run_case(builtin_case(CASE), reference, _NoIsolatedIntensity(), tolerances, RunOptions(batch_chunk=2))
+    intensity = next(tap for tap in report.taps if tap.name == "sim.intensity")
+    assert intensity.modes["propagated"].status == "passed", intensity.modes["propagated"]
+    assert intensity.modes["isolated"].skip_kind is not None  # cannot isolate: said, not failed
+    assert report.passed
+
+
 def test_a_wrong_global_stage_is_found_there_in_chunks(reference, tolerances):
     report = run_case(builtin_case(CASE), reference, _ScaleOff(), tolerances, RunOptions(batch_chunk=2))
     assert not report.passed and "global_pass_s" in report.timing
