@@ -148,6 +148,13 @@ def _inputs(pipeline: str, cfg: ForwardConfig, batch: int, seed: int) -> tuple[d
     return pipeline_inputs(pipeline, cfg, batch, seed), weights
 
 
+def on_device(inputs: Mapping[str, np.ndarray], device: str) -> dict[str, Any]:
+    """The inputs as torch tensors on ``device`` (canonical layout), copied there once."""
+    import torch
+
+    return {name: torch.from_numpy(np.ascontiguousarray(value)).to(device) for name, value in inputs.items()}
+
+
 def _row(pipeline: str, batch: int, device: str, variant: str, seconds: list[float], cfg: ForwardConfig) -> dict:
     median = statistics.median(seconds)
     return {"pipeline": pipeline, "batch": batch, "device": device, "variant": variant, "median_s": median,
@@ -174,6 +181,10 @@ def throughput(options: BenchOptions, cfg: ForwardConfig, backends: _Backends, d
                 candidate = backends.torch(device)
                 variants[device, "torch candidate"] = _synchronised(
                     lambda c=candidate: c.run_pipeline(pipeline, cfg, inputs, weights), device)
+                if device != "cpu":  # the same forward without the host-to-device copy of its inputs
+                    resident = on_device(inputs, device)
+                    variants[device, "torch candidate, inputs on device"] = _synchronised(
+                        lambda c=candidate, r=resident: c.run_pipeline(pipeline, cfg, r, weights), device)
                 if plain:
                     from backends.torch.plain import plain_forward as torch_plain
 
@@ -187,14 +198,18 @@ def throughput(options: BenchOptions, cfg: ForwardConfig, backends: _Backends, d
 
 
 def throughput_ratios(rows: list[dict]) -> list[dict]:
-    """The target ratios: TF reference / plain TF, TF / Torch (CPU), Torch / plain Torch (per device)."""
+    """The target ratios: TF reference / plain TF, TF / Torch (CPU), Torch / plain Torch (per device), and on a
+    GPU what the inputs' host-to-device copy costs the Torch forward."""
     by_key = {(row["pipeline"], row["batch"], row["device"], row["variant"]): row["median_s"] for row in rows}
     ratios = []
     for pipeline, batch in dict.fromkeys((row["pipeline"], row["batch"]) for row in rows):
         pairs = [("tf reference / plain tf", ("cpu", "tf reference"), ("cpu", "plain tf")),
                  ("tf reference / torch candidate (cpu)", ("cpu", "tf reference"), ("cpu", "torch candidate"))]
-        pairs += [(f"torch candidate / plain torch ({device})", (device, "torch candidate"), (device, "plain torch"))
-                  for device in dict.fromkeys(row["device"] for row in rows)]
+        for device in dict.fromkeys(row["device"] for row in rows):
+            candidate = (device, "torch candidate")
+            pairs += [(f"torch candidate / plain torch ({device})", candidate, (device, "plain torch")),
+                      (f"torch candidate / the same, inputs on device ({device})", candidate,
+                       (device, "torch candidate, inputs on device"))]
         for name, top, bottom in pairs:
             a, b = by_key.get((pipeline, batch, *top)), by_key.get((pipeline, batch, *bottom))
             if a is not None and b is not None:

@@ -133,8 +133,10 @@ def _chunk_batch(case, limit: int | None) -> int:
 
     from .chunks import plan
 
+    # split_global: simulate goes in chunks too (parity.global_taps); an adapter that sends it back to
+    # one chunk (it computes the scale its own way) is estimated as chunked
     chunks = plan(case.pipeline, pipeline_taps(case.pipeline, case.config), case.config, case.batch,
-                  max_samples=limit)
+                  max_samples=limit, split_global=True)
     return max(stop - start for start, stop in chunks)
 
 

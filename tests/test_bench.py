@@ -6,6 +6,7 @@ import json
 import math
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
@@ -89,3 +90,31 @@ def test_cli_bench_writes_json(tmp_path, capsys):
 def test_cli_bench_refuses_a_bad_knob(capsys):
     assert main(["bench", "--set", "N=48", "--only", "throughput"]) == EXIT_BAD_INPUT
     assert "N" in capsys.readouterr().err
+
+
+def test_inputs_already_on_the_device_give_the_same_taps():
+    """The CUDA throughput row without the inputs' host-to-device copy: the Torch backend takes tensors
+    where they are (here on the CPU, where the row is not timed) and computes the same taps."""
+    import torch
+
+    from backends.common.config import resolve_config
+    from backends.torch import TorchBackend
+    from parity.bench import on_device
+    from parity.synthetic import pipeline_inputs
+
+    cfg = resolve_config({"N": 32})
+    inputs = pipeline_inputs("physics", cfg, 2, 5)
+    resident = on_device(inputs, "cpu")
+    assert all(isinstance(value, torch.Tensor) for value in resident.values())
+    backend = TorchBackend("cpu")
+    from_numpy, from_tensors = (backend.run_all("physics", cfg, source) for source in (inputs, resident))
+    assert from_numpy.keys() == from_tensors.keys()
+    for name, value in from_numpy.items():
+        assert np.array_equal(value, from_tensors[name]), name
+
+
+def test_the_host_to_device_share_is_a_ratio_of_its_own():
+    rows = [{"pipeline": "physics", "batch": 4, "device": "cuda", "variant": variant, "median_s": seconds}
+            for variant, seconds in (("torch candidate", 2.0), ("torch candidate, inputs on device", 0.5))]
+    assert throughput_ratios(rows) == [{"pipeline": "physics", "batch": 4, "value": 4.0,
+                                        "ratio": "torch candidate / the same, inputs on device (cuda)"}]

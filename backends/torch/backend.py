@@ -36,12 +36,16 @@ class TorchBackend(Backend):
         """Canonical array -> internal tensor with one copy at most (the channels-first one).
 
         A C-contiguous, writable array is wrapped, not copied (``torch.from_numpy``);
-        stages never write into their inputs.
+        stages never write into their inputs. A torch tensor (canonical layout) is taken as it is,
+        moved only if it is on another device: inputs already on the GPU cost no copy.
         """
-        array = np.asarray(array)
-        if not (array.flags.c_contiguous and array.flags.writeable):
-            array = np.array(array, order="C")  # torch has no read-only tensors
-        tensor = torch.from_numpy(array).to(self.device)
+        if isinstance(array, torch.Tensor):
+            tensor = array.to(self.device)
+        else:
+            array = np.asarray(array)
+            if not (array.flags.c_contiguous and array.flags.writeable):
+                array = np.array(array, order="C")  # torch has no read-only tensors
+            tensor = torch.from_numpy(array).to(self.device)
         if spec.layout == "BHWC":
             return tensor.permute(0, 3, 1, 2).contiguous()
         if spec.layout == "B12C":
