@@ -109,6 +109,14 @@ def _numpy(value: Any) -> Any:
     return value.detach().cpu().numpy() if hasattr(value, "detach") else value
 
 
+def read_only(value: Any) -> Any:
+    """A view the adapter cannot write through (the built-in backends then copy what they keep)."""
+    if isinstance(value, np.ndarray):
+        value = value.view()
+        value.flags.writeable = False
+    return value
+
+
 def as_array(value: Any) -> np.ndarray:
     """Canonical numpy view of a candidate value (a torch tensor is brought to the host)."""
     if hasattr(value, "detach"):

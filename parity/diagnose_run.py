@@ -35,6 +35,10 @@ class SampleKeeper:
         self.candidate: dict[tuple[str, str], np.ndarray] = {}
 
     def update(self, mode: str, spec: TapSpec, reference: Any, candidate: Any, start: int) -> None:
+        if spec.reduction == "global":  # in chunks each value so far (parity.global_taps): the last counts
+            self.candidate[(mode, spec.name)] = np.array(as_array(candidate), copy=True)
+            self.reference[spec.name] = np.array(reference, copy=True)
+            return
         if not (batched(spec) and spec.reduction is None):  # the same for every chunk: kept once
             self.candidate.setdefault((mode, spec.name), np.array(as_array(candidate), copy=True))
             self.reference.setdefault(spec.name, np.array(reference, copy=True))

@@ -43,7 +43,7 @@ class TapDump:
         dataset = group[spec.name]
         if per_sample and dataset.shape[1:] == value.shape[1:] and start + value.shape[0] <= dataset.shape[0]:
             dataset[start : start + value.shape[0]] = value
-        elif start == 0 and dataset.shape == value.shape:
+        elif (start == 0 or spec.reduction == "global") and dataset.shape == value.shape:  # global: the last
             dataset[...] = value
 
     def update(self, mode: str, spec: TapSpec, reference: Any, candidate: Any, start: int) -> None:

@@ -4,17 +4,21 @@ A tap with ``reduction == "global"`` (the simulate pipeline's intensity scale, a
 scan position that a later stage reads) has a different value in every chunk. When the registry
 says how chunk values combine (``TapSpec.combine``), the run still goes in chunks:
 
-1. ``pin_global_taps`` runs every chunk once and keeps only each side's chunk values of the
-   global taps (for the candidate also its stage on the reference's inputs, for isolated mode),
-   and combines them into the whole batch's value;
+1. ``pin_global_taps`` runs every chunk of each side's pipeline once, keeps only the chunk values
+   of the global taps and combines them into the whole batch's value;
 2. the ordinary chunked run then sees each adapter through ``Pinned``: its pipeline hands over the
    whole batch's value of a global tap, and the stages that read it (directly or not) are run again
    with that value (``run_stage``), so every chunk gets what one whole-batch run would give, to
-   rounding.
+   rounding. In isolated mode the candidate's global stage runs on each chunk of the reference's
+   inputs, its values combined as they come; the judge compares the last, the whole batch's.
 
-Memory stays that of one chunk; the cost is a second forward of each side. Where an adapter cannot
-do this (it does not compute a global tap itself, its stages do not read it as the registry's do,
-or it cannot run a stage alone) the run falls back to one whole-batch chunk, as before.
+Memory stays that of one chunk; the cost is a second forward of each side. Before trusting the
+combination, pass 1 checks it on the adapter itself: its global tap over the first two chunks
+joined must equal the combination of its two chunk values, to rounding (a stage that sums where it
+should average, or reads only the first pattern, does not combine and must be judged on the whole
+batch). Where that fails, or an adapter does not compute a global tap itself, does not read it as
+the registry's stages do, cannot run those stages alone, or fails in pass 1, the run goes as one
+whole-batch chunk, as before, and the report says why.
 """
 
 from __future__ import annotations
@@ -24,32 +28,41 @@ from typing import Any
 
 import numpy as np
 
-from backends.common.taps import TapSpec
+from backends.common.taps import TapSpec, batched, tap_index
 
-from .chunks import as_array, slice_inputs, slice_tap
+from .chunks import as_array, read_only, slice_inputs
 from .guard import AdapterFault, Guard
 
-__all__ = ["Pinned", "combine_chunks", "global_specs", "pin_global_taps"]
+__all__ = ["Pinned", "combine_chunks", "global_specs", "needs_pinning", "pin_global_taps"]
+
+AGREEMENT_ULPS = 64  # the joined-chunks check: a correct stage combines to within rounding, a wrong one does not
 
 
 def global_specs(registry: list[TapSpec]) -> list[TapSpec]:
     return [spec for spec in registry if spec.reduction == "global"]
 
 
+def needs_pinning(registry: list[TapSpec], selected: set[str]) -> bool:
+    """Whether a compared tap is a global tap or reads one (otherwise chunk values are never looked at)."""
+    names = {spec.name for spec in global_specs(registry)}
+    return bool(selected & (names | set(_dependents(registry, names))))
+
+
 def combine_chunks(spec: TapSpec, parts: list[tuple[Any, int]]) -> np.ndarray | None:
     """The whole batch's value of a global tap from (chunk value, chunk size) pairs; None if it cannot be.
 
     ``inverse_square_mean``: the tap is c / sqrt(mean over samples of s), so the whole batch's
-    mean of s is the chunks' 1/value**2 averaged by size (c cancels).
+    mean of s is the chunks' 1/value**2 averaged by size (c cancels). A chunk of zero power (an
+    infinite value) adds nothing; a NaN chunk makes the whole NaN, as one whole-batch run would.
     """
     values = [np.asarray(as_array(value)) for value, _ in parts]
-    if not values or any(value.shape != () for value in values) or spec.combine != "inverse_square_mean":
+    if (not values or spec.combine != "inverse_square_mean"
+            or any(value.shape != () or value.dtype.kind != "f" for value in values)):
         return None
-    wide = np.array([complex(value) if np.iscomplexobj(value) else float(value) for value in values])
+    wide = np.array([float(value) for value in values])
     counts = np.array([count for _, count in parts], dtype=np.float64)
-    if np.iscomplexobj(wide) or not np.all(np.isfinite(wide)) or np.any(wide == 0):
-        return None
-    combined = float(np.sum(counts / counts.sum() * wide ** -2.0)) ** -0.5
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        combined = np.sum(counts / counts.sum() * wide ** -2.0) ** -0.5
     return np.asarray(combined, dtype=values[0].dtype)
 
 
@@ -75,10 +88,11 @@ def _usable(graph_specs: list[TapSpec], registry: list[TapSpec], names: set[str]
 class _Collect:
     """A sink that keeps the named taps of one run (canonical numpy) and ticks the guard."""
 
+    accepts_tensors = True  # as the backend holds them: only the kept taps are converted
+
     def __init__(self, names: set[str], guard: Guard) -> None:
         self.names, self.guard, self.values = names, guard, {}
         self.delivered: list[str] = []
-        self.accepts_tensors = True  # as the backend holds them: only the kept taps are converted
 
     def __call__(self, spec: TapSpec, value: Any) -> None:
         self.guard.tick()
@@ -87,93 +101,111 @@ class _Collect:
             self.values[spec.name] = np.array(as_array(value), copy=True)
 
 
+class _Side:
+    """One adapter in pass 1: its pipeline on chunks (keeping the named taps), its stages alone."""
+
+    def __init__(self, role: str, case: Any, adapter: Any, guard: Guard, specs: list[TapSpec]) -> None:
+        self.role, self.case, self.adapter, self.guard, self.specs = role, case, adapter, guard, specs
+
+    def run(self, inputs: Mapping[str, Any], keep: set[str]) -> dict[str, Any]:
+        """One chunk of the pipeline: the taps in ``keep``. A hang is put on the stage it hung in."""
+        collect = _Collect(keep, self.guard)
+        try:
+            self.guard.call("run_pipeline()", self.adapter.run_pipeline, self.case.pipeline, self.case.config,
+                            inputs, self.case.weights, sink=collect)
+        except AdapterFault as fault:
+            if fault.kind == "timeout":  # abandoned: the run will name the stage it hung in, not its first
+                self.guard.stuck_tap = next((s.name for s in self.specs if s.name not in collect.delivered), None)
+            raise
+        return collect.values
+
+    def run_dependents(self, names: set[str], held: dict[str, Any], inputs: Mapping[str, Any]) -> None:
+        """Each stage that reads a global tap, alone on one chunk (AdapterFault if the adapter cannot)."""
+        by_name = {spec.name: spec for spec in self.specs}
+        for name in _dependents(self.specs, names):
+            stage = {key: inputs[key] if key in inputs else held[key] for key in by_name[name].inputs}
+            held[name] = np.asarray(as_array(self.guard.call(
+                f"run_stage({name!r})", self.adapter.run_stage, name, self.case.pipeline, self.case.config, stage,
+                self.case.weights)))
+
+
 def _reads(specs: list[TapSpec], names: set[str]) -> set[str]:
-    """What the first chunk must keep to run once each stage that reads a global tap: their inputs."""
+    """The taps one chunk must keep to run each stage that reads a global tap alone: their inputs."""
     by_name = {spec.name: spec for spec in specs}
     return names | {name for tap in _dependents(specs, names) for name in by_name[tap].inputs}
 
 
-def _run_dependents(case: Any, adapter: Any, guard: Guard, specs: list[TapSpec], names: set[str],
-                    held: dict[str, Any], inputs: Mapping[str, Any]) -> None:
-    """Each stage that reads a global tap, run alone on one chunk (AdapterFault if the adapter cannot)."""
-    by_name = {spec.name: spec for spec in specs}
-    for name in _dependents(specs, names):
-        stage = {key: inputs[key] if key in inputs else held[key] for key in by_name[name].inputs}
-        held[name] = np.asarray(as_array(guard.call(f"run_stage({name!r})", adapter.run_stage, name, case.pipeline,
-                                                    case.config, stage, case.weights)))
+def _joined(case: Any, chunks: list[tuple[int, int]]) -> dict[str, Any]:
+    """The inputs of the first two chunks as one."""
+    index = tap_index(case.pipeline, case.config)
+    first = slice_inputs(case.pipeline, case.inputs, *chunks[0], False)
+    second = slice_inputs(case.pipeline, case.inputs, *chunks[1], False)
+    return {name: read_only(np.concatenate([np.asarray(value), np.asarray(second[name])])
+                            if batched(index[name]) else value) for name, value in first.items()}
 
 
-def _run_side(case: Any, adapter: Any, guard: Guard, specs: list[TapSpec], keep: set[str],
-              inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """One chunk of one side's pipeline: the taps in ``keep``. A hang is put on the stage it hung in."""
-    collect = _Collect(keep, guard)
-    try:
-        guard.call("run_pipeline()", adapter.run_pipeline, case.pipeline, case.config, inputs, case.weights,
-                   sink=collect)
-    except AdapterFault as fault:
-        if fault.kind == "timeout":  # abandoned: the run will name the stage it hung in, not its first
-            guard.stuck_tap = next((spec.name for spec in specs if spec.name not in collect.delivered), None)
-        raise
-    return collect.values
+def _agrees(spec: TapSpec, parts: list[tuple[Any, int]], joined: Any) -> str | None:
+    """None when the chunk values combine to the joined run's value, to rounding; else what differs."""
+    combined, whole = combine_chunks(spec, parts), np.asarray(as_array(joined))
+    if combined is None or whole.shape != () or whole.dtype.kind != "f":
+        return f"its chunk values of {spec.name!r} cannot be combined (a scalar float each is expected)"
+    a, b = float(combined), float(whole)
+    if a == b or (np.isnan(a) and np.isnan(b)):
+        return None
+    tolerance = AGREEMENT_ULPS * float(np.finfo(whole.dtype).eps) * max(abs(a), abs(b))
+    if np.isfinite(a) and np.isfinite(b) and abs(a - b) <= tolerance:
+        return None
+    return (f"its {spec.name!r} over the first two chunks joined is {b!r}, the combination of its two chunk "
+            f"values {a!r} (the registry's rule {spec.combine!r}): a whole-batch statistic computed otherwise")
 
 
 def pin_global_taps(case: Any, reference: Any, candidate: Any, graphs: Mapping[str, Any], registry: list[TapSpec],
-                    guards: Mapping[str, Guard], chunks: list[tuple[int, int]], golden: bool
-                    ) -> tuple[Any, Any] | None:
-    """(reference, candidate) wrapped so that their global taps hold the whole batch's values.
-
-    None when the run must go as one chunk: no combination rule, an adapter that does not compute
-    the global taps as the registry does or cannot run the stages that read them alone, or a
-    failure in this first pass (the run itself will then meet and report it).
-    """
+                    guards: Mapping[str, Guard], chunks: list[tuple[int, int]], golden: bool,
+                    modes: tuple[str, ...]) -> tuple[tuple[Any, Any] | None, str | None]:
+    """((reference, candidate) wrapped so that their global taps hold the whole batch's values, None),
+    or (None, why the run must go as one chunk)."""
     specs = global_specs(registry)
     names = {spec.name for spec in specs}
-    if not specs or any(not spec.combine for spec in specs):
-        return None
-    sides = ["candidate"] if golden else ["reference", "candidate"]
-    if not all(_usable(graphs[side].specs, registry, names) for side in sides):
-        return None
-    adapters = {"reference": reference, "candidate": candidate}
-    by_name = {spec.name: spec for spec in graphs["candidate"].specs}
-    stage_inputs = {name for spec in specs for name in by_name[spec.name].inputs}
-    parts: dict[str, dict[str, list]] = {role: {name: [] for name in names} for role in (*sides, "isolated")}
-    recorded = {spec.name: spec for spec in graphs["reference"].specs}
+    if any(not spec.combine for spec in specs):
+        return None, f"{sorted(names)}: no rule for combining chunk values in the registry"
+    roles = ["candidate"] if golden else ["reference", "candidate"]
+    for role in roles:
+        if not _usable(graphs[role].specs, registry, names):
+            return None, (f"the {role} does not compute {sorted(names)} as the registry's stages do (its own "
+                          f"stage, read by the same stages)")
+    sides = {role: _Side(role, case, {"reference": reference, "candidate": candidate}[role], guards[role],
+                         graphs[role].specs) for role in roles}
+    propagated = "propagated" in modes
+    parts: dict[str, dict[str, list]] = {role: {name: [] for name in names} for role in roles}
     try:
-        for start, stop in chunks:
-            inputs = slice_inputs(case.pipeline, case.inputs, start, stop, False)
-            values = {}
-            for side in sides:
-                keep = _reads(graphs[side].specs, names) if start == 0 else set(names)
-                values[side] = _run_side(case, adapters[side], guards[side], graphs[side].specs,
-                                         keep | (stage_inputs if side == "reference" else set()), inputs)
-                if start == 0:  # the second pass will run them alone: they must be able to
-                    _run_dependents(case, adapters[side], guards[side], graphs[side].specs, names, values[side],
-                                    inputs)
+        for number, (start, stop) in enumerate(chunks):
+            inputs = {name: read_only(value)
+                      for name, value in slice_inputs(case.pipeline, case.inputs, start, stop, False).items()}
+            for role, side in sides.items():
+                if role == "candidate" and not propagated and number >= 2:
+                    continue  # isolated mode alone: its pipeline only for the check below
+                keep = _reads(side.specs, names) if number == 0 else set(names)
+                values = side.run(inputs, keep)
+                if number == 0 and (role == "reference" or propagated):  # pass 2 runs them alone: can it?
+                    side.run_dependents(names, values, inputs)
                 for name in names:
-                    parts[side][name].append((values[side][name], stop - start))
-            seen = values.get("reference") if not golden else {
-                name: np.asarray(slice_tap(recorded[name], reference.tap(name), start, stop, False))
-                for name in stage_inputs if name not in inputs}
-            for name in list(parts["isolated"]):
-                stage = {key: inputs[key] if key in inputs else seen[key] for key in by_name[name].inputs}
-                try:
-                    value = guards["candidate"].call(f"run_stage({name!r})", candidate.run_stage, name,
-                                                     case.pipeline, case.config, stage, case.weights)
-                except AdapterFault:  # isolated mode will say it cannot isolate this stage
-                    del parts["isolated"][name]
-                    continue
-                parts["isolated"][name].append((value, stop - start))
-    except (AdapterFault, KeyError):
-        return None
-    spec_of = {spec.name: spec for spec in specs}
-    combined = {role: {name: combine_chunks(spec_of[name], values) for name, values in by_tap.items()}
-                for role, by_tap in parts.items()}
-    if any(value is None for role in sides for value in combined[role].values()):
-        return None
-    isolated = {name: value for name, value in combined["isolated"].items() if value is not None}
-    wrapped_reference = reference if golden else Pinned(reference, graphs["reference"].specs, combined["reference"],
+                    parts[role][name].append((values[name], stop - start))
+        joined = _joined(case, chunks)
+        for role, side in sides.items():
+            whole = side.run(joined, set(names))
+            for spec in specs:
+                problem = _agrees(spec, parts[role][spec.name][:2], whole[spec.name])
+                if problem is not None:
+                    return None, f"the {role}: {problem}"
+    except AdapterFault as fault:
+        return None, f"the {fault.kind} of a first-pass call ({fault})"
+    except KeyError as error:
+        return None, f"a first-pass tap was not delivered ({error})"
+    combined = {role: {spec.name: combine_chunks(spec, parts[role][spec.name]) for spec in specs}
+                for role in roles if role == "reference" or propagated}
+    wrapped_reference = reference if golden else Pinned(reference, graphs["reference"].specs, specs,
                                                         combined["reference"])
-    return wrapped_reference, Pinned(candidate, graphs["candidate"].specs, combined["candidate"], isolated)
+    return (wrapped_reference, Pinned(candidate, graphs["candidate"].specs, specs, combined.get("candidate", {}))), None
 
 
 class _Relay:
@@ -189,6 +221,7 @@ class _Relay:
 
     def __call__(self, spec: TapSpec, value: Any) -> None:
         if spec.name in self.pinned:
+            self.held[f"{spec.name}@chunk"] = np.array(as_array(value), copy=True)  # its own value on this chunk
             value = self.pinned[spec.name]
         if spec.name in self.keep:
             self.held[spec.name] = np.array(as_array(value), copy=True)
@@ -201,13 +234,17 @@ class _Relay:
 class Pinned:
     """An adapter whose global taps are the whole batch's (see the module docstring); all else is its own."""
 
-    def __init__(self, inner: Any, specs: list[TapSpec], pinned: Mapping[str, np.ndarray],
-                 isolated: Mapping[str, np.ndarray]) -> None:
-        self.inner = inner
-        self.pinned, self.isolated = dict(pinned), dict(isolated)
+    def __init__(self, inner: Any, specs: list[TapSpec], global_taps: list[TapSpec],
+                 pinned: Mapping[str, np.ndarray]) -> None:
+        self.inner = self.wrapped = inner
+        self.pinned = dict(pinned)
+        self.global_taps = {spec.name: spec for spec in global_taps}
         self.specs = {spec.name: spec for spec in specs}
-        self.dependents = _dependents(specs, set(self.pinned))
-        self.keep = {name for tap in self.dependents for name in self.specs[tap].inputs} | set(self.pinned)
+        self.dependents = _dependents(specs, set(self.global_taps))
+        self.keep = ({name for tap in [*self.dependents, *self.global_taps] for name in self.specs[tap].inputs}
+                     | set(self.global_taps))
+        self.isolated: dict[str, list[tuple[Any, int]]] = {name: [] for name in self.global_taps}
+        self.last_chunk: dict[str, Any] = {}  # what the last pipeline run held: inputs and own values
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -217,21 +254,34 @@ class Pinned:
         wanted = None if taps is None else set(taps)
         relay = _Relay(sink, self.pinned, set(self.dependents), self.keep, wanted)
         inner_taps = None if wanted is None else sorted(wanted | self.keep | set(self.dependents))
+        self.last_chunk = {}
         self.inner.run_pipeline(pipeline, cfg, inputs, weights, sink=relay, taps=inner_taps)
-        held = relay.held
+        held = self.last_chunk = relay.held
         for name in self.dependents:
             spec = self.specs[name]
             stage = {key: inputs[key] if key in inputs else held[key] for key in spec.inputs}
             value = self.inner.run_stage(name, pipeline, cfg, stage, weights)
-            held[name] = np.asarray(value)
+            held[name] = np.asarray(as_array(value))
             if sink is not None and (wanted is None or name in wanted):
                 sink(spec, value)
 
     def run_stage(self, tap: str, pipeline: str, cfg: Any, stage_inputs: Mapping[str, np.ndarray],
                   weights: Any = None) -> Any:
-        if tap in self.pinned:
-            if tap not in self.isolated:
-                raise NotImplementedError(f"{tap!r} is a statistic of the whole batch, which this adapter's stage "
-                                          "could not be run on in chunks")
-            return self.isolated[tap]
-        return self.inner.run_stage(tap, pipeline, cfg, stage_inputs, weights)
+        """A global tap: this chunk's value joins the earlier chunks'; their combination so far is returned
+        (the judge keeps the last, the whole batch's). On exactly the inputs its pipeline had on this chunk
+        the stage is not run again: its value there is reused, as a whole-batch run reuses it."""
+        if tap not in self.global_taps:
+            return self.inner.run_stage(tap, pipeline, cfg, stage_inputs, weights)
+        own = self.last_chunk
+        if f"{tap}@chunk" in own and all(
+                name in own and np.shape(stage_inputs[name]) == own[name].shape
+                and np.array_equal(np.asarray(stage_inputs[name]), own[name]) for name in self.specs[tap].inputs):
+            value = own[f"{tap}@chunk"]
+        else:
+            value = self.inner.run_stage(tap, pipeline, cfg, stage_inputs, weights)
+        index = tap_index(pipeline, cfg)
+        batch = next((len(value) for name, value in stage_inputs.items()
+                      if name in index and batched(index[name]) and np.ndim(value)), 1)
+        self.isolated[tap].append((value, batch))
+        combined = combine_chunks(self.global_taps[tap], self.isolated[tap])
+        return value if combined is None else combined

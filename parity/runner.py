@@ -31,7 +31,7 @@ from .divergence import amplification, first_divergence
 from .dumps import TapDump
 from .evidence import EvidenceSettings
 from .errors import ParityInputError
-from .global_taps import global_specs, pin_global_taps
+from .global_taps import needs_pinning, pin_global_taps
 from .goldens import Golden
 from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
 from .jsonable import to_jsonable
@@ -170,12 +170,14 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
     flow = CaseRun(case, reference, candidate, tolerances, options, graphs, selected, not_comparable, guards,
                    observers + ([keeper] if keeper is not None else []), device)
     try:
-        if len(chunks) > 1 and global_specs(registry):
+        if len(chunks) > 1 and needs_pinning(registry, flow.compared_names):
             began = time.perf_counter()
-            pinned = pin_global_taps(case, reference, candidate, graphs, registry, guards, chunks, golden)
+            pinned, why = pin_global_taps(case, reference, candidate, graphs, registry, guards, chunks, golden,
+                                          tuple(options.modes))
             timing["global_pass_s"] = time.perf_counter() - began
             if pinned is None:
                 chunks = [(0, batch)]
+                report.notes.append(f"ran as one chunk of {batch} samples, not in chunks: {why}")
             else:
                 flow.reference, flow.candidate = pinned
         for start, stop in chunks:

@@ -18,19 +18,11 @@ from backends.common.regions import CANVAS_TAPS, covered_canvas, tap_regions
 from backends.common.taps import TapSpec, batched, pipeline_inputs
 
 from .audits import contract_problems
-from .chunks import MeanCombiner, as_array, slice_inputs, slice_tap
+from .chunks import MeanCombiner, as_array, read_only, slice_inputs, slice_tap
 from .goldens import Golden
 from .guard import AdapterFault, describe_exception
 from .metrics import ReferenceCache, StreamingComparator
 from .results import NOT_COMPARABLE, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
-
-
-def _read_only(value: Any) -> Any:
-    """A view the adapter cannot write through (the built-in backends then copy what they keep)."""
-    if isinstance(value, np.ndarray):
-        value = value.view()
-        value.flags.writeable = False
-    return value
 
 
 class TapJudge:
@@ -43,6 +35,7 @@ class TapJudge:
         self.seen = 0  # samples (or elements for unbatched taps) fed
         self.exact = True  # every chunk so far bitwise equal to the reference
         self.mean = (MeanCombiner(), MeanCombiner()) if spec.reduction == "mean" else None
+        self.last: tuple | None = None  # a global tap in chunks: each chunk's value so far, judged at the end
         self.shared = False  # fed from the propagated run (its inputs were the reference's, bitwise)
 
     def _full_shape(self, chunk_shape: tuple[int, ...], chunk_len: int) -> tuple[int, ...]:
@@ -59,6 +52,9 @@ class TapJudge:
         if self.mean is not None and not whole:
             self.mean[0].add(reference, stop - start)
             self.mean[1].add(candidate, stop - start)
+            return
+        if self.spec.reduction == "global" and not whole:  # parity.global_taps: the last is the whole batch's
+            self.last = (np.array(as_array(reference), copy=True), np.array(as_array(candidate), copy=True))
             return
         reference = np.asarray(reference)
         if not hasattr(candidate, "shape") or not hasattr(candidate, "dtype"):
@@ -87,6 +83,9 @@ class TapJudge:
         self.seen = stop
 
     def finish_means(self) -> None:
+        if self.last is not None:
+            (reference, candidate), self.last = self.last, None
+            self.update(reference, candidate, 0, self.batch, whole=True)
         if self.mean is not None and self.mean[0].parts:
             reference, candidate = self.mean[0].value(), self.mean[1].value()
             self.mean = None
@@ -186,7 +185,7 @@ class CaseRun:
     # ---- one chunk ----
     def run_chunk(self, start: int, stop: int, whole: bool) -> bool:
         self.start, self.stop, self.whole = start, stop, whole
-        inputs = {name: _read_only(value)
+        inputs = {name: read_only(value)
                   for name, value in slice_inputs(self.case.pipeline, self.case.inputs, start, stop, whole).items()}
         self.chunk_inputs = inputs
         began = time.perf_counter()
@@ -291,7 +290,8 @@ class CaseRun:
         if judge.exact:
             self.exact_inputs.add(spec.name)
         if ("isolated" in self.options.modes and self.isolable.get(spec.name) is None
-                and all(name in self.exact_inputs for name in spec.inputs)):
+                and all(name in self.exact_inputs for name in spec.inputs)
+                and (self.whole or spec.reduction != "global")):  # in chunks its isolated value is its own
             # isolated mode would feed this stage exactly these inputs: judge this value now, while it is
             # fresh (a later stage may still change it in place), instead of running the stage again
             if self._compare("isolated", spec, value):
@@ -337,7 +337,8 @@ class CaseRun:
     # ---- isolated ----
     def _isolated(self, inputs: Mapping[str, np.ndarray]) -> None:
         guard = self.guards["candidate"]
-        copy_inputs = not isinstance(self.candidate, Backend)  # unknown adapters may write into what they get
+        # unknown adapters may write into what they get (``wrapped``: the adapter behind parity.global_taps')
+        copy_inputs = not isinstance(getattr(self.candidate, "wrapped", self.candidate), Backend)
         for spec in self.compared:
             reason = self.isolable[spec.name]
             if reason is not None:
@@ -351,7 +352,7 @@ class CaseRun:
             stage_inputs = {name: inputs[name] if name in self.input_names else self.reference_values[name]
                             for name in spec.inputs}
             # the reference's own arrays: a stage that writes into its input must not change them
-            stage_inputs = {name: np.array(value, copy=True) if copy_inputs else _read_only(value)
+            stage_inputs = {name: np.array(value, copy=True) if copy_inputs else read_only(value)
                             for name, value in stage_inputs.items()}
             try:
                 value = guard.call(f"run_stage({spec.name!r})", self.candidate.run_stage, spec.name,

@@ -42,8 +42,12 @@ def test_chunk_values_combine_into_the_whole_batch_value():
     combined = combine_chunks(_scale_spec(), parts)
     assert combined.dtype == np.float64 and combined == pytest.approx(whole, rel=1e-14)
     assert combine_chunks(_scale_spec(), [(np.float32(2.0), 1)]).dtype == np.float32
-    assert combine_chunks(_scale_spec(), [(np.float64(0.0), 2), (np.float64(1.0), 2)]) is None  # no mean to recover
+    # as one whole-batch run: a chunk of zero power (infinite scale) adds nothing, an infinite mean gives 0, NaN spreads
+    assert combine_chunks(_scale_spec(), [(np.inf, 2), (np.float64(2.0), 2)]) == pytest.approx(2.0 * np.sqrt(2.0))
+    assert combine_chunks(_scale_spec(), [(np.float64(0.0), 2), (np.float64(1.0), 2)]) == 0.0
+    assert np.isnan(combine_chunks(_scale_spec(), [(np.float64(np.nan), 1), (np.float64(1.0), 2)]))
     assert combine_chunks(dataclasses.replace(_scale_spec(), combine=""), parts) is None
+    assert combine_chunks(_scale_spec(), [(np.ones(2), 1)]) is None and combine_chunks(_scale_spec(), [(3, 1)]) is None
 
 
 def test_plan_cuts_a_global_pipeline_only_when_asked():
@@ -133,6 +137,102 @@ def test_an_adapter_that_cannot_run_the_readers_alone_runs_as_one_chunk(referenc
     assert report.passed
 
 
+class _SumScale(TorchBackend):
+    """A batch-size-dependent bug in the global stage: a sum where the spec has a mean."""
+
+    name = "sum-scale"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+
+        def scale(ctx, wave):
+            power = torch.sum(wave.real**2 + wave.imag**2)
+            return torch.sqrt(torch.as_tensor(ctx.cfg.nphotons, dtype=power.dtype) / power)
+
+        self.stages["sim_intensity_scale"] = scale
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_a_batch_dependent_global_stage_is_judged_on_the_whole_batch(reference, tolerances, chunk):
+    """Its chunk values do not combine to its whole-batch value: the first pass sees that (joined chunks)
+    and the run goes as one chunk, with the whole-batch verdict and error, and says why."""
+    case = builtin_case(CASE)
+    whole = run_case(case, reference, _SumScale(), tolerances)
+    chunked = run_case(case, reference, _SumScale(), tolerances, RunOptions(batch_chunk=chunk))
+    assert not whole.passed and not chunked.passed
+    errors = [next(t for t in report.taps if t.name == "sim.intensity_scale").modes["propagated"].metrics.max_abs_error
+              for report in (whole, chunked)]
+    assert errors[0] == errors[1]
+    assert any("not in chunks" in note and "sim.intensity_scale" in note for note in chunked.notes), chunked.notes
+
+
+class _RaisingIsolatedScale(TorchBackend):
+    """Right in its pipeline (its exit wave 1e-13 off, so isolated mode runs the next stage again); its global
+    stage run alone raises."""
+
+    name = "raising-isolated-scale"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        wave = self.stages["exit_wave"]
+        self.stages["exit_wave"] = lambda ctx, *args: wave(ctx, *args) * (1 + 1e-13)
+
+    def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
+        if tap == "sim.intensity_scale":
+            raise ValueError("no scale on its own")
+        return super().run_stage(tap, pipeline, cfg, stage_inputs, weights)
+
+
+def test_a_global_stage_failing_alone_fails_in_chunks_too(reference, tolerances):
+    for options in (RunOptions(), RunOptions(batch_chunk=2)):
+        report = run_case(builtin_case(CASE), reference, _RaisingIsolatedScale(), tolerances, options)
+        isolated = next(t for t in report.taps if t.name == "sim.intensity_scale").modes["isolated"]
+        assert not report.passed and isolated.error_kind == "raised" and "no scale on its own" in isolated.error
+    # propagated mode alone never runs it alone: chunked, it passes as the whole batch does
+    options = RunOptions(batch_chunk=2, modes=("propagated",))
+    assert run_case(builtin_case(CASE), reference, _RaisingIsolatedScale(), tolerances, options).passed
+
+
+class _WritesPositions(TorchBackend):
+    """Adds 0.5 to the scan positions it is given (read-only: it raises)."""
+
+    name = "writes-positions"
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        inputs["scan_positions"] += 0.5
+        return super().run_pipeline(pipeline, cfg, inputs, weights, sink, taps)
+
+
+def test_the_first_pass_hands_out_read_only_inputs(reference, tolerances):
+    case = builtin_case(CASE)
+    before = np.array(case.inputs["scan_positions"], copy=True)
+    report = run_case(case, reference, _WritesPositions(), tolerances, RunOptions(batch_chunk=2))
+    assert not report.passed and np.array_equal(case.inputs["scan_positions"], before)
+
+
+class _MustNotRunScaleAlone(TorchBackend):
+    """Its global stage must not be run alone: isolated mode has no reason to (exact inputs)."""
+
+    name = "must-not-run-scale-alone"
+
+    def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
+        if tap == "sim.intensity_scale":
+            raise AssertionError("run alone although its inputs were exactly its own pipeline's")
+        return super().run_stage(tap, pipeline, cfg, stage_inputs, weights)
+
+
+def test_on_exact_inputs_the_global_stage_is_not_run_again_in_chunks(reference, tolerances):
+    """As in a whole-batch run, a stage fed bitwise its own pipeline's inputs is not run alone again."""
+    for options in (RunOptions(), RunOptions(batch_chunk=2)):
+        assert run_case(builtin_case(CASE), reference, _MustNotRunScaleAlone(), tolerances, options).passed
+
+
+def test_a_run_comparing_neither_the_global_tap_nor_its_readers_takes_one_pass(reference, candidate, tolerances):
+    report = run_case(builtin_case(CASE), reference, candidate, tolerances,
+                      RunOptions(batch_chunk=2, taps=("amplitude",)))
+    assert report.passed and "global_pass_s" not in report.timing
+
+
 def test_a_wrong_global_stage_is_found_there_in_chunks(reference, tolerances):
     report = run_case(builtin_case(CASE), reference, _ScaleOff(), tolerances, RunOptions(batch_chunk=2))
     assert not report.passed and "global_pass_s" in report.timing
@@ -145,4 +245,4 @@ def test_an_adapter_that_fuses_the_global_tap_runs_as_one_chunk(reference, toler
     report = run_case(builtin_case(CASE), reference, _FusedIntensity(), tolerances, RunOptions(batch_chunk=2))
     # in chunks its sim.intensity would use each chunk's scale and fail; as one chunk it is right
     assert report.passed, [(tap.name, tap.modes["propagated"].metrics) for tap in report.taps]
-    assert "global_pass_s" in report.timing  # tried, and refused before running anything
+    assert "global_pass_s" in report.timing and any("not in chunks" in note for note in report.notes)
