@@ -6,6 +6,7 @@ import datetime
 import functools
 import hashlib
 import importlib.metadata
+import os
 import platform
 import subprocess
 import sys
@@ -53,13 +54,15 @@ def timestamp() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def collect(device: str) -> dict[str, Any]:
+def collect(device: str, portable: bool = False) -> dict[str, Any]:
+    """Where a result comes from. ``portable`` (a golden, which travels with the project): no path of
+    this machine in it, the interpreter by its file name only."""
     return {
         "timestamp": timestamp(),
         "code_version": code_version(),
         "device": device,
         "platform": platform.platform(),
-        "python_executable": sys.executable,
+        "python_executable": os.path.basename(sys.executable) if portable else sys.executable,
         "libraries": library_versions(),
         "determinism": determinism.record(),
     }

@@ -129,7 +129,7 @@ def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path
     unprovided = graph_of(reference, case.pipeline, case.config).unprovided
 
     def fill(h5) -> None:
-        writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device), unprovided)
+        writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device, portable=True), unprovided)
         reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=writer)
         problems = [f"reference produced no tap {spec.name!r}" if spec.name not in writer.taps else
                     contract_problems(spec, case.config, case.batch, writer.taps[spec.name])
