@@ -117,3 +117,19 @@ def test_check_on_a_machine_that_rounds_differently_passes_and_reports_the_drift
         assert note.endswith("; the golden's inputs were used") and "of peak (input '" in note
         report = run_case(opened.case, opened.golden, candidate, tolerances)
     assert report.passed, report.first_divergence
+
+
+def test_goldens_carry_no_path_of_the_machine_that_recorded_them(tmp_path):
+    """Goldens travel with the project: neither the shipped ones nor a new one names a folder of the recorder."""
+    import h5py
+
+    from backends.torch import TorchBackend
+    from parity.workflows import record_golden
+
+    for path in sorted(Path(DEFAULT_GOLDENS).glob("*.h5")):
+        with h5py.File(path, "r") as h5:
+            provenance = json.loads(h5.attrs["provenance"])
+        assert os.sep not in provenance["python_executable"] and "/" not in provenance["python_executable"], path
+    written = record_golden(BUILTIN_CASES["simulate-n32-f64"], TorchBackend("cpu"), tmp_path).read_bytes()
+    for folder in {str(ROOT), sys.prefix, os.path.dirname(sys.executable), str(tmp_path)}:
+        assert folder.encode() not in written, folder
