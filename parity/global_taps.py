@@ -119,14 +119,29 @@ class _Side:
             raise
         return collect.values
 
-    def run_dependents(self, names: set[str], held: dict[str, Any], inputs: Mapping[str, Any]) -> None:
-        """Each stage that reads a global tap, alone on one chunk (AdapterFault if the adapter cannot)."""
+    def run_dependents(self, names: set[str], held: dict[str, Any], inputs: Mapping[str, Any]) -> str | None:
+        """Each stage that reads a global tap, alone on this chunk's values: what pass 2 will do. None when
+        each gives what the pipeline gave (to rounding), else what differs; AdapterFault if it cannot run."""
         by_name = {spec.name: spec for spec in self.specs}
         for name in _dependents(self.specs, names):
             stage = {key: inputs[key] if key in inputs else held[key] for key in by_name[name].inputs}
-            held[name] = np.asarray(as_array(self.guard.call(
-                f"run_stage({name!r})", self.adapter.run_stage, name, self.case.pipeline, self.case.config, stage,
-                self.case.weights)))
+            try:
+                alone = np.asarray(as_array(self.guard.call(
+                    f"run_stage({name!r})", self.adapter.run_stage, name, self.case.pipeline, self.case.config, stage,
+                    self.case.weights)))
+            except AdapterFault as fault:
+                if fault.kind == "timeout":
+                    self.guard.stuck_tap = name
+                raise
+            piped = np.asarray(held[name])
+            peak = float(np.max(np.abs(piped))) if piped.size else 0.0
+            tolerance = AGREEMENT_ULPS * float(np.finfo(piped.dtype).eps) * peak if piped.dtype.kind == "f" else 0.0
+            if alone.shape != piped.shape or not (np.array_equal(alone, piped) or (
+                    np.all(np.isfinite(alone)) and float(np.max(np.abs(alone - piped))) <= tolerance)):
+                return (f"its {name!r} run alone differs from what its pipeline computed on the same chunk (pass 2 "
+                        "would judge the stage run alone, not the pipeline's output)")
+            held[name] = alone
+        return None
 
 
 def _reads(specs: list[TapSpec], names: set[str]) -> set[str]:
@@ -184,10 +199,12 @@ def pin_global_taps(case: Any, reference: Any, candidate: Any, graphs: Mapping[s
             for role, side in sides.items():
                 if role == "candidate" and not propagated and number >= 2:
                     continue  # isolated mode alone: its pipeline only for the check below
-                keep = _reads(side.specs, names) if number == 0 else set(names)
+                rerun = role == "reference" or propagated  # pass 2 runs its readers alone: do they agree?
+                keep = _reads(side.specs, names) | set(_dependents(side.specs, names)) if rerun else set(names)
                 values = side.run(inputs, keep)
-                if number == 0 and (role == "reference" or propagated):  # pass 2 runs them alone: can it?
-                    side.run_dependents(names, values, inputs)
+                problem = side.run_dependents(names, values, inputs) if rerun else None
+                if problem is not None:
+                    return None, f"the {role}: {problem}"
                 for name in names:
                     parts[role][name].append((values[name], stop - start))
         joined = _joined(case, chunks)

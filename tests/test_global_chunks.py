@@ -246,3 +246,36 @@ def test_an_adapter_that_fuses_the_global_tap_runs_as_one_chunk(reference, toler
     # in chunks its sim.intensity would use each chunk's scale and fail; as one chunk it is right
     assert report.passed, [(tap.name, tap.modes["propagated"].metrics) for tap in report.taps]
     assert "global_pass_s" in report.timing and any("not in chunks" in note for note in report.notes)
+
+
+class _PipelineOnlyIntensityBug(TorchBackend):
+    """sim.intensity wrong only on the pipeline path (a fused forward): run alone it is right."""
+
+    name = "pipeline-only-intensity-bug"
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        def skewed(spec, value):
+            if spec.name == "sim.intensity":
+                value = np.asarray(value) ** 1.001
+            sink(spec, value)
+
+        return super().run_pipeline(pipeline, cfg, inputs, weights, skewed if sink is not None else None, taps)
+
+
+def test_a_bug_on_the_pipeline_path_of_a_reader_is_not_hidden_by_chunks(reference, tolerances):
+    """Pass 2 runs the readers of the global tap alone; pass 1 checks that they give what the pipeline gives."""
+    for options in (RunOptions(), RunOptions(batch_chunk=2)):
+        report = run_case(builtin_case(CASE), reference, _PipelineOnlyIntensityBug(), tolerances, options)
+        intensity = next(t for t in report.taps if t.name == "sim.intensity")
+        assert not report.passed and intensity.modes["propagated"].status == "failed", options
+    assert any("run alone differs" in note for note in report.notes), report.notes
+
+
+def test_a_wrong_scale_stays_on_the_scale_in_chunks_with_exact_readers(tolerances):
+    """With a Torch reference the amplitude is bitwise the reference's: isolated sim.intensity must still run
+    on the reference's scale (not reuse the propagated value built on the candidate's wrong one)."""
+    for options in (RunOptions(), RunOptions(batch_chunk=2)):
+        report = run_case(builtin_case(CASE), TorchBackend("cpu"), _ScaleOff(), tolerances, options)
+        intensity = next(t for t in report.taps if t.name == "sim.intensity").modes["isolated"]
+        assert intensity.status == "passed", (options, intensity)
+        assert report.first_divergence.tap == "sim.intensity_scale"
