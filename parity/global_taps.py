@@ -232,13 +232,14 @@ class _Relay:
                  wanted: set[str] | None) -> None:
         self.outer, self.pinned, self.dependents, self.keep, self.wanted = outer, pinned, dependents, keep, wanted
         self.accepts_tensors = bool(getattr(outer, "accepts_tensors", False))
-        self.held: dict[str, np.ndarray] = {}
+        self.held: dict[str, np.ndarray] = {}  # the taps in ``keep``, as handed on (global ones pinned)
+        self.own: dict[str, np.ndarray] = {}  # each global tap as the adapter computed it on this chunk
         if callable(getattr(outer, "input_mutated", None)):
             self.input_mutated = outer.input_mutated
 
     def __call__(self, spec: TapSpec, value: Any) -> None:
         if spec.name in self.pinned:
-            self.held[f"{spec.name}@chunk"] = np.array(as_array(value), copy=True)  # its own value on this chunk
+            self.own[spec.name] = np.array(as_array(value), copy=True)
             value = self.pinned[spec.name]
         if spec.name in self.keep:
             self.held[spec.name] = np.array(as_array(value), copy=True)
@@ -261,7 +262,7 @@ class Pinned:
         self.keep = ({name for tap in [*self.dependents, *self.global_taps] for name in self.specs[tap].inputs}
                      | set(self.global_taps))
         self.isolated: dict[str, list[tuple[Any, int]]] = {name: [] for name in self.global_taps}
-        self.last_chunk: dict[str, Any] = {}  # what the last pipeline run held: inputs and own values
+        self.last_chunk: _Relay | None = None  # the last pipeline run's relay: what it held, its own values
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -271,9 +272,9 @@ class Pinned:
         wanted = None if taps is None else set(taps)
         relay = _Relay(sink, self.pinned, set(self.dependents), self.keep, wanted)
         inner_taps = None if wanted is None else sorted(wanted | self.keep | set(self.dependents))
-        self.last_chunk = {}
+        self.last_chunk = None  # a run that fails leaves nothing to reuse
         self.inner.run_pipeline(pipeline, cfg, inputs, weights, sink=relay, taps=inner_taps)
-        held = self.last_chunk = relay.held
+        self.last_chunk, held = relay, relay.held
         for name in self.dependents:
             spec = self.specs[name]
             stage = {key: inputs[key] if key in inputs else held[key] for key in spec.inputs}
@@ -289,16 +290,16 @@ class Pinned:
         the stage is not run again: its value there is reused, as a whole-batch run reuses it."""
         if tap not in self.global_taps:
             return self.inner.run_stage(tap, pipeline, cfg, stage_inputs, weights)
-        own = self.last_chunk
-        if f"{tap}@chunk" in own and all(
-                name in own and np.shape(stage_inputs[name]) == own[name].shape
-                and np.array_equal(np.asarray(stage_inputs[name]), own[name]) for name in self.specs[tap].inputs):
-            value = own[f"{tap}@chunk"]
+        last = self.last_chunk
+        if last is not None and tap in last.own and all(
+                name in last.held and np.shape(stage_inputs[name]) == last.held[name].shape
+                and np.array_equal(np.asarray(stage_inputs[name]), last.held[name]) for name in self.specs[tap].inputs):
+            value = last.own[tap]
         else:
             value = self.inner.run_stage(tap, pipeline, cfg, stage_inputs, weights)
         index = tap_index(pipeline, cfg)
-        batch = next((len(value) for name, value in stage_inputs.items()
-                      if name in index and batched(index[name]) and np.ndim(value)), 1)
+        batch = next((len(array) for name, array in stage_inputs.items()
+                      if name in index and batched(index[name]) and np.ndim(array)), 1)
         self.isolated[tap].append((value, batch))
         combined = combine_chunks(self.global_taps[tap], self.isolated[tap])
         return value if combined is None else combined

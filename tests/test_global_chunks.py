@@ -118,19 +118,25 @@ class _FusedIntensity(TorchBackend):
                 for spec in super().graph(pipeline, cfg)]
 
 
-class _NoIsolatedIntensity(TorchBackend):
-    """Computes everything, but cannot run sim.intensity alone (what the second pass needs)."""
+class _RefusesAlone(TorchBackend):
+    """Computes everything in its pipeline, but running ``tap`` alone raises ``error``."""
 
-    name = "no-isolated-intensity"
+    name = "refuses-alone"
+
+    def __init__(self, tap: str, error: BaseException, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.refused, self.error = tap, error
 
     def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
-        if tap == "sim.intensity":
-            raise NotImplementedError("sim.intensity runs only inside the pipeline")
+        if tap == self.refused:
+            raise self.error
         return super().run_stage(tap, pipeline, cfg, stage_inputs, weights)
 
 
 def test_an_adapter_that_cannot_run_the_readers_alone_runs_as_one_chunk(reference, tolerances):
-    report = run_case(builtin_case(CASE), reference, _NoIsolatedIntensity(), tolerances, RunOptions(batch_chunk=2))
+    """Cannot run sim.intensity alone (what the second pass needs)."""
+    adapter = _RefusesAlone("sim.intensity", NotImplementedError("sim.intensity runs only inside the pipeline"))
+    report = run_case(builtin_case(CASE), reference, adapter, tolerances, RunOptions(batch_chunk=2))
     intensity = next(tap for tap in report.taps if tap.name == "sim.intensity")
     assert intensity.modes["propagated"].status == "passed", intensity.modes["propagated"]
     assert intensity.modes["isolated"].skip_kind is not None  # cannot isolate: said, not failed
@@ -166,21 +172,14 @@ def test_a_batch_dependent_global_stage_is_judged_on_the_whole_batch(reference, 
     assert any("not in chunks" in note and "sim.intensity_scale" in note for note in chunked.notes), chunked.notes
 
 
-class _RaisingIsolatedScale(TorchBackend):
+class _RaisingIsolatedScale(_RefusesAlone):
     """Right in its pipeline (its exit wave 1e-13 off, so isolated mode runs the next stage again); its global
     stage run alone raises."""
 
-    name = "raising-isolated-scale"
-
     def __init__(self, device: str = "cpu") -> None:
-        super().__init__(device)
+        super().__init__("sim.intensity_scale", ValueError("no scale on its own"), device)
         wave = self.stages["exit_wave"]
         self.stages["exit_wave"] = lambda ctx, *args: wave(ctx, *args) * (1 + 1e-13)
-
-    def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
-        if tap == "sim.intensity_scale":
-            raise ValueError("no scale on its own")
-        return super().run_stage(tap, pipeline, cfg, stage_inputs, weights)
 
 
 def test_a_global_stage_failing_alone_fails_in_chunks_too(reference, tolerances):
@@ -210,21 +209,12 @@ def test_the_first_pass_hands_out_read_only_inputs(reference, tolerances):
     assert not report.passed and np.array_equal(case.inputs["scan_positions"], before)
 
 
-class _MustNotRunScaleAlone(TorchBackend):
-    """Its global stage must not be run alone: isolated mode has no reason to (exact inputs)."""
-
-    name = "must-not-run-scale-alone"
-
-    def run_stage(self, tap, pipeline, cfg, stage_inputs, weights=None):
-        if tap == "sim.intensity_scale":
-            raise AssertionError("run alone although its inputs were exactly its own pipeline's")
-        return super().run_stage(tap, pipeline, cfg, stage_inputs, weights)
-
-
 def test_on_exact_inputs_the_global_stage_is_not_run_again_in_chunks(reference, tolerances):
     """As in a whole-batch run, a stage fed bitwise its own pipeline's inputs is not run alone again."""
+    refused = AssertionError("run alone although its inputs were exactly its own pipeline's")
     for options in (RunOptions(), RunOptions(batch_chunk=2)):
-        assert run_case(builtin_case(CASE), reference, _MustNotRunScaleAlone(), tolerances, options).passed
+        adapter = _RefusesAlone("sim.intensity_scale", refused)
+        assert run_case(builtin_case(CASE), reference, adapter, tolerances, options).passed
 
 
 def test_a_run_comparing_neither_the_global_tap_nor_its_readers_takes_one_pass(reference, candidate, tolerances):
