@@ -90,7 +90,7 @@ def interleaved(variants: Mapping[str, Callable[[], Any]], repeats: int, warmup:
     return times
 
 
-def _synchronised(function: Callable[[], Any], device: str) -> Callable[[], Any]:
+def synchronised(function: Callable[[], Any], device: str) -> Callable[[], Any]:
     if not device.startswith("cuda"):
         return function
     import torch
@@ -179,16 +179,16 @@ def throughput(options: BenchOptions, cfg: ForwardConfig, backends: _Backends, d
                     variants["cpu", "plain tf"] = lambda f=tf_plain(pipeline, cfg, weights): f(inputs)
             for device in devices:
                 candidate = backends.torch(device)
-                variants[device, "torch candidate"] = _synchronised(
+                variants[device, "torch candidate"] = synchronised(
                     lambda c=candidate: c.run_pipeline(pipeline, cfg, inputs, weights), device)
                 if device != "cpu":  # the same forward without the host-to-device copy of its inputs
                     resident = on_device(inputs, device)
-                    variants[device, "torch candidate, inputs on device"] = _synchronised(
+                    variants[device, "torch candidate, inputs on device"] = synchronised(
                         lambda c=candidate, r=resident: c.run_pipeline(pipeline, cfg, r, weights), device)
                 if plain:
                     from backends.torch.plain import plain_forward as torch_plain
 
-                    variants[device, "plain torch"] = _synchronised(
+                    variants[device, "plain torch"] = synchronised(
                         lambda f=torch_plain(pipeline, cfg, weights, device): f(inputs), device)
             named = {f"{device}/{variant}": function for (device, variant), function in variants.items()}
             times = interleaved(named, options.repeats, options.warmup)
@@ -254,7 +254,7 @@ def overhead(options: BenchOptions, cfg: ForwardConfig, backends: _Backends, dev
                 "isolated mode": lambda c=candidate: isolated_mode(c, case, store, tolerances),
                 "both modes (a run)": lambda c=candidate: both_modes(c, case, store, tolerances),
             }
-            times = interleaved({name: _synchronised(fn, device) for name, fn in variants.items()},
+            times = interleaved({name: synchronised(fn, device) for name, fn in variants.items()},
                                 options.repeats, options.warmup)
             base = statistics.median(times["forward (no sink)"])
             for name, seconds in times.items():

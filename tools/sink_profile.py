@@ -17,19 +17,6 @@ import cProfile
 import io
 import pstats
 import statistics
-import time
-
-
-def _timed(function, device: str) -> float:
-    import torch
-
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    function()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
 
 
 def profile(pipeline: str, device: str, batch: int, rounds: int, top: int) -> str:
@@ -37,6 +24,7 @@ def profile(pipeline: str, device: str, batch: int, rounds: int, top: int) -> st
     from backends.common.weights import init_weights
     from backends.torch import TorchBackend
     from parity import bench_steps
+    from parity.bench import interleaved, synchronised
     from parity.cases import user_case
     from parity.guard import Guard
     from parity.synthetic import pipeline_inputs
@@ -51,15 +39,14 @@ def profile(pipeline: str, device: str, batch: int, rounds: int, top: int) -> st
     original = Guard.call
     Guard.call = lambda self, what, function, *args, **kwargs: function(*args, **kwargs)
     try:
-        forward = lambda: bench_steps.forward_only(candidate, case)  # noqa: E731
-        sink = lambda: bench_steps.statistics_sink(candidate, case, store, tolerances)  # noqa: E731
-        forward(), sink()  # warm-up
-        plain = statistics.median(_timed(forward, device) for _ in range(rounds))
-        with_sink = statistics.median(_timed(sink, device) for _ in range(rounds))
+        forward = synchronised(lambda: bench_steps.forward_only(candidate, case), device)
+        sink = synchronised(lambda: bench_steps.statistics_sink(candidate, case, store, tolerances), device)
+        times = interleaved({"forward": forward, "sink": sink}, rounds, warmup=1)  # as parity bench times them
+        plain, with_sink = statistics.median(times["forward"]), statistics.median(times["sink"])
         profiler = cProfile.Profile()
         profiler.enable()
         for _ in range(rounds):
-            _timed(sink, device)
+            sink()
         profiler.disable()
     finally:
         Guard.call = original
