@@ -270,3 +270,32 @@ def test_reference_side_is_shared_between_the_two_modes(engine):
                                engine=engine, reference_cache=cache)
     comp.update(a.copy(), b, 0, regions)  # another array object: never a stale hit
     assert cache.misses == 2
+
+
+@pytest.mark.parametrize("engine", ["auto", "torch"])
+@pytest.mark.parametrize("dtype", ["float32", "complex64"])
+@pytest.mark.parametrize("near_share", [0.01, 0.5])
+def test_out_of_tolerance_count_on_the_line(dtype, near_share, engine):
+    """Some elements a hair inside or outside atol + rtol|a|, a few well outside, the rest well inside:
+    the count is the float64 one, whether the screen leaves few candidates (each decided in float64)
+    or more than its limit (the full path)."""
+    rng = np.random.default_rng(11)
+    shape, atol, rtol = (8, 32, 32, 4), 1e-4, 1e-3
+    a = rng.standard_normal(shape)
+    if dtype == "complex64":
+        a = a + 1j * rng.standard_normal(shape)
+    line = atol + rtol * np.abs(a)
+    near = rng.random(shape) < near_share
+    nudge = rng.choice([-1.0, 1.0], size=shape) * 1e-7 * line  # within the screen's margin of the line
+    magnitude = np.where(near, line + nudge, 0.1 * line)
+    magnitude[0, 0, 0, :2] = 2 * line[0, 0, 0, :2]
+    b = (a + magnitude * np.exp(1j * rng.uniform(0, 2 * np.pi, shape)) if dtype == "complex64"
+         else a + magnitude * rng.choice([-1.0, 1.0], size=shape)).astype(dtype)
+    a = a.astype(dtype)
+    want = int(np.count_nonzero(np.abs(b.astype(np.complex128) - a.astype(np.complex128))
+                                > np.abs(a.astype(np.complex128)) * rtol + atol))
+    assert 2 < want < near.sum()
+    crit = Criteria(atol=atol, rtol=rtol, max_fraction_out=1.0)
+    for chunks in (1, 4):
+        got = _feed(a, b, "BHWC", chunks, crit, engine=engine)
+        assert got.n_out_of_tolerance == want, (chunks, got.n_out_of_tolerance, want)

@@ -78,6 +78,10 @@ def run_chunk(reference, candidate, geom, start: int, criteria, regions: dict, p
     if n and whole_rows and work is not None:
         ops = _ops(reference, candidate, engine)
         if ops is _NUMPY:  # a CPU tensor is viewed, not copied
+            if is_tensor(candidate) and not candidate.is_contiguous():
+                # A channels-first tensor seen channels-last: Torch's vectorised transpose makes it
+                # contiguous in a fraction of what numpy's strided passes over it would cost.
+                candidate = candidate.contiguous()
             candidate = to_numpy(candidate)
             if is_tensor(reference):
                 reference = to_numpy(reference)

@@ -90,25 +90,35 @@ def fused_chunk(ops, a_np, b_in, work, geom, start: int, criteria, regions: dict
     if norm_b < 1e-3 * (ref.norm_a + stats.sum_sq) or abs(dot) < 1e-3 * ref.norm_a:  # cancellation: measure
         contiguous = ops.contiguous(b)
         stats.dot, stats.norm_b = ops.block_dot(a, contiguous), ops.block_dot(contiguous, contiguous)
+    limit = max(64, n // CANDIDATE_SHARE)
     if criteria.tolerance_active:
-        stats.n_out = _out_of_tolerance(ops, a, b, ad, aa, criteria, margin)
+        stats.n_out = _out_of_tolerance(ops, a, b, ad, aa, criteria, margin, limit)
     if is_complex:
-        limit = max(64, n // CANDIDATE_SHARE)
         stats.mag_max = _magnitude_error(ops, a, b, ad, stats.worst, err_max, limit, margin)
         _phase_error(ops, a, b, ad, aa, stats, phase, ref.peak_value, err_max, limit, margin)
     return stats
 
 
-def _out_of_tolerance(ops, a, b, ad, aa, criteria, margin: float) -> int:
+def _out_of_tolerance(ops, a, b, ad, aa, criteria, margin: float, limit: int) -> int:
     """count(|d| > atol + rtol |a|): decided in the tap's precision except within a few ulps of the line."""
     atol, rtol = criteria.atol or 0.0, criteria.rtol or 0.0
+    # Screen first: elements below the line by more than the margin are in, whatever the rounding
+    # (a passing tap costs three passes); the few above it are decided in float64.
+    above = ad > aa * (rtol * (1 - margin)) + atol * (1 - margin)
+    if ops.count(above) <= limit:
+        return _exact_out(ops, a, b, ops.nonzero(above), atol, rtol)
     threshold = aa * rtol + atol
     sure = ops.count(ad > threshold * (1 + margin))
     close = ops.nonzero((ad > threshold * (1 - margin)) & (ad <= threshold * (1 + margin)))
-    if close.size:
-        av, bv = ops.take(a, close).astype(np.complex128), ops.take(b, close).astype(np.complex128)
-        sure += int(np.count_nonzero(np.abs(bv - av) > np.abs(av) * rtol + atol))
-    return sure
+    return sure + _exact_out(ops, a, b, close, atol, rtol)
+
+
+def _exact_out(ops, a, b, indices, atol: float, rtol: float) -> int:
+    """count(|b - a| > atol + rtol |a|) at ``indices``, in float64."""
+    if not indices.size:
+        return 0
+    av, bv = ops.take(a, indices).astype(np.complex128), ops.take(b, indices).astype(np.complex128)
+    return int(np.count_nonzero(np.abs(bv - av) > np.abs(av) * rtol + atol))
 
 
 def _magnitude_error(ops, a, b, ad, worst, err_max: float, limit: int, margin: float) -> float:

@@ -83,7 +83,11 @@ class NumpyOps:
 
     @staticmethod
     def take(x, flat):
-        return x[np.unravel_index(flat, x.shape)] if x.ndim else np.full(len(flat), x[()])
+        if not x.ndim:
+            return np.full(len(flat), x[()])
+        if x.flags.c_contiguous:  # a flat gather: several times cheaper than indexing by unravelled tuples
+            return x.reshape(-1).take(flat)
+        return x[np.unravel_index(flat, x.shape)]
 
     @staticmethod
     def nonzero(mask):

@@ -98,8 +98,10 @@ class TorchOps:
     def take(self, x, flat):
         if x.ndim == 0:
             return np.full(len(flat), x.cpu().item())
-        index = torch.unravel_index(torch.as_tensor(flat, device=self.device), tuple(x.shape))
-        return x[index].cpu().numpy()
+        flat = torch.as_tensor(flat, device=self.device)
+        if x.is_contiguous():  # a flat gather
+            return x.reshape(-1)[flat].cpu().numpy()
+        return x[torch.unravel_index(flat, tuple(x.shape))].cpu().numpy()
 
     @staticmethod
     def nonzero(mask):
