@@ -113,7 +113,7 @@ def verdict(reports, deterministic: bool = True) -> int:
 
 
 def command_cases(args) -> int:
-    from .cases import BUILTIN_CASES
+    from .builtin_cases import BUILTIN_CASES
 
     if args.json:
         print(json.dumps([{**case.summary(), "config": case.config.to_dict()} for case in BUILTIN_CASES.values()],

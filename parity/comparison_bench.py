@@ -28,7 +28,7 @@ import numpy as np
 from backends.common.regions import tap_regions
 from backends.common.taps import pipeline_taps
 
-from .cases import builtin_case
+from .builtin_cases import builtin_case
 from .metrics import ReferenceCache, StreamingComparator
 from .tolerances import load_tolerances
 
@@ -48,7 +48,7 @@ _RECORD = """
 import dataclasses, sys
 import numpy as np
 from backends.tf import TensorFlowBackend
-from parity.cases import builtin_case
+from parity.builtin_cases import builtin_case
 case = dataclasses.replace(builtin_case(sys.argv[1]), batch=int(sys.argv[2]))
 np.savez(sys.argv[3], **TensorFlowBackend().run_all(case.pipeline, case.config, case.inputs, case.weights))
 """

@@ -24,7 +24,8 @@ import numpy as np
 
 from backends.common.taps import pipeline_taps
 
-from .cases import Case, builtin_case
+from .cases import Case
+from .builtin_cases import builtin_case
 from .workflows import cast_case
 
 # Diagnosis kinds the runner itself produces (not parity.diagnosis): it watches every stage's inputs

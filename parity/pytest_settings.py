@@ -17,7 +17,8 @@ import pytest
 
 from backends.common.taps import pipeline_taps
 
-from .cases import BUILTIN_CASES, Case
+from .cases import Case
+from .builtin_cases import BUILTIN_CASES
 from .errors import ParityInputError
 from .tolerances import ToleranceTable, load_tolerances
 from .workflows import DEFAULT_GOLDENS, DEFAULT_TOLERANCES, choose_cases

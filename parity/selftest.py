@@ -16,7 +16,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .cases import BUILTIN_CASES, Case, builtin_case
+from .cases import Case
+from .builtin_cases import BUILTIN_CASES, builtin_case
 from .diagnosis import UNEXPLAINED
 from .errors import ParityInputError
 from .faults import FAULTS, REFACTORS, Fault, Refactor

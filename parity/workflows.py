@@ -16,7 +16,8 @@ from backends.common.taps import pipeline_taps
 from . import provenance
 from .adapters import Adapter, graph_of
 from .atomic_files import terminate_as_interrupt, writable_folder
-from .cases import Case, select_cases, user_case
+from .cases import Case, user_case
+from .builtin_cases import select_cases
 from .errors import CorruptGoldenError, ParityInputError
 from .golden_inputs import InputDrift, judge_inputs
 from .goldens import Golden, GoldenWriter, golden_path, write_golden

@@ -9,7 +9,7 @@ import pytest
 from backends.common.config import resolve_config
 from backends.common.taps import pipeline_taps
 from parity import budget
-from parity.cases import BUILTIN_CASES
+from parity.builtin_cases import BUILTIN_CASES
 from parity.errors import ParityInputError
 
 

@@ -12,7 +12,7 @@ pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not ins
 from backends.tf import TensorFlowBackend
 from backends.torch import TorchBackend
 from parity.calibrate import calibrate, round_up
-from parity.cases import builtin_case
+from parity.builtin_cases import builtin_case
 from parity.tolerances import load_tolerances
 from parity.workflows import DEFAULT_TOLERANCES, cast_case
 

@@ -7,7 +7,7 @@ import pytest
 
 from backends.common.config import resolve_config
 from backends.common.taps import pipeline_taps
-from parity.cases import builtin_case
+from parity.builtin_cases import builtin_case
 from parity.chunks import MeanCombiner, plan
 from parity.runner import RunOptions, run_case
 

@@ -29,7 +29,7 @@ from backends.common.config import resolve_config  # noqa: E402
 from backends.common.taps import pipeline_taps  # noqa: E402
 from backends.common.weights import init_weights, weights_fingerprint  # noqa: E402
 from parity import synthetic  # noqa: E402
-from parity.cases import BUILTIN_CASES  # noqa: E402
+from parity.builtin_cases import BUILTIN_CASES  # noqa: E402
 from parity.cli import main  # noqa: E402
 from parity.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK  # noqa: E402
 

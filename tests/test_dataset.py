@@ -9,7 +9,7 @@ import pytest
 
 from backends.common.config import resolve_config
 from parity import dataset
-from parity.cases import BUILTIN_CASES
+from parity.builtin_cases import BUILTIN_CASES
 from parity.data import fixtures_dir
 from parity.dataset_cases import dataset_cases
 from parity.errors import ParityInputError

@@ -19,7 +19,7 @@ import torch
 
 from backends.torch import TorchBackend
 from backends.torch import stages as torch_stages
-from parity.cases import builtin_case
+from parity.builtin_cases import builtin_case
 from parity.report import summary_lines
 from parity.runner import run_case
 from parity.workflows import cast_case

@@ -16,7 +16,7 @@ import pytest
 
 from backends.common.config import resolve_config
 from backends.common.taps import pipeline_taps
-from parity.cases import builtin_case
+from parity.builtin_cases import builtin_case
 from parity.chunks import plan
 from parity.global_taps import _usable, combine_chunks, global_specs
 from parity.runner import RunOptions, run_case

@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from backends.common.config import resolve_config  # noqa: E402
 from backends.common.taps import pipeline_taps  # noqa: E402
 from parity import cases as cases_module  # noqa: E402
-from parity.cases import BUILTIN_CASES  # noqa: E402
+from parity.builtin_cases import BUILTIN_CASES  # noqa: E402
 from parity.errors import CorruptGoldenError, ParityInputError, StaleGoldenError  # noqa: E402
 from parity.goldens import (  # noqa: E402
     DIGEST_ATTR,

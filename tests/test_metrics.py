@@ -575,7 +575,7 @@ def test_diluted_canvas_error_fails_with_the_shipped_tolerances(shipped_toleranc
     from backends.common.regions import tap_regions
     from backends.common.taps import tap_index
     from backends.torch import TorchBackend
-    from parity.cases import builtin_case
+    from parity.builtin_cases import builtin_case
 
     case = builtin_case("physics-default")
     spec = tap_index(case.pipeline, case.config)["object.canvas"]

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from backends.common.config import AMP_ACTIVATIONS, DTYPES, FIELDS
-from parity.cases import BUILTIN_CASES, builtin_case
+from parity.builtin_cases import BUILTIN_CASES, builtin_case
 from parity.runner import RunOptions, run_case
 
 coverage = pytest.importorskip("coverage", reason="coverage.py measures the backends' branches")

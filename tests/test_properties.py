@@ -30,7 +30,7 @@ from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from backends.common.config import FIELDS, resolve_config  # noqa: E402
 from parity import budget  # noqa: E402
-from parity.cases import BUILTIN_CASES  # noqa: E402
+from parity.builtin_cases import BUILTIN_CASES  # noqa: E402
 from parity.errors import ParityInputError  # noqa: E402
 from parity.tolerances import load_tolerances, parse_table  # noqa: E402
 from parity.workflows import choose_cases, open_golden  # noqa: E402

@@ -22,7 +22,7 @@ import pytest
 
 from backends.common.taps import pipeline_taps
 from parity import synthetic
-from parity.cases import BUILTIN_CASES
+from parity.builtin_cases import BUILTIN_CASES
 from parity.pytest_plugin import assert_parity
 from parity.runner import RunOptions
 from parity.workflows import DEFAULT_GOLDENS, check_against_golden, open_golden, tolerance_table

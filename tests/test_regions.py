@@ -14,7 +14,7 @@ from backends.common.taps import tap_index
 from backends.torch import TorchBackend
 from backends.torch.ops import centred_offsets
 from backends.torch.ops import translate as torch_translate
-from parity.cases import builtin_case
+from parity.builtin_cases import builtin_case
 from parity.synthetic import pipeline_inputs
 
 

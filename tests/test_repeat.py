@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("backends.torch", reason="PyTorch (the candidate) is not installed")
 
 from backends.torch import TorchBackend  # noqa: E402
-from parity.cases import builtin_case  # noqa: E402
+from parity.builtin_cases import builtin_case  # noqa: E402
 from parity.cli import main  # noqa: E402
 from parity.errors import EXIT_DIVERGED, EXIT_OK  # noqa: E402
 from parity.repeat import repeat_check, summary_lines  # noqa: E402

@@ -26,7 +26,7 @@ from PIL import Image  # noqa: E402
 
 from backends.common.taps import pipeline_taps  # noqa: E402
 from backends.torch.stages import STAGES  # noqa: E402
-from parity.cases import builtin_case  # noqa: E402
+from parity.builtin_cases import builtin_case  # noqa: E402
 from parity.cli import main  # noqa: E402
 from parity.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK  # noqa: E402
 from parity.evidence import load_samples, region_split  # noqa: E402

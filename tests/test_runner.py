@@ -19,7 +19,7 @@ from backends.tf import TensorFlowBackend
 from backends.torch import TorchBackend
 from backends.torch import stages as torch_stages
 from parity.adapters import load_adapter
-from parity.cases import builtin_case
+from parity.builtin_cases import builtin_case
 from parity.divergence import amplification as _amplification
 from parity.runner import RunOptions, run_case
 from parity.results import TapResult

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from backends.common.taps import PIPELINES, pipeline_taps
-from parity.cases import BUILTIN_CASES
+from parity.builtin_cases import BUILTIN_CASES
 from parity.cli import main
 from parity.diagnosis import PRIORITY
 from parity.faults import FAULTS, REFACTORS

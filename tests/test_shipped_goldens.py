@@ -24,7 +24,8 @@ import pytest
 
 pytest.importorskip("backends.torch", reason="PyTorch (the candidate) is not installed")
 
-from parity.cases import BUILTIN_CASES, VersionedBuilder  # noqa: E402
+from parity.cases import VersionedBuilder
+from parity.builtin_cases import BUILTIN_CASES  # noqa: E402
 from parity.errors import EXIT_OK  # noqa: E402
 from parity.runner import run_case  # noqa: E402
 from parity.workflows import DEFAULT_GOLDENS, open_golden, tolerance_table  # noqa: E402

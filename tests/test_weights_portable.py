@@ -19,7 +19,7 @@ import pytest
 
 from backends.common.config import ForwardConfig
 from backends.common.weights import init_weights, weight_specs, weights_fingerprint
-from parity.cases import BUILTIN_CASES
+from parity.builtin_cases import BUILTIN_CASES
 
 M32, M64, M128 = (1 << 32) - 1, (1 << 64) - 1, (1 << 128) - 1
 INIT_A, MULT_A, INIT_B, MULT_B = 0x43B0D7E5, 0x931E8875, 0x8B51F9DD, 0x58F38DED

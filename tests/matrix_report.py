@@ -11,9 +11,9 @@ max|a - b| / max|a| over the matrix, the configuration that produced it and
 the bound the tests hold it to (``matrix.bound``). A shape or dtype mismatch
 counts as a failure. Exit status: 0 if everything is within bounds, 1 if not.
 
-    python tools/parity_matrix_report.py                 # markdown table
-    python tools/parity_matrix_report.py --json out.json # plus every measurement
-    python tools/parity_matrix_report.py --case default --pipeline pinn
+    python -m tests.matrix_report                        # markdown table
+    python -m tests.matrix_report --json out.json        # plus every measurement
+    python -m tests.matrix_report --case default --pipeline pinn
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _fmt(value: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from tests import matrix
+    from tests import matrix  # the suite's own matrix: this report lives beside it
 
     if args.list:
         for case in matrix.CASES:
