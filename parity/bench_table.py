@@ -7,6 +7,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.text import Text
 from rich.table import Table
 
 
@@ -29,7 +30,7 @@ def _speed_rows(table: Table, rows: list[dict]) -> None:
 
 def render(document: Mapping[str, Any], console: Console) -> None:
     info = document.get("machine", {})
-    console.print(f"[bold]parity bench[/bold]  {info.get('cpu_model', info.get('machine', '?'))}, "
+    console.print(Text("parity bench", style="bold"), f" {info.get('cpu_model', info.get('machine', '?'))}, "
                   f"{info.get('cpus_usable', info.get('cpu_count'))} usable CPUs"
                   f"{', GPU ' + info['gpu'] if info.get('gpu') else ', no GPU'}; PARITY_THREADS="
                   f"{info.get('PARITY_THREADS')}; load average {document.get('load_average_start')} -> "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -9,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 from . import budget
-from .errors import EXIT_CRASHED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError
+from .errors import EXIT_CRASHED, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError, PipelineNotCovered
 
 BENCH_SECTIONS = ("throughput", "scaling", "overhead", "memory", "startup")
 
@@ -79,7 +80,7 @@ def _each_case(cases):
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("cases", total=len(cases))
         for case in cases:
@@ -178,14 +179,54 @@ def command_run(args) -> int:
     out = _output_folder(args.out)  # before the adapters load: nothing runs if reports cannot be written
     reference = load_adapter(args.reference, "cpu")
     candidate = load_adapter(args.candidate, args.device)
-    reports = [run_and_write(case, reference, candidate, tolerances, _compare_options(args), out, notes)
-               for case in _each_case(cases)]
-    deterministic = _repeat(args, cases, reports, candidate, out)
+    reports, skipped = _covered(args, cases, lambda case: run_and_write(case, reference, candidate, tolerances,
+                                                                         _compare_options(args), out, notes), out)
+    deterministic = _repeat(args, [case for case in cases if case.name not in skipped], reports, candidate, out)
     _print(reports, args.quiet)
     for line in notes:
         print(f"note: {line}")
+    _print_skipped(skipped)
     print(f"reports written under {args.out}/")
     return verdict(reports, deterministic)
+
+
+def _covered(args, cases, run_one, out: Path) -> tuple[list, dict[str, PipelineNotCovered]]:
+    """Reports of the cases, and those skipped because an adapter cannot run their pipeline.
+
+    Only a run over every built-in case skips (an adapter written for one pipeline meets the others'
+    cases there); a case chosen by name or pipeline that cannot run is bad usage (exit 2), as is a
+    run in which no case could.
+    """
+    everything = not args.cases and not args.pipeline and not getattr(args, "inputs", None)
+    reports, skipped = [], {}
+    for case in _each_case(cases):
+        try:
+            reports.append(run_one(case))
+        except PipelineNotCovered as error:
+            if not everything:
+                raise
+            skipped[case.name] = error
+            with contextlib.suppress(OSError):  # the case's folder, made for its log, stays only if used
+                (out / case.name).rmdir()
+    if skipped and not reports:
+        raise PipelineNotCovered("no case could run: " + "; ".join(_skip_lines(skipped)))
+    return reports, skipped
+
+
+def _skip_lines(skipped: dict[str, PipelineNotCovered]) -> list[str]:
+    by_reason: dict[tuple[str, str], list[str]] = {}
+    for name, error in skipped.items():
+        by_reason.setdefault((error.pipeline, error.why), []).append(name)
+    return [f"{len(names)} {pipeline} case(s) ({', '.join(names)}): {why}"
+            for (pipeline, why), names in by_reason.items()]
+
+
+def _print_skipped(skipped: dict[str, PipelineNotCovered]) -> None:
+    for line in _skip_lines(skipped):
+        print(f"skipped {line}")
+    if skipped:
+        print(f"skipped {len(skipped)} case(s) of pipelines an adapter does not cover (choose cases with --pipeline "
+              "or --case); the verdict is the other cases'")
 
 
 def command_record(args) -> int:
@@ -213,15 +254,17 @@ def command_check(args) -> int:
     tolerances = tolerance_table(args.tolerances)
     out = _output_folder(args.out)
     candidate = load_adapter(args.candidate, args.device)
-    reports = []
-    for case in _each_case(cases):  # the candidate runs on the inputs stored in each golden
+    def check_one(case):  # the candidate runs on the inputs stored in each golden
         with open_golden(case, args.goldens or DEFAULT_GOLDENS, tolerances) as opened:
-            reports.append(check_against_golden(opened, candidate, tolerances, _compare_options(args), out))
-    deterministic = _repeat(args, cases, reports, candidate, out)
+            return check_against_golden(opened, candidate, tolerances, _compare_options(args), out)
+
+    reports, skipped = _covered(args, cases, check_one, out)
+    deterministic = _repeat(args, [case for case in cases if case.name not in skipped], reports, candidate, out)
     _print(reports, args.quiet)
     for report in reports:
         for line in report.notes:
             print(f"note: {report.case['name']}: {line}")
+    _print_skipped(skipped)
     print(f"reports written under {args.out}/")
     return verdict(reports, deterministic)
 

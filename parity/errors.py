@@ -24,6 +24,17 @@ class ParityInputError(Exception):
     exit_code = EXIT_BAD_INPUT
 
 
+class PipelineNotCovered(ParityInputError):
+    """An adapter says it cannot run a case's pipeline (its ``graph()`` raised ``StageError``).
+
+    A run over every built-in case skips such cases, with a note; a case asked for by name is exit 2.
+    """
+
+    def __init__(self, message: str, case: str = "", pipeline: str = "", why: str = "") -> None:
+        super().__init__(message)
+        self.case, self.pipeline, self.why = case, pipeline, why
+
+
 class StaleGoldenError(ParityInputError):
     """A golden file was recorded for a different case definition."""
 

@@ -270,9 +270,13 @@ def cases_table(reports: list[RunReport]) -> Table:
 
 
 def make_console() -> Console:
-    """A console at least 120 columns wide, so tap names are never cut in logs."""
+    """A console at least 120 columns wide, so tap names are never cut in logs.
+
+    Markup off: tap names, case names, reasons and messages come from users and adapters, and a
+    ``[...]`` in them is text (rich would drop it, or raise on ``[/...]``); styles are set explicitly.
+    """
     width = Console().width
-    return Console(width=max(width, 120))
+    return Console(width=max(width, 120), markup=False)
 
 
 def print_report(report: RunReport, console: Console | None = None) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from backends.common.backend import StageError
 from backends.common.taps import TapSpec, pipeline_taps
 
 from . import provenance
@@ -30,7 +31,7 @@ from .diagnose_run import SampleKeeper, attach_diagnoses
 from .divergence import amplification, first_divergence
 from .dumps import TapDump
 from .evidence import EvidenceSettings
-from .errors import ParityInputError
+from .errors import ParityInputError, PipelineNotCovered
 from .global_taps import needs_pinning, pin_global_taps
 from .goldens import Golden
 from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
@@ -137,12 +138,17 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         tensorflow = any(_uses_tensorflow(info, adapter) for info, adapter in
                          ((candidate_info, candidate), (reference_info, None if golden else reference)))
         audits.append(weights_audit(case, keras_files=tensorflow))
-    try:  # an adapter that cannot say what it computes is a usage error, not a verdict
-        graphs = {"candidate": graph_of(candidate, case.pipeline, case.config, guards["candidate"])}
-        graphs["reference"] = (reference.graph() if golden else
-                               graph_of(reference, case.pipeline, case.config, guards["reference"]))
-    except AdapterFault as fault:
-        raise ParityInputError(f"{fault.original if fault.original is not None else fault}") from None
+    graphs = {}
+    for role, adapter in (("candidate", candidate), ("reference", reference)):
+        try:  # an adapter that cannot say what it computes is a usage error, not a verdict
+            graphs[role] = (reference.graph() if golden and role == "reference" else
+                            graph_of(adapter, case.pipeline, case.config, guards[role]))
+        except AdapterFault as fault:
+            if isinstance(fault.original, StageError):  # the adapter's own word: it cannot run this pipeline
+                why = f"the {role} cannot run the {case.pipeline} pipeline: {fault.original}"
+                raise PipelineNotCovered(f"case {case.name!r}: {why}; choose the cases it covers with --pipeline "
+                                         "or --case", case.name, case.pipeline, why) from None
+            raise ParityInputError(f"{fault.original if fault.original is not None else fault}") from None
     candidate_inputs = {spec.name: spec.inputs for spec in graphs["candidate"].specs}
     results = [_tap_result(spec, case, candidate_inputs.get(spec.name, spec.inputs)) for spec in selected]
     report = RunReport(case=case.summary() | {"hashes": case.hashes()}, pipeline=case.pipeline,

@@ -15,7 +15,7 @@ import pytest
 
 from parity import PluginAdapter, RunOptions, builtin_case, load_adapter, run_case, tap
 from parity.cli import main
-from parity.errors import EXIT_DIVERGED, EXIT_OK, ParityInputError
+from parity.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, ParityInputError
 
 pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
 
@@ -207,3 +207,25 @@ def test_a_plug_in_reference_records_goldens_that_say_what_it_leaves_out(tmp_pat
     farfield = next(tap for tap in report["taps"] if tap["name"] == "farfield")
     assert farfield["status"] == "not_compared"
     assert "the reference does not provide it (diffract() fuses the FFT and the modulus)" in farfield["reason"]
+
+
+def test_a_run_over_every_case_skips_those_of_pipelines_the_port_does_not_cover(tmp_path, capfd):
+    """A physics-only port against every shipped golden: the physics cases are judged, the others skipped
+    with the reason; asked for by name, such a case is bad usage naming the case and the way out."""
+    from parity.builtin_cases import BUILTIN_CASES
+
+    code = main(["check", "--candidate", "examples.torch_fused.adapter:TorchPort", "--out", str(tmp_path), "--quiet"])
+    out, err = capfd.readouterr()
+    others = [name for name, case in BUILTIN_CASES.items() if case.pipeline != "physics"]
+    assert code == EXIT_DIVERGED, err  # physics-n32-edge-offsets-f64: the port's sigma fails the config audit
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
+        name for name, case in BUILTIN_CASES.items() if case.pipeline == "physics")
+    assert "skipped 7 pinn case(s) (pinn-default, " in out and "skipped 3 simulate case(s) (" in out
+    assert all(name in out for name in others)
+    assert f"skipped {len(others)} case(s)" in out
+    code = main(["check", "--case", "pinn-default", "--candidate", "examples.torch_fused.adapter:TorchPort",
+                 "--out", str(tmp_path / "named")])
+    _, err = capfd.readouterr()
+    assert code == EXIT_BAD_INPUT
+    assert "case 'pinn-default': the candidate cannot run the pinn pipeline: TorchPort: tap" in err
+    assert "--pipeline" in err
