@@ -207,13 +207,13 @@ class StreamingComparator:
                             f"positions in the candidate; non-finite values fail unless the tolerance sets "
                             f"allow_nonfinite = true")
         if c.max_rel_to_peak is not None and not max_rel <= c.max_rel_to_peak:
-            failures.append(f"{name}: max |a-b| / max |a| = {max_rel:.1e} exceeds {c.max_rel_to_peak:.1e}{worst_txt}")
+            failures.append(f"{name}: max |a-b| / max |a| = {_exceeds(max_rel, c.max_rel_to_peak)}{worst_txt}")
         if c.max_rel_to_sample_peak is not None and not acc.sample_ratio <= c.max_rel_to_sample_peak:
             worst_sample = f" (sample {acc.top[0][1]})" if acc.top and self.geom.has_samples else ""
-            failures.append(f"{name}: max over samples of max |a-b| / max |a| in the sample = {acc.sample_ratio:.1e} "
-                            f"exceeds {c.max_rel_to_sample_peak:.1e}{worst_sample}")
+            failures.append(f"{name}: max over samples of max |a-b| / max |a| in the sample = "
+                            f"{_exceeds(acc.sample_ratio, c.max_rel_to_sample_peak)}{worst_sample}")
         if c.max_abs is not None and not max_err <= c.max_abs:
-            failures.append(f"{name}: max |a-b| = {max_err:.1e} exceeds {c.max_abs:.1e}{worst_txt}")
+            failures.append(f"{name}: max |a-b| = {_exceeds(max_err, c.max_abs)}{worst_txt}")
         if c.tolerance_active and not frac <= c.max_fraction_out:
             failures.append(
                 f"{name}: {n_out} of {self.size} elements ({100 * frac:.2f}%) outside "
@@ -226,7 +226,7 @@ class StreamingComparator:
             phase, mag = acc.phase_error(c.phase_floor * peak), acc.mag_max
             mag_rel = _ratio(mag, peak)
             if c.max_phase_error is not None and not phase <= c.max_phase_error:
-                failures.append(f"{name}: max phase error = {phase:.1e} rad exceeds {c.max_phase_error:.1e} rad "
+                failures.append(f"{name}: max phase error = {_exceeds(phase, c.max_phase_error, ' rad')} "
                                 f"(over |a| >= {c.phase_floor:g} * max |a|)")
         summaries = breakdown.region_summaries(acc)
         failures += _region_failures(name, c, summaries, peak)
@@ -240,6 +240,15 @@ class StreamingComparator:
             magnitude_max_abs_error=mag, magnitude_max_rel_to_peak=mag_rel, phase_max_abs_error=phase,
             passed=not failures, failures=failures, max_rel_to_sample_peak=acc.sample_ratio,
             breakdown=breakdown.build(acc, worst_index))
+
+
+def _exceeds(value: float, limit: float, unit: str = "") -> str:
+    """"v exceeds l" with as many digits as it takes for the two to read differently (1.0e-06 vs 1.0e-06)."""
+    for digits in range(1, 17):
+        shown, bound = f"{value:.{digits}e}", f"{limit:.{digits}e}"
+        if shown != bound:
+            break
+    return f"{shown}{unit} exceeds {bound}{unit}"
 
 
 def _region_failures(name: str, criteria: Criteria, summaries: dict, peak: float) -> list[str]:
@@ -256,11 +265,11 @@ def _region_failures(name: str, criteria: Criteria, summaries: dict, peak: float
         where = f"{name} [{region}, {summary['elements']} elements]"
         scale = f" (region peak {summary['peak']:.3g}, tap peak {peak:.3g})"
         if crit.max_rel_to_peak is not None and not summary["max_rel"] <= crit.max_rel_to_peak:
-            failures.append(f"{where}: max |a-b| / max |a| over the region = {summary['max_rel']:.1e} "
-                            f"exceeds {crit.max_rel_to_peak:.1e}{scale}")
+            failures.append(f"{where}: max |a-b| / max |a| over the region = "
+                            f"{_exceeds(summary['max_rel'], crit.max_rel_to_peak)}{scale}")
         if crit.max_rel_to_sample_peak is not None and not summary["max_rel_to_sample_peak"] <= crit.max_rel_to_sample_peak:
             failures.append(f"{where}: max over samples of max |a-b| / max |a| = "
-                            f"{summary['max_rel_to_sample_peak']:.1e} exceeds {crit.max_rel_to_sample_peak:.1e}")
+                            f"{_exceeds(summary['max_rel_to_sample_peak'], crit.max_rel_to_sample_peak)}")
         if crit.max_abs is not None and not summary["max_abs_error"] <= crit.max_abs:
-            failures.append(f"{where}: max |a-b| = {summary['max_abs_error']:.1e} exceeds {crit.max_abs:.1e}")
+            failures.append(f"{where}: max |a-b| = {_exceeds(summary['max_abs_error'], crit.max_abs)}")
     return failures

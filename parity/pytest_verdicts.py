@@ -104,6 +104,15 @@ def _is_first(outcome: ParityOutcome, tap: str, mode: str) -> bool:
     return divergence.get("tap") == tap and divergence.get("mode") in (mode, "unjudged")
 
 
+def _diagnosis_text(item: Any) -> str:
+    """A diagnosis of the report document as the terminal prints it: "kind: summary [residual r]"."""
+    if not isinstance(item, dict) or "summary" not in item:
+        return json.dumps(item, sort_keys=True, default=str)
+    residual = item.get("residual")
+    tail = f" [residual {residual:.1e}]" if isinstance(residual, (int, float)) and residual == residual else ""
+    return f"{item.get('kind', 'diagnosis')}: {item['summary']}{tail}"
+
+
 def _failure(outcome: ParityOutcome, tap: dict[str, Any], mode: str, result: dict[str, Any]) -> str:
     reason = _reason(result)
     if _is_first(outcome, tap["name"], mode):
@@ -126,7 +135,7 @@ def _failure(outcome: ParityOutcome, tap: dict[str, Any], mode: str, result: dic
         lines.append(f"  amplification: {_number(tap['amplification'])} (propagated error over its inputs')")
     diagnoses = list(outcome.diagnoses.get(tap["name"], {}).get(mode, []))
     for item in (tap.get("diagnoses") or []) + (result.get("diagnoses") or []):
-        text = item if isinstance(item, str) else json.dumps(item, sort_keys=True, default=str)
+        text = item if isinstance(item, str) else _diagnosis_text(item)
         if text not in diagnoses:
             diagnoses.append(text)
     lines += [f"  diagnosis: {text}" for text in diagnoses]

@@ -154,7 +154,24 @@ def _error_cell(result: ModeResult | None) -> Text:
     text = f"{value:.1e}" if value == value else "nan"
     if not metrics.dtype_match:
         text += " dtype"
+    if not metrics.passed and _failing_region(result):
+        text += "*"  # the number shown is within its limit: a region fails (named under the table)
     return Text(text, style="green" if metrics.passed else "bold red")
+
+
+def _failing_region(result: ModeResult) -> str:
+    """"covered 3.6e-06 exceeds 1.0e-06" where a region fails and the tap-wide number alone is within its limit."""
+    if result.metrics is None or result.tolerance is None:
+        return ""
+    limit = result.tolerance.criteria.max_rel_to_peak
+    if limit is not None and not result.metrics.max_rel_to_peak <= limit:
+        return ""  # the number shown fails by itself
+    summaries = (result.metrics.breakdown or {}).get("regions", {})
+    for region, criteria in result.tolerance.criteria.regions:
+        value = (summaries.get(region) or {}).get("max_rel")
+        if criteria.max_rel_to_peak is not None and value is not None and not value <= criteria.max_rel_to_peak:
+            return f"region {region}: max |a-b| / max |a| = {value:.1e} over a limit of {criteria.max_rel_to_peak:.0e}"
+    return ""
 
 
 def _criteria_text(result: ModeResult | None) -> str:
@@ -231,6 +248,12 @@ def summary_lines(report: RunReport) -> list[str]:
         if divergence.inherited:
             lines.append("  (every stage passes in isolation: the error accumulated across stages)")
         lines += [f"  diagnosis: {line}" for line in _diagnosis_lines(report)]
+    for tap in report.taps:
+        for mode, result in tap.modes.items():
+            region = _failing_region(result) if result is not None and result.metrics is not None \
+                and not result.metrics.passed else ""
+            if region:
+                lines.append(f"* {tap.name} ({mode}) fails on {region}")
     for tap in report.taps:
         if tap.status in ("not_compared", "not_comparable") or (tap.status == "unjudged" and tap.reason):
             lines.append(f"{tap.name}: {tap.reason}")

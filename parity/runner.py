@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.common.backend import StageError
+from backends.common.regions import region_names
 from backends.common.taps import TapSpec, pipeline_taps
 
 from . import provenance
@@ -31,6 +32,7 @@ from .diagnose_run import SampleKeeper, attach_diagnoses
 from .divergence import amplification, first_divergence
 from .dumps import TapDump
 from .evidence import EvidenceSettings
+from .geometry import LAYOUT_AXES
 from .errors import ParityInputError, PipelineNotCovered
 from .global_taps import needs_pinning, pin_global_taps
 from .goldens import Golden
@@ -120,6 +122,23 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
             log.close()
 
 
+def _check_region_rules(selected: Sequence[TapSpec], case: Case, tolerances: ToleranceTable, modes: Sequence[str],
+                        device: str) -> None:
+    """A tolerance rule that judges a region a tap does not have is a mistake in the file (exit 2), found
+    before anything runs, not a failed tap."""
+    for spec in selected:
+        spatial = LAYOUT_AXES.get(spec.layout, (None, None, None, None))[3] is not None
+        available = (("interior", "border") if spatial else ()) + region_names(spec)
+        for mode in modes:
+            applied = tolerances.lookup(spec.name, case.config.dtype, device, mode, case.pipeline)
+            unknown = [region for region, _ in applied.criteria.regions if region not in available]
+            if unknown:
+                raise ParityInputError(
+                    f"{applied.source}: judges region(s) {unknown} of tap {spec.name!r} ({mode}), which it does not "
+                    f"have; its regions: {list(available) or 'none'} (interior and border: taps with two spatial "
+                    "axes; others: those the registry gives the tap)")
+
+
 def _run(case, reference, candidate, tolerances, options, observers, registry, selected, guards, log) -> RunReport:
     golden = isinstance(reference, Golden)
     device = str(getattr(candidate, "device", "cpu"))
@@ -149,6 +168,7 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
                 raise PipelineNotCovered(f"case {case.name!r}: {why}; choose the cases it covers with --pipeline "
                                          "or --case", case.name, case.pipeline, why) from None
             raise ParityInputError(f"{fault.original if fault.original is not None else fault}") from None
+    _check_region_rules(selected, case, tolerances, options.modes, device)
     candidate_inputs = {spec.name: spec.inputs for spec in graphs["candidate"].specs}
     results = [_tap_result(spec, case, candidate_inputs.get(spec.name, spec.inputs)) for spec in selected]
     report = RunReport(case=case.summary() | {"hashes": case.hashes()}, pipeline=case.pipeline,

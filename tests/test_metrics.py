@@ -49,6 +49,12 @@ def test_rtol_only_and_atol_only():
     assert m.n_out_of_tolerance == 0 and m.allclose and m.passed
 
 
+def test_a_failure_just_over_its_limit_prints_digits_that_differ():
+    a = np.array([1.0, 2.0])
+    m = compare("x", a, a + np.array([0.0, 2.08e-6]), Criteria(max_rel_to_peak=1e-6))
+    assert not m.passed and "max |a-b| / max |a| = 1.04e-06 exceeds 1.00e-06" in m.failures[0]
+
+
 def test_integer_dtype():
     m = compare("i", np.array([1, 2], np.int32), np.array([1, 5], np.int32), Criteria(max_abs=2))
     assert m.max_abs_error == 3.0 and m.worst_reference == 2 and m.worst_candidate == 5

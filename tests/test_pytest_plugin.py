@@ -323,3 +323,12 @@ def test_the_example_port_runs_its_suite_from_outside_the_package(pytester):
                for name in (SMALL, "simulate-n32-f64"))
     result.assert_outcomes(passed=2 * taps + 2 + 2)
     result.stdout.fnmatch_lines([f"{SMALL} (golden vs my_port:MyPort, cpu): pass"])
+
+
+def test_a_failure_prints_report_diagnoses_as_the_terminal_does():
+    from parity.pytest_verdicts import _diagnosis_text
+
+    item = {"kind": "unexplained", "summary": "no hypothesis explains it", "residual": None,
+            "evidence": {"tested": ["scale", "offset_sign"]}}
+    assert _diagnosis_text(item) == "unexplained: no hypothesis explains it"
+    assert _diagnosis_text({"kind": "scale", "summary": "x 2.5", "residual": 3.1e-7}) == "scale: x 2.5 [residual 3.1e-07]"

@@ -28,3 +28,25 @@ def test_brackets_in_names_and_reasons_print_verbatim(monkeypatch):
     assert "never cropped [see design doc] [/acme/ptycho#12]" in text
     assert "acme[port]  [physics, float32, torch vs torch on cpu]" in text
     assert text.count("acme[port]") >= 2
+
+
+def test_a_tap_failing_on_a_region_only_is_starred_and_the_region_named():
+    from backends.torch import stages
+
+    case = builtin_case("physics-default")
+    case = cast_case(case, case.config.replace(N=32))
+
+    def canvas_off_where_covered(ctx, patches, offsets):  # the covered region's values are a few units
+        canvas = stages.object_canvas(ctx, patches, offsets)
+        return canvas + 2e-5 * (canvas.abs() < 6).to(canvas.dtype)
+
+    candidate = TorchBackend().with_stage("object_canvas", canvas_off_where_covered)
+    report = run_case(case, TorchBackend(), candidate, tolerance_table(None))
+    canvas = report.tap("object.canvas").modes["propagated"]
+    assert not canvas.passed and canvas.metrics.max_rel_to_peak < 1e-6  # the tap-wide number passes
+    buffer = io.StringIO()
+    print_report(report, Console(file=buffer, width=120, markup=False))
+    text = buffer.getvalue()
+    row = next(line for line in text.splitlines() if " object.canvas " in line)
+    assert "*" in row and "FAIL" in row
+    assert "* object.canvas (propagated) fails on region covered: max |a-b| / max |a| = " in text

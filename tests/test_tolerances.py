@@ -342,3 +342,26 @@ max_rel_to_sample_peak = 2e-6
                          ('regions = { covered = { bogus = 1 } }', "unknown criteria key")):
         with pytest.raises(ParityInputError, match=message):
             parse_table(tomllib.loads(f'[[rule]]\ntaps = "*"\n{bad}\n'), "t.toml")
+
+
+@pytest.mark.parametrize(("taps", "region"), [("exit_wave", "covered"), ("object.canvas", "inner"),
+                                              ("intensity", "uncovered")])
+def test_a_rule_judging_a_region_the_tap_lacks_is_bad_usage_before_anything_runs(taps, region):
+    from backends.torch import TorchBackend
+    from parity.builtin_cases import builtin_case
+    from parity.runner import run_case
+    from parity.workflows import cast_case
+
+    table = parse_table({"schema": 1, "default": {"max_rel_to_peak": 1e-6},
+                         "rule": [{"taps": [taps], "max_rel_to_peak": 1e-6,
+                                   "regions": {region: {"max_rel_to_peak": 1e-6}}}]}, "mine.toml")
+    case = builtin_case("physics-default")
+    case = cast_case(case, case.config.replace(N=32))
+
+    class Untouchable(TorchBackend):
+        def run_pipeline(self, *args, **kwargs):
+            raise AssertionError("ran before the tolerance file was checked")
+
+    with pytest.raises(ParityInputError, match=rf"mine\.toml rule 0 \(taps {re.escape(taps)}\): judges region\(s\) "
+                                               rf"\['{region}'\] of tap '{re.escape(taps)}'"):
+        run_case(case, Untouchable(), Untouchable(), table)

@@ -25,7 +25,8 @@ from .config import ForwardConfig
 from .constants import centre_mask
 from .taps import TapSpec
 
-__all__ = ["tap_regions", "covered_canvas", "coverage", "translate", "CANVAS_TAPS", "COVERED_THRESHOLD"]
+__all__ = ["tap_regions", "region_names", "covered_canvas", "coverage", "translate", "CANVAS_TAPS",
+           "COVERED_THRESHOLD"]
 
 CANVAS_TAPS = ("object.canvas", "object.trimmed", "patches.extracted")
 # At least half a pixel of centre-mask weight: the divisor is then >= 0.501, so the canvas is the
@@ -105,6 +106,11 @@ def _translate_profile(profile: np.ndarray, shifts: np.ndarray) -> np.ndarray:
 def covered_canvas(cfg: ForwardConfig, positions: np.ndarray) -> np.ndarray:
     """(B, P, P) True where the canvas averages patches (overlap count >= ``COVERED_THRESHOLD``)."""
     return coverage(cfg, np.asarray(positions)) >= COVERED_THRESHOLD
+
+
+def region_names(spec: TapSpec) -> tuple[str, ...]:
+    """The names ``tap_regions`` gives this tap (known before any data: a tolerance file is checked against them)."""
+    return ("covered", "uncovered") if spec.name in CANVAS_TAPS else ()
 
 
 def tap_regions(spec: TapSpec, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray],
