@@ -45,7 +45,7 @@ __all__ = ["Diagnosis", "diagnose", "UNEXPLAINED"]
 # it goes before the two generic descriptions (a real gain, a pointwise function) that may also fit.
 PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "conjugate", "fftshift", "offset_sign",
             "offset_swap_xy", "offsets_ignored", "channel_permutation", "transpose", "mirror", "shift", "overflow",
-            "border_only", "masked_region", "dtype_narrowing", "numerical_alternative", "normalisation",
+            "border_only", "masked_region", "smoothing", "dtype_narrowing", "numerical_alternative", "normalisation",
             "elementwise"]
 FACTS = {"shape_mismatch", "nonfinite", "dtype_mismatch"}
 LEVELS = {"dtype_narrowing", "numerical_alternative"}

@@ -14,8 +14,9 @@ import numpy as np
 FFT = "a missing or extra 1/N normalisation (an FFT without norm='ortho', or normalised twice)"
 HALF_FFT = "a 1/sqrt(N) normalisation applied once per axis, or once too often"
 FFT_SQUARED = "1/N^2 where 1/N is meant (norm='forward' vs 'ortho'), or a squared 1/N factor"
-SCALE = "intensity_scale applied the wrong way (x s instead of / s) or not at all"
-SCALE_SQUARED = "intensity_scale applied the wrong way twice, or squared (x s instead of / s)"
+SCALE = "one factor intensity_scale too many or too few: the scale applied twice, or forgotten, or a / s missing"
+SCALE_SQUARED = ("a factor intensity_scale^2: the scale applied the wrong way (x s where / s is meant, or the reverse), "
+                 "or applied twice where it belongs once")
 CHANNELS = "a sum over the C channels where a mean is meant (or the reverse)"
 FACTOR_2 = "a factor 2 (a doubled sum, a mean over two parts, a missing 1/2)"
 PI = "radians vs half turns (a factor pi)"

@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from .diagnosis_blur import smoothing
 from .diagnosis_channels import channel_permutation
 from .diagnosis_core import SPATIAL, Diagnosis, Problem, from_images, to_images
 from .diagnosis_names import name_ratio, named_values
@@ -233,7 +234,7 @@ def masked_region(p: Problem) -> list[Diagnosis]:
             if inside > 0 and math.isfinite(residual):
                 within = f" (within {grow} px of it)" if grow else ""
                 out.append(Diagnosis("masked_region", f"the difference is confined to where {source} is ~0{within}, "
-                                     f"{fraction:.0%} of the elements: a mask applied on one side only, or applied "
+                                     f"{fraction:.0%} of the elements: a mask applied on one side only or with another footprint (radius, edge), or applied "
                                      f"before a smoothing/interpolation as well as after", residual,
                                      {"source": source, "dilation_px": grow, "region_fraction": fraction,
                                       "error_inside": inside}))
@@ -356,6 +357,6 @@ def overflow(p: Problem) -> list[Diagnosis]:
 
 
 TESTS = (scale, conjugate, fftshift, transpose, mirror, channel_permutation, shift, border_only, masked_region,
-         normalisation, elementwise, overflow)
+         smoothing, normalisation, elementwise, overflow)
 
 __all__ = ["TESTS"]

@@ -190,6 +190,11 @@ def exit_wave_replicate_padding(ctx, probe, patches):
     return wave
 
 
+def exit_wave_smoothing_default(ctx, probe, patches):
+    """The port's own smoothing default (sigma 0.8) where the configuration says none."""
+    return S.exit_wave(_with_cfg(ctx, gaussian_sigma=0.8), probe, patches)
+
+
 def exit_wave_complex64(ctx, probe, patches):
     return S.exit_wave(_with_cfg(ctx, dtype="float32"), probe.to(torch.complex64), patches.to(torch.complex64))
 

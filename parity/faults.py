@@ -220,6 +220,9 @@ FAULTS: tuple[Fault, ...] = (
       PHYSICS, ("masked_region",), "probe masks (flag ignored)"),
     F("smoothing-padding", "Gaussian smoothing pads by replicating the edge instead of mirroring it",
       "exit_wave", "exit_wave_replicate_padding", PHYSICS_SMOOTH, ("border_only",), "padding"),
+    F("smoothing-default-differs", "the exit wave smoothed with the port's default sigma 0.8 where the "
+      "configuration says 0", "exit_wave", "exit_wave_smoothing_default", PHYSICS, ("smoothing",),
+      "smoothing on one side only (a default that differs)"),
     F("exit-wave-downcast", "exit wave computed in complex64 inside a float64 run, cast back",
       "exit_wave", "exit_wave_downcast", PHYSICS_F64, ("dtype_narrowing",), "dtype leak (float64 downcast)"),
     F("exit-wave-complex64", "exit wave returned as complex64 in a float64 run", "exit_wave",

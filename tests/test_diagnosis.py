@@ -469,3 +469,43 @@ def test_a_stage_computed_on_transposed_axes_is_found_by_rerun():
     found = run(reference, candidate, stage_inputs={"x": x}, input_layouts={"x": "BHWC"}, rerun=conv_stage)
     assert found[0].kind == "transpose" and found[0].evidence.get("rerun")
     assert kinds(run(reference, candidate)) == [UNEXPLAINED]  # without the rerun nothing says so
+
+
+def _smooth_images(x, sigma=0.8):
+    from scipy import ndimage as nd
+
+    from backends.common.constants import gaussian_kernel_3x3
+
+    kernel = gaussian_kernel_3x3(sigma)
+    out = np.empty_like(x)
+    for s in range(x.shape[0]):
+        for c in range(x.shape[3]):
+            image = x[s, :, :, c]
+            out[s, :, :, c] = nd.convolve(image.real, kernel, mode="mirror") + 1j * nd.convolve(image.imag, kernel,
+                                                                                                mode="mirror")
+    return out
+
+
+@pytest.mark.parametrize("smoothed", ["candidate", "reference"])
+def test_a_smoothing_on_one_side_is_named_with_its_kernel(smoothed):
+    from scipy import ndimage as nd
+
+    rng = np.random.default_rng(5)
+    field = (nd.gaussian_filter(rng.standard_normal((2, 24, 24, 4)), (0, 2, 2, 0))
+             + 1j * nd.gaussian_filter(rng.standard_normal((2, 24, 24, 4)), (0, 2, 2, 0))).astype(np.complex64)
+    blurred = _smooth_images(field).astype(np.complex64)
+    a, b = (field, blurred) if smoothed == "candidate" else (blurred, field)
+    found = diagnose(a, b, layout="BHWC", kind="complex", tolerance=1e-6)
+    assert found[0].kind == "smoothing", found
+    assert found[0].summary.startswith(f"{smoothed} = ")
+    kernel = np.array(found[0].evidence["kernel"])
+    assert np.allclose(kernel, kernel[::-1, ::-1], atol=1e-4) and kernel.sum() == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("change", ["factor", "shift", "noise"])
+def test_a_factor_a_shift_or_noise_is_not_called_a_smoothing(change):
+    rng = np.random.default_rng(6)
+    a = rng.standard_normal((2, 24, 24, 4)).astype(np.float32)
+    b = {"factor": 1.01 * a, "shift": np.roll(a, 1, axis=2),
+         "noise": a + 1e-3 * rng.standard_normal(a.shape).astype(np.float32)}[change]
+    assert "smoothing" not in [d.kind for d in diagnose(a, b, layout="BHWC", kind="real", tolerance=1e-6)]
