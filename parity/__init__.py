@@ -4,8 +4,8 @@ The public API (import from ``parity`` only; the modules behind it may move):
 
 * ``PluginAdapter``, ``tap``, ``Layout``: wrap your own model as an adapter (``docs/adapters.md``);
 * ``ForwardConfig``: the resolved configuration every adapter is handed;
-* ``Case``, ``builtin_case``, ``BUILTIN_CASES``: what to run; ``load_adapter``: ``tf``, ``torch`` or
-  ``module:attr``;
+* ``Case``, ``builtin_case``, ``BUILTIN_CASES``, ``case_from_arrays``: what to run; ``load_adapter``:
+  ``tf``, ``torch`` or ``module:attr``;
 * ``run_case``, ``RunOptions``, ``RunReport``, ``load_tolerances``: run and judge a case.
 
 Names load on first use, so ``import parity`` costs neither TensorFlow nor PyTorch.
@@ -24,6 +24,7 @@ _EXPORTS = {
     "Case": "parity.cases",
     "builtin_case": "parity.builtin_cases",
     "BUILTIN_CASES": "parity.builtin_cases",
+    "case_from_arrays": "parity.workflows",
     "load_adapter": "parity.adapters",
     "run_case": "parity.runner",
     "RunOptions": "parity.runner",

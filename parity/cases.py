@@ -31,6 +31,8 @@ from backends.common.config import ForwardConfig
 from backends.common.taps import pipeline_inputs, pipeline_taps
 from backends.common.weights import init_weights, weights_fingerprint
 
+from .chunks import batch_of
+from .errors import ParityInputError
 from .lazy import LazyArray
 
 InputBuilder = Callable[["Case"], dict[str, np.ndarray]]
@@ -155,6 +157,10 @@ class Case:
     def with_inputs(self, arrays: Mapping[str, np.ndarray]) -> Case:
         """The same case (same definition) run on ``arrays`` instead of its builder's output."""
         frozen = {name: np.asarray(value) for name, value in arrays.items()}
+        if batch_of(self.pipeline, frozen) != self.batch:
+            raise ParityInputError(f"case {self.name!r}: the arrays hold {batch_of(self.pipeline, frozen)} samples, the "
+                                   f"case {self.batch}; with_inputs keeps the case's definition: for arrays of "
+                                   "your own, build a case with parity.case_from_arrays")
         return dataclasses.replace(self, build_inputs=StoredInputs(frozen, self.builder_version))
 
     def with_config(self, **changes: object) -> Case:

@@ -98,12 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gpu_options(run)
 
     record = commands.add_parser("record", help="write the reference's taps as golden HDF5 files")
-    _add_case_options(record, user_inputs=False)
+    _add_case_options(record)
     record.add_argument("--reference", default="tf")
     record.add_argument("--goldens", metavar="DIR", help="golden folder (default fixtures/goldens)")
 
     check = commands.add_parser("check", help="compare a candidate against recorded goldens (no TF needed)")
-    _add_case_options(check, user_inputs=False)
+    _add_case_options(check)
     check.add_argument("--candidate", default="torch")
     check.add_argument("--device", default="cpu")
     check.add_argument("--goldens", metavar="DIR", help="golden folder (default fixtures/goldens)")

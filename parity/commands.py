@@ -185,6 +185,10 @@ def command_run(args) -> int:
     _print(reports, args.quiet)
     for line in notes:
         print(f"note: {line}")
+    for report in reports:
+        for line in report.notes:
+            if line not in notes:
+                print(f"note: {report.case['name']}: {line}")
     _print_skipped(skipped)
     print(f"reports written under {args.out}/")
     return verdict(reports, deterministic)
@@ -233,10 +237,10 @@ def command_record(args) -> int:
     from .adapters import load_adapter
     from .workflows import goldens_folder, record_golden
 
-    if (args.config or args.assignments) and not args.goldens:
-        raise ParityInputError("--set/--config change a case, and the shipped goldens in fixtures/goldens must "
-                               "stay those of the built-in cases; record into another folder with --goldens DIR "
-                               "and check with the same --set and --goldens")
+    if (args.config or args.assignments or args.inputs or args.dataset) and not args.goldens:
+        raise ParityInputError("--set/--config/--inputs/--dataset make cases of your own, and the shipped goldens in "
+                               "fixtures/goldens must stay those of the built-in cases; record into another folder "
+                               "with --goldens DIR and check with the same options and --goldens")
     cases, _ = _cases(args)
     folder = goldens_folder(args.goldens)  # refused here, before the reference is loaded or run
     reference = load_adapter(args.reference, "cpu")

@@ -238,6 +238,21 @@ def _streamed(pipeline: str, cfg: ForwardConfig, spec: TapSpec, member: Any) -> 
             and not any(tap.reduction == "global" for tap in pipeline_taps(pipeline, cfg)))
 
 
+def check_weights(where: str, weights: Mapping[str, np.ndarray], cfg: ForwardConfig) -> dict[str, np.ndarray]:
+    """In-memory canonical weights checked as a weights file's are (names, shapes, dtypes), cast to the run's dtype."""
+    expected = dict(weight_specs(cfg))
+    problems = [f"missing parameter {name!r} with shape {shape}" for name, shape in expected.items()
+                if name not in weights]
+    problems += [f"unexpected parameter {name!r}" for name in weights if name not in expected]
+    problems += [f"parameter {name!r} has shape {weights[name].shape}, expected {shape}"
+                 for name, shape in expected.items() if name in weights and weights[name].shape != shape]
+    problems += [f"parameter {name!r} has dtype {weights[name].dtype}, expected real floating point"
+                 for name in expected if name in weights and weights[name].dtype.kind not in "fiu"]
+    _refuse_weights(Path(where), problems)
+    return {name: cast_checked(where, name, weights[name], np.dtype(cfg.dtype)) if np.isfinite(weights[name]).all()
+            else weights[name].astype(cfg.dtype) for name in expected}
+
+
 def _npz_weights(path: Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:
     """Canonical weights from a .npz: names and shapes checked from the headers before any data is read."""
     archive = scan_npz(path, "weights file")

@@ -154,13 +154,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def load_case(name: str | None = None, *, inputs: str | Path | None = None, pipeline: str | None = None,
               weights: str | Path | None = None, config: str | Path | None = None,
               assignments: tuple[str, ...] = ()) -> Case:
-    """A built-in case (knob overrides ``assignments`` = ``("N=32",)`` applied) or a user case from an .npz."""
+    """A built-in case (knob overrides ``assignments`` = ``("N=32",)`` applied) or a user case from an .npz
+    (``inputs`` and ``pipeline``; ``name``, if given, names that case)."""
+    import dataclasses
+
     from .workflows import choose_cases
 
-    cases, _ = choose_cases([name] if name else None, None if config is None else str(config), list(assignments),
-                            pipeline, None if inputs is None else str(inputs),
+    from_file = inputs is not None
+    cases, _ = choose_cases([name] if name and not from_file else None, None if config is None else str(config),
+                            list(assignments), pipeline, None if inputs is None else str(inputs),
                             None if weights is None else str(weights))
-    return cases[0]
+    return dataclasses.replace(cases[0], name=name) if name and from_file else cases[0]
 
 
 def assert_parity(report: Any, taps: list[str] | None = None, modes: tuple[str, ...] = ("propagated", "isolated"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from backends.common.backend import StageError
+from backends.common.config import NEUTRAL_VALUES
 from backends.common.regions import region_names
 from backends.common.taps import TapSpec, pipeline_taps
 
@@ -122,6 +123,17 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
             log.close()
 
 
+def _blind_spots(case: Case, selected: Sequence[TapSpec]) -> list[str]:
+    """A knob at a value where mistakes with it give the same numbers, read by a compared tap: say so."""
+    notes = []
+    for knob, (value, mistakes) in NEUTRAL_VALUES.items():
+        readers = [spec.name for spec in selected if knob in spec.knobs]
+        if readers and getattr(case.config, knob) == value:
+            notes.append(f"{knob} = {value:g} here, so {mistakes} gives the same numbers at {readers[0]} and "
+                         f"after; run a case with another value too (--set {knob}=2.5)")
+    return notes
+
+
 def _check_region_rules(selected: Sequence[TapSpec], case: Case, tolerances: ToleranceTable, modes: Sequence[str],
                         device: str) -> None:
     """A tolerance rule that judges a region a tap does not have is a mistake in the file (exit 2), found
@@ -177,6 +189,7 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
                        first_divergence=None, provenance=provenance.collect(device), timing=timing)
     if log is not None:
         report.log = {"path": str(log.path)}
+    report.notes += _blind_spots(case, selected)
     blocking = next((audit for audit in audits[1:] if not audit.passed), None)
     not_comparable = affected_taps(audits[0], [graph.specs for graph in graphs.values()], registry)
     if blocking is not None or len(not_comparable) == len(registry):

@@ -10,7 +10,9 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from backends.common.config import ForwardConfig
+import numpy as np
+
+from backends.common.config import ConfigError, ForwardConfig, resolve_config
 from backends.common.taps import pipeline_taps
 
 from . import provenance
@@ -21,7 +23,8 @@ from .builtin_cases import select_cases
 from .errors import CorruptGoldenError, ParityInputError
 from .golden_inputs import InputDrift, judge_inputs
 from .goldens import Golden, GoldenWriter, golden_path, write_golden
-from .inputs import infer_dtype, load_inputs, load_weights, resolve_knobs, scan_npz, split_keys
+from .inputs import (check_weights, infer_dtype, load_inputs, load_weights, resolve_knobs, scan_npz, split_keys,
+                     validate_inputs)
 from .evidence import EvidenceCollector
 from .report import write_case_outputs
 from .results import RunReport
@@ -94,6 +97,39 @@ def choose_cases(names: Sequence[str] | None, config_file: str | None = None, as
     if config_file or assignments:
         cases = [cast_case(case, resolve_knobs(config_file, assignments, base=case.config)) for case in cases]
     return cases, notes
+
+
+def case_from_arrays(name: str, pipeline: str, inputs: Mapping[str, object], *,
+                     weights: Mapping[str, object] | None = None, config: ForwardConfig | Mapping[str, object] | None = None,
+                     description: str = "") -> Case:
+    """A case around your own arrays (registry names or the .npz aliases), checked as ``--inputs`` files are.
+
+    ``config``: a ``ForwardConfig`` or knob values (``{"N": 32}``); the dtype defaults to the inputs'.
+    ``weights`` (pinn only): canonical names, as ``--weights`` takes them; without, the seeded ones.
+    """
+    where = f"inputs of case {name!r}"
+    arrays = {key: np.asarray(value) for key, value in inputs.items()}
+    known, ignored = split_keys(pipeline, arrays)
+    if ignored:
+        raise ParityInputError(f"{where}: keys {ignored} are not inputs of the {pipeline!r} pipeline; expected "
+                               f"{sorted(known) or 'its inputs'}")
+    if isinstance(config, ForwardConfig):
+        cfg = config
+    else:
+        knobs = dict(config or {})
+        knobs.setdefault("dtype", infer_dtype(known)[0])
+        try:
+            cfg = resolve_config(knobs)
+        except ConfigError as error:
+            raise ParityInputError(f"config of case {name!r}: {error}") from None
+    validated = validate_inputs(where, pipeline, cfg, arrays)
+    checked = None
+    if weights is not None:
+        if pipeline != "pinn":
+            raise ParityInputError(f"{where}: weights are only for the pinn pipeline, not {pipeline!r}")
+        checked = check_weights(f"weights of case {name!r}", {key: np.asarray(value) for key, value in weights.items()},
+                                cfg)
+    return user_case(name, pipeline, cfg, validated, checked, description or f"case_from_arrays({name!r})")
 
 
 def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, tolerances: ToleranceTable,

@@ -481,3 +481,27 @@ def test_pinn_check_runs_without_tensorflow(tmp_path):
 def test_record_with_overrides_into_the_shipped_goldens_is_refused(capsys):
     code, _, err = cli(capsys, "record", "--case", "physics-default", "--set", "N=32")
     assert code == EXIT_BAD_INPUT and "--goldens" in err
+
+
+def test_goldens_of_your_own_inputs_are_recorded_and_checked(capsys, tmp_path):
+    """record --inputs (into a folder of your own), check --inputs against it; other bytes are a stale golden."""
+    from parity.synthetic import pipeline_inputs
+
+    arrays = pipeline_inputs("physics", resolve_config({"N": 32}), 3, seed=2)
+    inputs = tmp_path / "mine.npz"
+    np.savez(inputs, **arrays)
+    own = ("--inputs", str(inputs), "--pipeline", "physics", "--set", "N=32")
+    code, _, err = cli(capsys, "record", *own)
+    assert code == EXIT_BAD_INPUT and "--goldens" in err  # never into the shipped goldens
+    folder = tmp_path / "goldens"
+    code, out, err = cli(capsys, "record", *own, "--goldens", str(folder), "--reference", "torch")
+    assert code == EXIT_OK, err
+    assert (folder / "user-mine.h5").is_file()
+    code, out, err = cli(capsys, "check", *own, "--goldens", str(folder), "--candidate", "torch",
+                         "--out", str(tmp_path / "out"), "--quiet")
+    assert code == EXIT_OK, err
+    assert "user-mine: PASS" in out
+    np.savez(inputs, **dict(arrays, probe=arrays["probe"] * 2))
+    code, _, err = cli(capsys, "check", *own, "--goldens", str(folder), "--candidate", "torch",
+                       "--out", str(tmp_path / "out2"), "--quiet")
+    assert code == EXIT_BAD_INPUT and "user-mine.h5" in err

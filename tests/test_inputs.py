@@ -467,3 +467,34 @@ def test_load_weights_object_array_is_not_unpickled(tmp_path):
     with pytest.raises(ParityInputError, match="pickle"):
         load_weights(path, WCFG)
     assert not sentinel.exists()
+
+
+def test_a_case_from_your_own_arrays_is_checked_as_an_inputs_file_and_runs():
+    import parity
+    from backends.torch import TorchBackend
+    from parity.synthetic import pipeline_inputs
+
+    cfg = parity.ForwardConfig().replace(N=32)
+    arrays = pipeline_inputs("physics", cfg, 3, seed=1)
+    case = parity.case_from_arrays("mine", "physics", arrays, config={"N": 32})
+    assert (case.name, case.batch, case.config.N, case.config.dtype) == ("mine", 3, 32, "float32")
+    from parity.workflows import tolerance_table
+
+    assert parity.run_case(case, TorchBackend(), TorchBackend(), tolerance_table(None)).passed
+    bad = dict(arrays, positions=arrays["positions"][:2])
+    with pytest.raises(ParityInputError, match=r"inputs of case 'mine': key 'positions'"):
+        parity.case_from_arrays("mine", "physics", bad, config={"N": 32})
+    with pytest.raises(ParityInputError, match=r"keys \['extra'\] are not inputs of the 'physics' pipeline"):
+        parity.case_from_arrays("mine", "physics", dict(arrays, extra=np.zeros(3)), config={"N": 32})
+    with pytest.raises(ParityInputError, match=r"weights are only for the pinn pipeline"):
+        parity.case_from_arrays("mine", "physics", arrays, config={"N": 32}, weights={})
+
+
+def test_with_inputs_refuses_arrays_of_another_batch():
+    import parity
+    from parity.synthetic import pipeline_inputs
+
+    case = parity.builtin_case("physics-default")
+    with pytest.raises(ParityInputError, match=r"the arrays hold 4 samples, the case 2; .*case_from_arrays"):
+        case.with_inputs(pipeline_inputs("physics", case.config, 4, seed=0))
+    assert case.with_inputs(pipeline_inputs("physics", case.config, 2, seed=3)).batch == 2

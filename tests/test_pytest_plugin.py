@@ -332,3 +332,17 @@ def test_a_failure_prints_report_diagnoses_as_the_terminal_does():
             "evidence": {"tested": ["scale", "offset_sign"]}}
     assert _diagnosis_text(item) == "unexplained: no hypothesis explains it"
     assert _diagnosis_text({"kind": "scale", "summary": "x 2.5", "residual": 3.1e-7}) == "scale: x 2.5 [residual 3.1e-07]"
+
+
+def test_load_case_names_a_case_built_from_an_inputs_file(tmp_path):
+    from parity.pytest_plugin import load_case
+    from parity.synthetic import pipeline_inputs
+
+    from backends.common.config import ForwardConfig as Config
+
+    arrays = pipeline_inputs("physics", Config().replace(N=32), 2, seed=0)
+    path = tmp_path / "mine.npz"
+    np.savez(path, **arrays)
+    case = load_case("acme-physics", inputs=path, pipeline="physics", assignments=("N=32",))
+    assert (case.name, case.pipeline, case.batch) == ("acme-physics", "physics", 2)
+    assert load_case(inputs=path, pipeline="physics", assignments=("N=32",)).name == "user-mine"

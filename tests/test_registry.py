@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -419,3 +420,23 @@ def test_covering_generator_on_a_toy_problem():
 def test_rel_error(a, b, expected):
     assert matrix.rel_error(a, b) == expected
     assert math.isnan(matrix.rel_error(np.array([1.0, np.nan]), np.array([1.0, 1.0])))
+
+
+def _tap_table() -> str:
+    """docs/adapters.md's table of every pipeline's taps and what each reads (regenerated from the registry)."""
+    cfg = ForwardConfig()
+    lines = []
+    for pipeline in ("physics", "pinn", "simulate"):
+        inputs = ", ".join(f"`{spec.name}` ({spec.layout})" for spec in pipeline_inputs(pipeline))
+        lines += [f"**{pipeline}** (inputs {inputs}):", "", "| tap | reads, in argument order | canonical layout |",
+                  "|---|---|---|"]
+        lines += [f"| `{spec.name}` | {', '.join(f'`{name}`' for name in spec.inputs)} | {spec.layout} |"
+                  for spec in pipeline_taps(pipeline, cfg)]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def test_the_adapter_guide_lists_every_tap_with_what_it_reads():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "adapters.md").read_text()
+    documented = text.split("<!-- taps:begin -->\n", 1)[1].split("<!-- taps:end -->", 1)[0]
+    assert documented == _tap_table(), "docs/adapters.md's tap table is out of date; regenerate it:\n" + _tap_table()

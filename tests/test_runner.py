@@ -259,3 +259,19 @@ def test_nan_shared_by_both_backends_fails(reference, tolerances, physics_case):
     assert not report.passed
     assert report.first_divergence.tap == "exit_wave"
     assert "allow_nonfinite" in report.first_divergence.messages[0]
+
+
+def test_a_knob_at_a_value_that_hides_its_mistakes_is_noted():
+    from backends.torch import TorchBackend
+    from parity.workflows import tolerance_table
+
+    case = builtin_case("physics-default")
+    small = case.config.replace(N=32)
+    neutral = run_case(cast_case(case, small), TorchBackend(), TorchBackend(), tolerance_table(None))
+    assert any(note.startswith("intensity_scale = 1 here") and "amplitude.scaled" in note for note in neutral.notes)
+    scaled = run_case(cast_case(case, small.replace(intensity_scale=2.5)), TorchBackend(), TorchBackend(),
+                      tolerance_table(None))
+    assert not any("gives the same numbers" in note for note in scaled.notes)
+    no_reader = run_case(cast_case(case, small), TorchBackend(), TorchBackend(), tolerance_table(None),
+                         RunOptions(taps=("object.*",)))
+    assert not any("gives the same numbers" in note for note in no_reader.notes)

@@ -43,6 +43,11 @@ class ConfigError(ValueError):
     """A knob has a value outside its documented range (or is unknown)."""
 
 
+# Knob values at which a whole class of port bugs gives the same numbers (x s = x / s = x at s = 1): a
+# run there cannot see them, and its report says so.
+NEUTRAL_VALUES = {"intensity_scale": (1.0, "applying it twice, the wrong way (x s for / s) or not at all")}
+
+
 @dataclasses.dataclass(frozen=True)
 class ForwardConfig:
     N: int = 64
