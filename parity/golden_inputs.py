@@ -66,14 +66,14 @@ def judge_inputs(path: Path, case: Case, stored: Mapping[str, np.ndarray], toler
     if set(regenerated) != set(stored):
         raise ParityInputError(f"{path}: the golden holds inputs {sorted(stored)}, the case's builder "
                                f"({case.builder_version}) now builds {sorted(regenerated)}; it changed without a "
-                               f"version bump: bump it in parity/cases.py and re-record")
+                               f"version bump: bump it in parity/builtin_cases.py and re-record")
     differences = []
     for name in sorted(stored):
         mine, theirs = stored[name], regenerated[name]
         if mine.shape != theirs.shape or mine.dtype != theirs.dtype:
             raise ParityInputError(f"{path}: input {name!r}: the golden holds {mine.dtype} {mine.shape}, the case's "
                                    f"builder now builds {theirs.dtype} {theirs.shape}; bump the builder's version "
-                                   f"in parity/cases.py and re-record")
+                                   f"in parity/builtin_cases.py and re-record")
         if mine.tobytes() == theirs.tobytes():
             continue
         applied = tolerances.lookup(name, case.config.dtype, "cpu", "propagated", case.pipeline)
@@ -87,6 +87,6 @@ def judge_inputs(path: Path, case: Case, stored: Mapping[str, np.ndarray], toler
                 f"{metrics.max_abs_error:.3g} ({metrics.max_rel_to_peak:.3g} of peak), beyond the tolerance "
                 f"{applied.criteria.set_fields()} ({applied.source}): the input builder "
                 f"{case.builder_version!r} changed without a version bump, or this machine computes it very "
-                f"differently; bump its version in parity/cases.py and re-record")
+                f"differently; bump its version in parity/builtin_cases.py and re-record")
         differences.append(row)
     return InputDrift(WITHIN if differences else IDENTICAL, differences)

@@ -30,6 +30,7 @@ import torch  # noqa: E402
 
 from backends.common.config import resolve_config  # noqa: E402
 from backends.common.taps import pipeline_taps  # noqa: E402
+from parity import builtin_cases  # noqa: E402
 from parity import cases as cases_module  # noqa: E402
 from parity.builtin_cases import BUILTIN_CASES  # noqa: E402
 from parity.errors import CorruptGoldenError, ParityInputError, StaleGoldenError  # noqa: E402
@@ -312,7 +313,7 @@ def test_inputs_beyond_tolerance_are_refused_naming_input_difference_and_toleran
 
 def test_builder_building_other_inputs_under_the_same_version_is_refused(recorded):
     def extra(case):
-        return {**cases_module._synthetic(case), "bonus": np.zeros(3, np.float32)}
+        return {**builtin_cases._synthetic(case), "bonus": np.zeros(3, np.float32)}
 
     with pytest.raises(ParityInputError, match=r"now builds \['bonus'"):
         open_golden(dataclasses.replace(CASE, build_inputs=cases_module.VersionedBuilder(extra, "synthetic/1")),
