@@ -81,7 +81,7 @@ def _targets(report: RunReport) -> list[tuple[str, str]]:
 def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: Mapping[str, TapSpec],
                      rerun_stage: Callable[[str, Mapping[str, np.ndarray]], Any] | None) -> None:
     """Fill ``ModeResult.diagnoses`` of the stages that fail on their own."""
-    from .diagnosis import Diagnosis, diagnose
+    from .diagnosis import Diagnosis, caveat_untested, diagnose
 
     for tap in report.taps:  # the runner's own finding: no array needed to say what happened
         for result in tap.modes.values():
@@ -118,6 +118,8 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
                                         input_layouts={item: index[item].layout for item in spec.inputs if item in index},
                                         rerun=rerun, reference_dtype=result.metrics.reference_dtype,
                                         candidate_dtype=result.metrics.candidate_dtype)
+            if rerun_stage is None and mode == "isolated" and inputs:  # a golden: nothing could be rerun
+                result.diagnoses = caveat_untested(result.diagnoses)
         except Exception as error:  # noqa: BLE001 - a diagnosis bug must never hide the verdict
             result.diagnoses = [Diagnosis("diagnosis_failed", f"diagnosis raised {type(error).__name__}: {error}",
                                           math.nan)]

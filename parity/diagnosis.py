@@ -38,7 +38,7 @@ import numpy as np
 from . import diagnosis_inputs, diagnosis_levels, diagnosis_output
 from .diagnosis_core import UNEXPLAINED, Diagnosis, Problem, work_array
 
-__all__ = ["Diagnosis", "diagnose", "UNEXPLAINED"]
+__all__ = ["Diagnosis", "diagnose", "caveat_untested", "UNEXPLAINED"]
 
 # Best first: facts, then the most specific structural hypotheses, then the generic and level ones.
 # A level hypothesis, when it holds, describes the whole error and says whether to fix or to widen:
@@ -137,8 +137,21 @@ def _diagnose(a, b, layout, kind, tolerance, cfg, stage_inputs, input_layouts, r
     if not settled():
         candidates += diagnosis_levels.level_hypotheses(problem)
     chosen = _select(problem, candidates)
-    if any(not is_fact(d) for d in chosen) or any(d.kind in LEVELS for d in chosen):
+    if not (any(not is_fact(d) for d in chosen) or any(d.kind in LEVELS for d in chosen)):
+        rest = " of the rest of the difference" if chosen else ""
+        chosen = chosen + [Diagnosis(UNEXPLAINED, f"no hypothesis explains it{rest}", math.nan,
+                                     {"error": problem.error, "tolerance": problem.tolerance, "tested": tested})]
+    return chosen
+
+
+UNTESTED = ("; not tested here: the reference's stage could not be rerun (a golden holds no code), so neither "
+            "a changed input (offset sign, order) nor a numerically equivalent implementation (float32 "
+            "coordinates) can be ruled out; `parity run` with the reference tests them")
+
+
+def caveat_untested(chosen: list[Diagnosis]) -> list[Diagnosis]:
+    """Against a golden only output hypotheses run: a generic answer (or none) says what went untested."""
+    if any(not is_fact(d) and d.kind not in GENERIC and d.kind != UNEXPLAINED for d in chosen):
         return chosen
-    rest = " of the rest of the difference" if chosen else ""
-    return chosen + [Diagnosis(UNEXPLAINED, f"no hypothesis explains it{rest}", math.nan,
-                               {"error": problem.error, "tolerance": problem.tolerance, "tested": tested})]
+    return [dataclasses.replace(d, summary=d.summary + UNTESTED) if d.kind in GENERIC | {UNEXPLAINED} else d
+            for d in chosen]

@@ -509,3 +509,13 @@ def test_a_factor_a_shift_or_noise_is_not_called_a_smoothing(change):
     b = {"factor": 1.01 * a, "shift": np.roll(a, 1, axis=2),
          "noise": a + 1e-3 * rng.standard_normal(a.shape).astype(np.float32)}[change]
     assert "smoothing" not in [d.kind for d in diagnose(a, b, layout="BHWC", kind="real", tolerance=1e-6)]
+
+
+def test_without_a_rerun_a_generic_answer_says_what_went_untested():
+    from parity.diagnosis import Diagnosis, caveat_untested
+
+    generic = [Diagnosis("normalisation", "a divisor differs", 1e-7)]
+    [said] = caveat_untested(generic)
+    assert said.summary.startswith("a divisor differs; not tested here:") and "parity run" in said.summary
+    specific = [Diagnosis("scale", "candidate = reference x 2", 0.0), Diagnosis("normalisation", "a divisor", 0.0)]
+    assert caveat_untested(specific) == specific
