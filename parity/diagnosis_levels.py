@@ -272,15 +272,22 @@ def numerical_alternative(p: Problem) -> list[Diagnosis]:
         return []
     equivalent_px = step * float(error_map.max()) / float(sensitivity.max())
     correlation = float(np.corrcoef(sensitivity.ravel(), error_map.ravel())[0, 1])
-    bound = ALTERNATIVE_PX if _real_dtype(p.reference_dtype) == "float32" else ALTERNATIVE_PX * 1e-8
-    if not (equivalent_px <= bound and correlation >= 0.5):
+    single = _real_dtype(p.reference_dtype) == "float32"
+    bound = ALTERNATIVE_PX if single else ALTERNATIVE_PX * 1e-8
+    if not (equivalent_px <= ALTERNATIVE_PX and correlation >= 0.5):
         return []
-    return [Diagnosis("numerical_alternative", f"error equals moving the offsets by ~{equivalent_px:.0e} px (and sits "
-                      f"where the stage is sensitive to them, correlation {correlation:.2f}): consistent with float32 "
-                      f"coordinate normalisation (as grid_sample does), an equivalent implementation; widen the "
-                      f"tolerance or translate with exact coordinates, rather than hunt for a bug", math.nan,
+    where = (f"error equals moving the offsets by ~{equivalent_px:.0e} px (and sits where the stage is sensitive to "
+             f"them, correlation {correlation:.2f})")
+    if single or equivalent_px <= bound:
+        summary = (f"{where}: consistent with float32 coordinate normalisation (as grid_sample does), an equivalent "
+                   f"implementation; widen the tolerance or translate with exact coordinates, rather than hunt for a bug")
+    else:  # a float64 run moved by a float32-sized amount: one side forms its coordinates in float32
+        summary = (f"{where}, a float32-sized move in a float64 run: one side computes its sampling coordinates in "
+                   f"float32 (an image-transform op that works in float32, a float32 grid); a precision leak, not a "
+                   f"logic bug: widen this stage's float64 tolerance or compute the coordinates in float64")
+    return [Diagnosis("numerical_alternative", summary, math.nan,
                       {"equivalent_offset_px": equivalent_px, "correlation": correlation, "step_px": step,
-                       "bound_px": bound})]
+                       "bound_px": bound, "float32_coordinates_in_float64_run": not single and equivalent_px > bound})]
 
 
 def level_hypotheses(p: Problem) -> list[Diagnosis]:

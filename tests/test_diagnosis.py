@@ -425,6 +425,18 @@ def test_float32_coordinate_noise_is_a_numerical_alternative(stage_case):
     assert found[0].evidence["equivalent_offset_px"] < 1e-4
 
 
+def test_float32_coordinates_in_a_float64_run_are_named_a_precision_leak(stage_case):
+    rng = generator(49)
+
+    def jitter(inputs):  # float64 everywhere, but the coordinates carry float32-sized noise
+        return {**inputs, "positions": inputs["positions"] + 3e-6 * rng.choice([-1.0, 1.0], inputs["positions"].shape)}
+
+    found = run_stage_fault(stage_case, jitter, tolerance=1e-12)
+    assert kinds(found) == ["numerical_alternative"]
+    assert found[0].evidence["float32_coordinates_in_float64_run"]
+    assert "one side computes its sampling coordinates in float32" in found[0].summary
+
+
 def test_a_small_scale_error_is_not_a_numerical_alternative(stage_case):
     found = run_stage_fault(stage_case, lambda i: i, tolerance=1e-7)  # identical: nothing to explain
     assert found == []
