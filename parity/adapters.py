@@ -88,13 +88,20 @@ def frameworks_of(target: Any) -> tuple[str, ...]:
 
 def _construct(factory: Any, device: str, where: str) -> Any:
     try:
-        return factory(device=device)
-    except TypeError:
-        if device != "cpu":
-            raise ParityInputError(f"{where}: does not accept device={device!r}") from None
-        return factory()
+        try:
+            return factory(device=device)
+        except TypeError:
+            if device != "cpu":
+                raise ParityInputError(f"{where}: does not accept device={device!r}") from None
+            return factory()
+    except ParityInputError:
+        raise
     except ValueError as error:
         raise ParityInputError(f"{where}: {error}") from None
+    except (Exception, SystemExit) as error:  # its own code failed (or called sys.exit) while it was built
+        from .guard import describe_exception
+
+        raise ParityInputError(f"{where}: building it failed: {describe_exception(error)}") from None
 
 
 def load_adapter(spec: str, device: str = "cpu") -> Adapter:

@@ -43,6 +43,8 @@ class OutputLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run, closed by close()
+        self._restore: list = []  # how to undo the capture in progress (any thread may: see release())
+        self._restore_lock = threading.Lock()
 
     def close(self) -> None:
         """Close the log; an empty one is removed (nothing was printed)."""
@@ -79,19 +81,44 @@ class OutputLog:
         text = io.TextIOWrapper(_Unclosable(self._file), encoding="utf-8", errors="replace", write_through=True)
         previous = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = text
+        token = (text, previous, saved)
+        with self._restore_lock:
+            self._restore.append(token)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default")
                 warnings.showwarning = _to(text)
                 yield
         finally:
-            with contextlib.suppress(Exception):
-                text.flush()
-            sys.stdout, sys.stderr = previous
-            for fd, duplicate in saved:
-                with contextlib.suppress(OSError):
-                    os.dup2(duplicate, fd)
-                    os.close(duplicate)
+            self._undo(token)
+
+    def release(self) -> None:
+        """Give the process its stdout/stderr back now, from any thread.
+
+        A call the guard abandons (it hung past the stage timeout, or Ctrl-C came) never leaves its
+        ``capture()`` block: without this, everything the harness prints afterwards, its verdict
+        included, would go on into the log.
+        """
+        while True:
+            with self._restore_lock:
+                if not self._restore:
+                    return
+                token = self._restore[-1]
+            self._undo(token)
+
+    def _undo(self, token) -> None:
+        with self._restore_lock:
+            if token not in self._restore:
+                return  # already given back (release() from another thread)
+            self._restore.remove(token)
+        text, previous, saved = token
+        with contextlib.suppress(Exception):
+            text.flush()
+        sys.stdout, sys.stderr = previous
+        for fd, duplicate in saved:
+            with contextlib.suppress(OSError):
+                os.dup2(duplicate, fd)
+                os.close(duplicate)
 
 
 class _Unclosable(io.RawIOBase):

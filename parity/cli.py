@@ -8,6 +8,7 @@ Exit codes: 0 parity holds, 1 parity fails, 2 bad usage or bad input,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
@@ -18,10 +19,10 @@ from collections.abc import Sequence
 from backends.common import determinism
 from backends.common.determinism import allow_tf32, apply_environment
 
-from . import budget
+from . import budget, supervise
 from .atomic_files import terminate_as_interrupt
 from .commands import BENCH_SECTIONS, COMMANDS
-from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_INTERRUPTED, ParityInputError, WriteRefusedError
+from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError, WriteRefusedError
 from .guard import DEFAULT_STAGE_TIMEOUT
 
 def _positive_int(text: str) -> int:
@@ -182,7 +183,11 @@ def _one_line(error: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    apply_environment()  # before any framework import, so the determinism switch takes effect
+    try:
+        apply_environment()  # before any framework import, so the determinism switch takes effect
+    except ValueError as error:  # PARITY_MALLOC and the like: bad input, said before any work
+        print(f"parity: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     args = build_parser().parse_args(argv)
     args.command_line = None if argv is None else ["parity", *map(str, argv)]
     allow_tf32(getattr(args, "allow_tf32", False))  # per command: off unless this command asks
@@ -199,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `parity cases | head`: the reader left; say nothing more on that pipe
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception:  # not a verdict: keep exit 1 for "parity fails" only
         traceback.print_exc()
         print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
@@ -206,8 +215,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console entry point: exits without waiting for an adapter thread that never returned."""
+    """Console entry point: the work runs in a supervised child (``parity.supervise``); that child exits
+    without waiting for an adapter thread that never returned."""
+    if not supervise.is_child() and os.environ.get("PARITY_SUPERVISE", "1") != "0":
+        sys.exit(supervise.supervise(sys.argv[1:]))
+    supervise.claim()
     code = main()
+    supervise.exiting(code)
     if any(thread.name.startswith("parity-") and thread.is_alive() for thread in threading.enumerate()):
         sys.stdout.flush()
         sys.stderr.flush()

@@ -95,12 +95,19 @@ class Guard:
         done = threading.Event()
         self.tick()
         self._jobs.put((function, args, kwargs, box, done))
-        while not done.wait(0.1):
-            idle = time.monotonic() - self._progress
-            if self.stage_timeout is not None and idle > self.stage_timeout:
-                self.stuck = f"an earlier call ({what}) did not return within {self.stage_timeout:g} s"
-                raise AdapterFault(f"{self.label} {what}: no result within the stage timeout of "
-                                   f"{self.stage_timeout:g} s (--stage-timeout)", "timeout")
+        try:
+            while not done.wait(0.1):
+                idle = time.monotonic() - self._progress
+                if self.stage_timeout is not None and idle > self.stage_timeout:
+                    self.stuck = f"an earlier call ({what}) did not return within {self.stage_timeout:g} s"
+                    raise AdapterFault(f"{self.label} {what}: no result within the stage timeout of "
+                                       f"{self.stage_timeout:g} s (--stage-timeout)", "timeout")
+        except BaseException:  # abandoned (timeout, Ctrl-C): its output capture must not outlive it
+            if not done.is_set() and self.stuck is None:
+                self.stuck = f"an earlier call ({what}) was interrupted before it returned"
+            if self.log is not None:
+                self.log.release()
+            raise
         if "error" in box:
             error = box["error"]
             kind = ("exit" if isinstance(error, SystemExit) else

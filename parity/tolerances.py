@@ -94,9 +94,21 @@ class ToleranceTable:
 def _criteria(path: str, where: str, table: dict[str, Any]) -> Criteria:
     fields = {key: value for key, value in table.items() if key not in SELECTORS and key != "note"}
     try:
-        return Criteria.from_dict(fields)
+        criteria = Criteria.from_dict(fields)
     except (TypeError, ValueError, OverflowError) as error:
         raise ParityInputError(f"{path}: {where}: {error}") from None
+    return criteria
+
+
+def _judging(path: str, where: str, criteria: Criteria) -> Criteria:
+    if not any(getattr(criteria, name) is not None for name in JUDGING) and not criteria.regions:
+        raise ParityInputError(f"{path}: {where}: sets no criterion, so every tap it matches would pass; expected at "
+                               f"least one of {', '.join(JUDGING)} or regions")
+    return criteria
+
+
+# What judges a tap (the other keys only qualify these: max_fraction_out, phase_floor, allow_nonfinite).
+JUDGING = ("max_rel_to_peak", "atol", "rtol", "max_abs", "min_cosine", "max_phase_error", "max_rel_to_sample_peak")
 
 
 def _selector(path: str, where: str, table: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str | None:
@@ -123,7 +135,7 @@ def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
     raw_default = document.get("default", {"max_rel_to_peak": 1e-6})
     if not isinstance(raw_default, dict):
         raise ParityInputError(f"{path}: key 'default': expected a table ([default]), got {raw_default!r}")
-    default = _criteria(path, "[default]", raw_default)
+    default = _judging(path, "[default]", _criteria(path, "[default]", raw_default))
     rules = []
     raw_rules = document.get("rule", [])
     if not isinstance(raw_rules, list) or not all(isinstance(table, dict) for table in raw_rules):
@@ -143,6 +155,7 @@ def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
             mode=_selector(path, where, table, "mode", MODES),
             pipeline=_selector(path, where, table, "pipeline", PIPELINES),
             note=_note(path, where, table.get("note", "")), index=index))
+        _judging(path, where, rules[-1].criteria)
     return ToleranceTable(default=default, rules=tuple(rules), path=path)
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from backends.common.config import ConfigError, ForwardConfig, resolve_config
 from backends.common.taps import pipeline_taps
 
-from . import provenance
+from . import provenance, supervise
 from .adapters import Adapter, graph_of
 from .atomic_files import terminate_as_interrupt, writable_folder
 from .cases import Case, user_case
@@ -143,10 +143,12 @@ def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, t
         log_path.unlink()
     options = dataclasses.replace(options, log_path=log_path)
     evidence = EvidenceCollector.for_case(case, options.evidence)  # samples, statistics, assembly dumps
+    supervise.case_started(case, case_dir)
     report = run_case(case, reference, candidate, tolerances, options, observers=[evidence] if evidence else [])
     report.notes.extend(notes)
     report.reference.update(reference_extra or {})
     write_case_outputs(report, case_dir, evidence)  # report.json, evidence files, report.html
+    supervise.case_done(case_dir)
     return report
 
 

@@ -404,3 +404,36 @@ def test_8_a_small_file_that_asks_for_a_huge_run_is_refused_from_its_headers(tmp
         choose_cases(None, None, ["N=32"], "simulate", str(path))
     assert str(caught.value).startswith(f"{path}: needs an estimated")
     assert "the batch size B=200000" in str(caught.value)
+
+
+@pytest.mark.parametrize("status", [0, 1])
+def test_adapter_code_ending_the_process_is_a_crash_with_a_report_never_a_verdict(tmp_path, status):
+    """os._exit inside a stage: the supervising parent exits 3 and the case's report says why (an older
+    passing report of the case does not survive)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    stale = tmp_path / "physics-default" / "report.json"
+    stale.parent.mkdir()
+    stale.write_text('{"passed": true}')
+    process = subprocess.run(
+        [sys.executable, "-m", "parity", "run", "--case", "physics-default", "--set", "N=32", "--reference", "torch",
+         "--candidate", "tests.hostile_adapters:EndsTheProcess", "--out", str(tmp_path)], cwd=root,
+        env={**__import__("os").environ, "PYTHONPATH": str(root), "PARITY_TEST_EXIT": str(status)},
+        capture_output=True, text=True, timeout=300)
+    assert process.returncode == 3, process.stderr
+    assert "the run ended abruptly in case 'physics-default'" in process.stderr
+    report = json.loads(stale.read_text())
+    assert report["stop_kind"] == "crashed" and report["passed"] is False
+    assert f"exited with status {status}" in report["stopped"]
+
+
+def test_an_adapter_calling_sys_exit_while_built_is_bad_usage_not_a_pass(tmp_path):
+    from parity.cli import main
+    from parity.errors import EXIT_BAD_INPUT
+
+    assert main(["check", "--case", "physics-default", "--candidate", "tests.hostile_adapters:ExitsWhileBuilt",
+                 "--out", str(tmp_path)]) == EXIT_BAD_INPUT

@@ -365,3 +365,13 @@ def test_a_rule_judging_a_region_the_tap_lacks_is_bad_usage_before_anything_runs
     with pytest.raises(ParityInputError, match=rf"mine\.toml rule 0 \(taps {re.escape(taps)}\): judges region\(s\) "
                                                rf"\['{region}'\] of tap '{re.escape(taps)}'"):
         run_case(case, Untouchable(), Untouchable(), table)
+
+
+@pytest.mark.parametrize("document", [
+    {"schema": 1, "default": {}},
+    {"schema": 1, "default": {"max_rel_to_peak": 1e-6}, "rule": [{"taps": ["*"], "note": "loosen"}]},
+    {"schema": 1, "default": {"max_rel_to_peak": 1e-6}, "rule": [{"taps": ["*"], "phase_floor": 0.1}]},
+])
+def test_a_rule_that_judges_nothing_is_refused(document):
+    with pytest.raises(ParityInputError, match="sets no criterion, so every tap it matches would pass"):
+        parse_table(document, "mine.toml")

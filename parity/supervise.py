@@ -1,0 +1,140 @@
+"""The command line runs its work in a child process and watches it.
+
+Adapter code runs in the harness's process, so it can end that process outright: ``os._exit(0)``,
+a segfault in an extension, ``os.abort()``, the OOM killer. Without a watcher the command would then
+exit with whatever status the adapter chose (0 looks like a pass) and leave no report. The parent
+here starts the same command as a child, forwards the signals it receives, and reads a status pipe
+on which the child says which case it is running and, last, the exit code it chose. A child that
+ends without saying its exit code ended abruptly: the parent writes a report for the case it was
+in (``stop_kind = "crashed"``) and exits 3, never 0 or 1.
+
+The child knows it is supervised from ``PARITY_SUPERVISED``; the status descriptor is taken out of
+the environment and made non-inheritable as soon as the child starts, so processes it starts in turn
+(``parity bench`` does) neither write to it nor supervise themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ENV_CHILD = "PARITY_SUPERVISED"
+ENV_FD = "PARITY_STATUS_FD"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h: the child dies with its parent (a SIGKILLed parent leaves no orphan)
+_status_fd: int | None = None
+
+
+def is_child() -> bool:
+    return os.environ.get(ENV_CHILD) == "1"
+
+
+def claim() -> None:
+    """In the child: take the status descriptor out of the environment (see the module docstring)."""
+    global _status_fd
+    text = os.environ.pop(ENV_FD, None)
+    if text is None:
+        return
+    try:
+        _status_fd = int(text)
+        os.set_inheritable(_status_fd, False)
+    except (ValueError, OSError):
+        _status_fd = None
+
+
+def _say(message: dict[str, Any]) -> None:
+    if _status_fd is None:
+        return
+    try:
+        os.write(_status_fd, (json.dumps(message, default=str) + "\n").encode())
+    except OSError:
+        pass
+
+
+def case_started(case: Any, case_dir: Path) -> None:
+    _say({"case": case.summary(), "pipeline": case.pipeline, "config": case.config.to_dict(), "dir": str(case_dir)})
+
+
+def case_done(case_dir: Path) -> None:
+    _say({"done": str(case_dir)})
+
+
+def exiting(code: int) -> None:
+    _say({"exit": code})
+
+
+def _die_with_parent() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the child handles Ctrl-C itself, whatever the parent ignores
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: an orphan then finishes its run on its own
+
+
+def supervise(argv: list[str]) -> int:
+    """Run ``parity argv`` as a child; its exit code, or 3 (with a report) if it ended abruptly."""
+    read_fd, write_fd = os.pipe()
+    env = dict(os.environ, **{ENV_CHILD: "1", ENV_FD: str(write_fd)})
+    root = str(Path(__file__).resolve().parent.parent)  # the parity the parent runs, whatever the cwd
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    # its own process group: a Ctrl-C at the terminal reaches the parent only, which forwards it once
+    child = subprocess.Popen([sys.executable, "-m", "parity", *argv], env=env, pass_fds=(write_fd,), process_group=0,
+                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    os.close(write_fd)
+
+    def forward(signum, _frame):
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    current: dict[str, Any] | None = None
+    said: int | None = None
+    with os.fdopen(read_fd, "rb") as status:
+        for line in status:
+            try:
+                message = json.loads(line)
+            except ValueError:
+                continue
+            if "case" in message:
+                current = message
+            elif "done" in message:
+                current = None
+            elif "exit" in message:
+                said = int(message["exit"])
+    code = child.wait()
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+    if said is not None:
+        return code if code >= 0 else 128 - code
+    if code < 0 and -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(-code, signal.SIG_DFL)  # stopped from outside: die of the same signal, as it did
+        os.kill(os.getpid(), -code)
+    how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code} (os._exit)"
+    where = f" in case {current['case'].get('name')!r}" if current else ""
+    print(f"parity: the run ended abruptly{where}: the process {how} before it could report, most likely "
+          "inside adapter code; this is not a parity verdict (exit 3)", file=sys.stderr)
+    if current is not None:
+        _write_crash_report(current, how)
+    return 3
+
+
+def _write_crash_report(started: dict[str, Any], how: str) -> None:
+    from .report import write_report
+    from .results import RunReport
+
+    report = RunReport(case=started["case"], pipeline=started["pipeline"], config=started["config"], reference={},
+                       candidate={}, device="", modes=[], audits=[], taps=[], first_divergence=None, provenance={},
+                       timing={}, stopped=f"the process {how} during this case, before it could report (adapter "
+                                       "code ending the process: os._exit, a fatal signal, the OOM killer)",
+                       stop_kind="crashed")
+    try:
+        path = write_report(report, Path(started["dir"]))
+        print(f"parity: report of the interrupted case written to {path}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - the exit code says it all; the report is a courtesy
+        print(f"parity: could not write the case's report ({error})", file=sys.stderr)
