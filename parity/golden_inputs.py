@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from .cases import Case
-from .errors import ParityInputError
+from .errors import CorruptGoldenError, ParityInputError
 from .metrics import compare
 from .tolerances import ToleranceTable
 
@@ -76,6 +76,10 @@ def judge_inputs(path: Path, case: Case, stored: Mapping[str, np.ndarray], toler
                                    f"in parity/builtin_cases.py and re-record")
         if mine.tobytes() == theirs.tobytes():
             continue
+        if mine.dtype.kind in "fc" and not np.isfinite(mine).all():
+            raise CorruptGoldenError(f"{path}: input {name!r}: the golden holds {int(np.size(mine) - np.isfinite(mine).sum())} "
+                                     "NaN/Inf values, which the case's builder never makes; the file was changed "
+                                     "after recording, re-record it")
         applied = tolerances.lookup(name, case.config.dtype, "cpu", "propagated", case.pipeline)
         metrics = compare(name, mine, theirs, applied.criteria)
         row = {"input": name, "max_abs_error": float(metrics.max_abs_error),

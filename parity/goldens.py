@@ -334,6 +334,35 @@ class Golden:
         parts += [f"tap {name} gone" for name in then if name not in now]
         return ", ".join(parts) or "the registry's table changed"
 
+    def check_contents(self, case: Case) -> None:
+        """What the file holds must be what its metadata says, before any data is read: the case's name and
+        pipeline, every dataset at the registry's shape and dtype for the case (a resealed file whose digest is
+        consistent but whose content was changed is corrupt, never a candidate's divergence), a tap order of
+        recorded taps."""
+        if self.case_name != case.name or self.pipeline != self.definition.get("pipeline"):
+            raise CorruptGoldenError(f"{self.path}: holds case {self.case_name!r} ({self.pipeline}, recorded as "
+                                     f"{self.definition.get('pipeline')}), not {case.name!r}; re-record it with "
+                                     "`parity record`")
+        try:  # against the golden's own definition: a case changed since is stale (check_definition), not corrupt
+            batch = int(self.definition.get("batch", ""))
+        except ValueError:
+            raise CorruptGoldenError(f"{self.path}: its definition has no batch size; re-record it") from None
+        expected = {row[0]: (tuple(row[2]), row[3]) for row in registry_table(self.pipeline, self.config, batch)}
+        for group in GROUPS:
+            for name, dataset in self.h5[group].items():
+                if name not in expected:
+                    continue  # an unknown tap or input is named by the caller's set comparison
+                shape, dtype = expected[name]
+                fits = len(shape) == dataset.ndim and all(want in (None, -1) or want == got
+                                                          for want, got in zip(shape, dataset.shape))
+                if not fits or dataset.dtype.name != dtype:
+                    raise CorruptGoldenError(f"{self.path}: '{group}/{name}' is stored as {dataset.dtype.name} "
+                                             f"{tuple(dataset.shape)}, the registry says {dtype} {shape} for this "
+                                             "case: the file was changed after recording; re-record it")
+        strays = [name for name in self.tap_order if name not in self.h5["taps"]]
+        if strays:
+            raise CorruptGoldenError(f"{self.path}: its tap order names {strays}, which it does not hold")
+
     def check_case(self, case: Case) -> None:
         """The golden must be of ``case``'s definition, and ``case`` must run on the golden's inputs.
 

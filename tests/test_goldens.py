@@ -749,3 +749,41 @@ def test_any_attribute_value_is_refused_cleanly_or_accepted(recorded, tmp_path, 
         assert "stale golden" in str(error) and reseal
     finally:
         shutil.rmtree(folder)
+
+
+def _replace_dataset(path: Path, where: str, value) -> None:
+    """Replace a dataset and reseal every checksum, as a forger who knows the format would."""
+    with h5py.File(path, "r+") as h5:
+        attrs = dict(h5[where].attrs)
+        del h5[where]
+        h5[where] = value
+        h5[where].attrs.update(attrs)
+        h5[where].attrs["sha256"] = dataset_digest(h5[where])
+        h5.attrs[DIGEST_ATTR] = metadata_digest(h5)
+
+
+@pytest.mark.parametrize("change", ["other dtype", "one sample", "scalar", "bool", "huge input"])
+def test_a_resealed_golden_whose_data_does_not_fit_its_case_is_corrupt(goldens, change):
+    path = _path(goldens)
+    with h5py.File(path, "r") as h5:
+        intensity = h5["taps/intensity"][()]
+    where, value = "taps/intensity", {"other dtype": intensity.astype(np.float64), "one sample": intensity[:1, :4],
+                                      "scalar": np.float64(1.0) if intensity.dtype == np.float64 else np.float32(1.0),
+                                      "bool": intensity > 0}.get(change)
+    if change == "huge input":
+        with h5py.File(path, "r+") as h5:  # declared huge, chunked, never written: tiny on disk
+            attrs = dict(h5["inputs/probe"].attrs)
+            del h5["inputs/probe"]
+            h5.create_dataset("inputs/probe", shape=(400_000, 400_000), dtype=np.complex64, chunks=(64, 64))
+            h5["inputs/probe"].attrs.update(attrs)
+            h5.attrs[DIGEST_ATTR] = metadata_digest(h5)
+    else:
+        _replace_dataset(path, where, value)
+    with pytest.raises(CorruptGoldenError, match=r"is stored as .* the registry says .* changed after recording"):
+        open_golden(CASE, goldens)
+
+
+def test_a_resealed_golden_of_another_case_or_pipeline_is_corrupt(goldens):
+    _tamper(_path(goldens), reseal=True, case_name="pinn-default")
+    with pytest.raises(CorruptGoldenError, match=r"holds case 'pinn-default' \(physics, recorded as physics\), not 'physics-small'"):
+        open_golden(CASE, goldens)
