@@ -252,6 +252,10 @@ class CaseRun:
                 self._error(mode, spec.name, f"returned {type(value).__name__}, expected an array of shape "
                             f"{tuple(spec.shape(self.case.config, self.stop - self.start))}", "bad_output")
                 return False
+        device = getattr(getattr(value, "device", None), "type", None)
+        if device == "meta":  # a Torch tensor with a shape and no data
+            self._error(mode, spec.name, "returned a tensor on the 'meta' device (a shape without values)", "bad_output")
+            return False
         try:
             reference = self.reference_values[spec.name]
             judge = self._judge(spec, mode)

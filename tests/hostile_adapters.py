@@ -178,3 +178,15 @@ class EndsTheProcess(TorchBackend):
 class ExitsWhileBuilt(TorchBackend):
     def __init__(self, device: str = "cpu") -> None:
         sys.exit(0)
+
+
+class ReturnsMetaTensor(TorchBackend):
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+
+        def intensity(ctx, amp_scaled):
+            import torch
+
+            return torch.empty(amp_scaled.shape, device="meta")
+
+        self.stages = {**STAGES, "intensity": intensity}

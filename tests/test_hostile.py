@@ -437,3 +437,17 @@ def test_an_adapter_calling_sys_exit_while_built_is_bad_usage_not_a_pass(tmp_pat
 
     assert main(["check", "--case", "physics-default", "--candidate", "tests.hostile_adapters:ExitsWhileBuilt",
                  "--out", str(tmp_path)]) == EXIT_BAD_INPUT
+
+
+def test_a_tensor_without_data_is_junk_output_of_its_tap(tmp_path):
+    from parity.builtin_cases import builtin_case
+    from parity.runner import run_case
+    from parity.workflows import cast_case, tolerance_table
+    from tests.hostile_adapters import ReturnsMetaTensor
+    from backends.torch import TorchBackend
+
+    case = builtin_case("physics-default")
+    report = run_case(cast_case(case, case.config.replace(N=32)), TorchBackend(), ReturnsMetaTensor(),
+                      tolerance_table(None))
+    result = report.tap("intensity").modes["propagated"]
+    assert result.error_kind == "bad_output" and "meta" in result.error and not report.passed

@@ -498,3 +498,15 @@ def test_with_inputs_refuses_arrays_of_another_batch():
     with pytest.raises(ParityInputError, match=r"the arrays hold 4 samples, the case 2; .*case_from_arrays"):
         case.with_inputs(pipeline_inputs("physics", case.config, 4, seed=0))
     assert case.with_inputs(pipeline_inputs("physics", case.config, 2, seed=3)).batch == 2
+
+
+@pytest.mark.parametrize(("pipeline", "key"), [("physics", "probe"), ("physics", "object_patches"), ("pinn", "probe")])
+def test_an_all_zero_probe_or_object_is_refused_since_any_port_would_pass(pipeline, key):
+    from backends.common.input_checks import input_problems
+
+    cfg = resolve_config({"N": 32})
+    inputs = synthetic.pipeline_inputs(pipeline, cfg, 2, seed=0)
+    assert input_problems(pipeline, cfg, inputs) == []
+    inputs[key] = np.zeros_like(inputs[key])
+    [(named, expectation)] = input_problems(pipeline, cfg, inputs)
+    assert named == key and "would pass whatever the port does" in expectation

@@ -103,6 +103,19 @@ def _amplitude_problems(cfg: ForwardConfig, inputs: Mapping[str, np.ndarray], pa
     return []
 
 
+def _zero_problems(cfg: ForwardConfig, inputs: Mapping[str, np.ndarray], patches: str | None) -> list[tuple[str, str]]:
+    """An all-zero probe (where the mask lets it through) or object: every tap from the exit wave on is zero on
+    both sides, so any port would pass there."""
+    if not (np.abs(np.asarray(inputs["probe"])) * _disk(cfg)).any():
+        where = " inside the probe_mask disk" if cfg.probe_mask else ""
+        return [("probe", f"a probe that is nonzero somewhere{where}; it is zero, so the exit wave and every tap "
+                          "after it are zero in both backends and would pass whatever the port does")]
+    if patches is not None and not np.abs(np.asarray(inputs[patches])).max(initial=0.0) > 0:
+        return [(patches, "object patches that are nonzero somewhere; they are zero, so every tap is zero in both "
+                          "backends and would pass whatever the port does")]
+    return []
+
+
 def _pinn_problems(cfg: ForwardConfig, inputs: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
     problems = _position_problems("positions", np.asarray(inputs["positions"]))
     X = np.asarray(inputs["X"])
@@ -110,7 +123,7 @@ def _pinn_problems(cfg: ForwardConfig, inputs: Mapping[str, np.ndarray]) -> list
     if (cfg.intensity_scale * largest) ** 2 > float(np.finfo(cfg.dtype).max):
         problems.append(("X", f"amplitudes whose counts (intensity_scale * X)^2 fit {cfg.dtype}; the largest X is "
                               f"{largest:.3g}, so the Poisson loss overflows"))
-    return problems or _amplitude_problems(cfg, inputs, None)
+    return problems or _zero_problems(cfg, inputs, None) or _amplitude_problems(cfg, inputs, None)
 
 
 def input_problems(pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray]) -> list[tuple[str, str]]:
@@ -119,7 +132,7 @@ def input_problems(pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.nd
         return _simulate_problems(cfg, inputs)
     if pipeline == "physics":
         return (_position_problems("positions", np.asarray(inputs["positions"]))
-                or _amplitude_problems(cfg, inputs, "object_patches"))
+                or _zero_problems(cfg, inputs, "object_patches") or _amplitude_problems(cfg, inputs, "object_patches"))
     if pipeline == "pinn":
         return _pinn_problems(cfg, inputs)
     return []
