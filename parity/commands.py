@@ -298,6 +298,12 @@ def command_bench(args) -> int:
     from .report import make_console
 
     cfg = resolve_knobs(None, args.assignments)  # validated here: a bad knob is exit 2 before anything runs
+    if args.json:  # proven writable before minutes of measuring, not after
+        from .atomic_files import writable_folder
+
+        if Path(args.json).is_dir():
+            raise ParityInputError(f"--json {args.json}: is a folder; expected a file name")
+        writable_folder(Path(args.json).parent, "folder of the JSON file", "--json")
     knobs = {knob: mine for knob, (mine, _) in cfg.diff(resolve_knobs(None, [])).items()}
     defaults = BenchOptions()
     sections = tuple(name for name in (args.only or BENCH_SECTIONS) if name not in args.skip)
@@ -344,17 +350,29 @@ def command_report(args) -> int:
     if not folders:
         raise ParityInputError(f"{folder}: no report.json here nor in any subfolder")
     for case_dir in folders:
-        print(f"wrote {write_html(load_report(case_dir), case_dir)}")
+        with _saved_report(case_dir):
+            print(f"wrote {write_html(load_report(case_dir), case_dir)}")
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _saved_report(where):
+    """A saved report whose fields are not of the types this harness writes is bad input, not a crash."""
+    try:
+        yield
+    except (AttributeError, TypeError, KeyError, IndexError, ValueError) as error:
+        raise ParityInputError(f"{where}: report.json is not a report this harness wrote ({type(error).__name__}: "
+                               f"{str(error)[:160]})") from None
 
 
 def command_diff(args) -> int:
     from .report import make_console
     from .rundiff import diff_runs, diff_table
 
-    changes, notes = diff_runs(args.run_a, args.run_b, args.factor)
-    console = make_console()
-    console.print(diff_table(changes, args.all))
+    with _saved_report(f"{args.run_a} or {args.run_b}"):
+        changes, notes = diff_runs(args.run_a, args.run_b, args.factor)
+        console = make_console()
+        console.print(diff_table(changes, args.all))
     for note in notes:
         print(f"note: {note}")
     worse = [change for change in changes if change.worse]

@@ -72,6 +72,9 @@ def load_report(path: str | Path) -> dict[str, Any]:
         raise ParityInputError(f"{path}: no such report (expected a report.json or a case folder holding one)")
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ParityInputError(f"{path}: not a JSON report ({error})") from None
+    except (ValueError, RecursionError) as error:  # a 5000-digit integer, nesting deeper than the parser goes
+        raise ParityInputError(f"{path}: not a report this harness wrote ({type(error).__name__}: "
+                               f"{str(error)[:120]})") from None
     if not isinstance(document, dict) or document.get("schema") != SCHEMA_NAME:
         raise ParityInputError(f"{path}: key 'schema' must be {SCHEMA_NAME!r}")
     version = document.get("schema_version")

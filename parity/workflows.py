@@ -135,7 +135,7 @@ def case_from_arrays(name: str, pipeline: str, inputs: Mapping[str, object], *,
 def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, tolerances: ToleranceTable,
                   options: RunOptions, out_dir: Path, notes: Sequence[str] = (),
                   reference_extra: Mapping[str, object] | None = None) -> RunReport:
-    case_dir = out_dir / case.name
+    case_dir = writable_folder(out_dir / case.name, "case's report folder", "--out")  # exit 2, not a crash later
     if options.dump_dir is not None:
         options = dataclasses.replace(options, dump_dir=case_dir)
     log_path = case_dir / "adapter.log"

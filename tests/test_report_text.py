@@ -50,3 +50,22 @@ def test_a_tap_failing_on_a_region_only_is_starred_and_the_region_named():
     row = next(line for line in text.splitlines() if " object.canvas " in line)
     assert "*" in row and "FAIL" in row
     assert "* object.canvas (propagated) fails on region covered: max |a-b| / max |a| = " in text
+
+
+def _saved(folder, text):
+    folder.mkdir()
+    (folder / "report.json").write_text(text)
+    return folder
+
+
+def test_hostile_saved_reports_are_bad_input_for_report_and_diff(tmp_path):
+    from parity.cli import main
+    from parity.errors import EXIT_BAD_INPUT
+
+    header = '{"schema": "ptycho-parity/report", "schema_version": 1, '
+    hostile = {"bigint": header + '"x": ' + "9" * 5001 + "}", "deep": "[" * 100_000 + "]" * 100_000,
+               "wrongtypes": header + '"case": 3, "taps": 7, "audits": "no"}'}
+    for name, text in hostile.items():
+        folder = _saved(tmp_path / name, text)
+        assert main(["report", str(folder)]) == EXIT_BAD_INPUT, name
+        assert main(["diff", str(folder), str(folder)]) == EXIT_BAD_INPUT, name
