@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ParityInputError
+from .files import regular_file
 
 PROBE_KEY = "probeGuess"
 
@@ -28,6 +29,8 @@ def fixtures_dir() -> Path:
 def fly001_probe() -> np.ndarray:
     """The measured probe, complex128 (64, 64)."""
     path = fixtures_dir() / "data" / "fly001_probe.npz"
+    if path.exists():
+        regular_file(path, "probe fixture")  # a FIFO or device there would block the read forever
     try:
         with np.load(path, allow_pickle=False) as archive:
             if PROBE_KEY not in archive.files:
@@ -59,10 +62,14 @@ def moon_luminance(downsample: int = 4) -> np.ndarray:
     from matplotlib import image
 
     path = fixtures_dir() / "data" / "moon.png"
+    if path.exists():
+        regular_file(path, "object fixture")
     try:
         pixels = np.asarray(image.imread(path), dtype=float)
     except FileNotFoundError:
         raise ParityInputError(f"{path}: object fixture not found (set PARITY_FIXTURES?)") from None
+    except (ValueError, SyntaxError, OSError) as error:  # not a PNG (PIL raises SyntaxError for a bad header)
+        raise ParityInputError(f"{path}: object fixture: not a readable PNG ({error})") from None
     luminance = pixels[..., :3] @ np.array([0.299, 0.587, 0.114]) if pixels.ndim == 3 else pixels
     height, width = (dim - dim % downsample for dim in luminance.shape)
     blocks = luminance[:height, :width].reshape(height // downsample, downsample, width // downsample, downsample)
