@@ -220,7 +220,11 @@ def run() -> None:
     if not supervise.is_child() and os.environ.get("PARITY_SUPERVISE", "1") != "0":
         sys.exit(supervise.supervise(sys.argv[1:]))
     supervise.claim()
-    code = main()
+    try:
+        code = main()
+    except SystemExit as ending:  # argparse: --help (0), a usage error (2); said to the watcher like any end
+        supervise.exiting(ending.code if isinstance(ending.code, int) else int(ending.code is not None))
+        raise
     supervise.exiting(code)
     if any(thread.name.startswith("parity-") and thread.is_alive() for thread in threading.enumerate()):
         sys.stdout.flush()

@@ -455,6 +455,7 @@ def test_real_exit_codes_of_python_m_parity(tmp_path):
     assert bad.stderr.startswith("parity: error: unknown case 'nope'") and "Traceback" not in bad.stderr
     usage = _process(["run", "--mode", "sideways"])
     assert usage.returncode == EXIT_BAD_INPUT and "invalid choice" in usage.stderr
+    assert _process(["--help"]).returncode == EXIT_OK  # argparse's own exits pass through the supervisor
 
 
 def test_a_crashing_reference_exits_3_not_1(tmp_path, capsys):
