@@ -238,41 +238,38 @@ def _streamed(pipeline: str, cfg: ForwardConfig, spec: TapSpec, member: Any) -> 
             and not any(tap.reduction == "global" for tap in pipeline_taps(pipeline, cfg)))
 
 
-def check_weights(where: str, weights: Mapping[str, np.ndarray], cfg: ForwardConfig) -> dict[str, np.ndarray]:
-    """In-memory canonical weights checked as a weights file's are (names, shapes, dtypes), cast to the run's dtype."""
+def _fit_problems(found: Mapping[str, Any], cfg: ForwardConfig) -> list[str]:
+    """Names, shapes and dtypes of weights (arrays, or a weights archive's member headers) against the config."""
     expected = dict(weight_specs(cfg))
     problems = [f"missing parameter {name!r} with shape {shape}" for name, shape in expected.items()
-                if name not in weights]
-    problems += [f"unexpected parameter {name!r}" for name in weights if name not in expected]
-    problems += [f"parameter {name!r} has shape {weights[name].shape}, expected {shape}"
-                 for name, shape in expected.items() if name in weights and weights[name].shape != shape]
-    problems += [f"parameter {name!r} has dtype {weights[name].dtype}, expected real floating point"
-                 for name in expected if name in weights and weights[name].dtype.kind not in "fiu"]
-    _refuse_weights(Path(where), problems)
-    return {name: cast_checked(where, name, weights[name], np.dtype(cfg.dtype)) if np.isfinite(weights[name]).all()
-            else weights[name].astype(cfg.dtype) for name in expected}
+                if name not in found]
+    problems += [f"unexpected parameter {name!r}" for name in found if name not in expected]
+    problems += [f"parameter {name!r} has shape {found[name].shape}, expected {shape}"
+                 for name, shape in expected.items() if name in found and found[name].shape != shape]
+    problems += [f"parameter {name!r} has dtype {found[name].dtype}, expected real floating point"
+                 for name in expected if name in found and found[name].dtype.kind not in "fiu"]
+    return problems
+
+
+def _cast_weight(where: str, name: str, value: np.ndarray, cfg: ForwardConfig) -> np.ndarray:
+    if np.isfinite(value).all():  # overflow in the cast is named here; NaN in the file by weight_problems
+        return cast_checked(where, name, value, np.dtype(cfg.dtype))
+    return value.astype(cfg.dtype)
+
+
+def check_weights(where: str, weights: Mapping[str, np.ndarray], cfg: ForwardConfig) -> dict[str, np.ndarray]:
+    """In-memory canonical weights checked as a weights file's are (names, shapes, dtypes), cast to the run's dtype."""
+    _refuse_weights(Path(where), _fit_problems(weights, cfg))
+    return {name: _cast_weight(where, name, weights[name], cfg) for name, _ in weight_specs(cfg)}
 
 
 def _npz_weights(path: Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:
     """Canonical weights from a .npz: names and shapes checked from the headers before any data is read."""
     archive = scan_npz(path, "weights file")
     expected = dict(weight_specs(cfg))
-    problems = [f"missing parameter {name!r} with shape {shape}" for name, shape in expected.items()
-                if name not in archive]
-    problems += [f"unexpected parameter {name!r}" for name in archive if name not in expected]
-    problems += [f"parameter {name!r} has shape {archive[name].shape}, expected {shape}"
-                 for name, shape in expected.items() if name in archive and archive[name].shape != shape]
-    problems += [f"parameter {name!r} has dtype {archive[name].dtype}, expected real floating point"
-                 for name in expected if name in archive and archive[name].dtype.kind not in "fiu"]
-    _refuse_weights(path, problems)
+    _refuse_weights(path, _fit_problems(archive, cfg))
     check_read(str(path), sum(archive[name].nbytes for name in expected))
-    weights = {}
-    for name in expected:
-        value = archive.read(name)
-        if np.isfinite(value).all():  # overflow in the cast is named here; NaN in the file by weight_problems
-            weights[name] = cast_checked(str(path), name, value, np.dtype(cfg.dtype))
-        else:
-            weights[name] = value.astype(cfg.dtype)
+    weights = {name: _cast_weight(str(path), name, archive.read(name), cfg) for name in expected}
     return weights
 
 

@@ -510,3 +510,18 @@ def test_an_all_zero_probe_or_object_is_refused_since_any_port_would_pass(pipeli
     inputs[key] = np.zeros_like(inputs[key])
     [(named, expectation)] = input_problems(pipeline, cfg, inputs)
     assert named == key and "would pass whatever the port does" in expectation
+
+
+def test_a_pinn_case_from_arrays_takes_weights_checked_as_a_weights_file():
+    import parity
+
+    cfg = resolve_config({"N": 32, "n_filters_scale": 1})
+    arrays = synthetic.pipeline_inputs("pinn", cfg, 2, seed=0)
+    weights = init_weights(cfg, seed=3)
+    case = parity.case_from_arrays("mine", "pinn", arrays, config={"N": 32, "n_filters_scale": 1}, weights=weights)
+    assert case.weights is not None and set(case.weights) == set(weights)
+    renamed = dict(weights)
+    renamed["bogus"] = renamed.pop(next(iter(renamed)))
+    with pytest.raises(ParityInputError, match=r"weights of case 'mine': weights do not fit .*unexpected parameter "
+                                               r"'bogus'"):
+        parity.case_from_arrays("mine", "pinn", arrays, config={"N": 32, "n_filters_scale": 1}, weights=renamed)
