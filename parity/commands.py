@@ -185,13 +185,21 @@ def command_run(args) -> int:
     _print(reports, args.quiet)
     for line in notes:
         print(f"note: {line}")
-    for report in reports:
-        for line in report.notes:
-            if line not in notes:
-                print(f"note: {report.case['name']}: {line}")
+    _print_case_notes(reports, skip=notes)
     _print_skipped(skipped)
     print(f"reports written under {args.out}/")
     return verdict(reports, deterministic)
+
+
+def _print_case_notes(reports, skip=()) -> None:
+    """Each case's notes, a note shared by several cases once with their names."""
+    cases_of: dict[str, list[str]] = {}
+    for report in reports:
+        for line in report.notes:
+            if line not in skip:
+                cases_of.setdefault(line, []).append(report.case["name"])
+    for line, names in cases_of.items():
+        print(f"note: {', '.join(names)}: {line}")
 
 
 def _covered(args, cases, run_one, out: Path) -> tuple[list, dict[str, PipelineNotCovered]]:
@@ -265,9 +273,7 @@ def command_check(args) -> int:
     reports, skipped = _covered(args, cases, check_one, out)
     deterministic = _repeat(args, [case for case in cases if case.name not in skipped], reports, candidate, out)
     _print(reports, args.quiet)
-    for report in reports:
-        for line in report.notes:
-            print(f"note: {report.case['name']}: {line}")
+    _print_case_notes(reports)
     _print_skipped(skipped)
     print(f"reports written under {args.out}/")
     return verdict(reports, deterministic)
