@@ -86,6 +86,7 @@ def measure_process(command: Sequence[str], timeout: float = 1800.0, env: Mappin
     environment = dict(os.environ if env is None else env)
     # The child runs the same code as this process, installed or not.
     environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environment.get("PYTHONPATH")]))
+    environment["PARITY_SUPERVISE"] = "0"  # the command itself, not a watcher around it (its RSS, its start-up)
     with tempfile.TemporaryDirectory(prefix="parity-measure-") as folder:
         out_path, err_path, result_path = (Path(folder) / name for name in ("stdout", "stderr", "result.json"))
         with open(out_path, "w") as out, open(err_path, "w") as err:
