@@ -22,11 +22,12 @@ Rules are read in order and the last one that matches wins (as in
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import fnmatch
 from pathlib import Path
 from typing import Any
 
-from backends.common.taps import PIPELINES
+from backends.common.taps import PIPELINES, registry_tap_names
 
 from .errors import ParityInputError
 from .files import read_toml
@@ -120,6 +121,20 @@ def _selector(path: str, where: str, table: dict[str, Any], key: str, allowed: t
     return value
 
 
+def _known_taps(path: str, where: str, patterns: list[str]) -> None:
+    """A pattern that names no tap of the registry is a typo: the taps it meant would be judged by another rule."""
+    names = registry_tap_names()
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            plain = {name for name in names if not name.startswith("encoder.block") or name == "encoder.block0"}
+            families = {name.split(".")[0] + ".*" for name in names if "." in name}
+            close = difflib.get_close_matches(pattern, sorted(plain | families), n=3)
+            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+            raise ParityInputError(f"{path}: {where}: key 'taps': {pattern!r} matches no tap of the registry{hint}; "
+                                   f"expected tap names or globs of docs/forward-model.md's taps, e.g. 'encoder.*', "
+                                   f"'object.canvas', 'amplitude'")
+
+
 def _note(path: str, where: str, note: Any) -> str:
     if not isinstance(note, str):
         raise ParityInputError(f"{path}: {where}: key 'note': expected a string, got {note!r}")
@@ -148,6 +163,7 @@ def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
         if not (isinstance(taps, list) and taps and all(isinstance(tap, str) and tap for tap in taps)):
             raise ParityInputError(f"{path}: {where}: key 'taps': expected a tap name, glob or non-empty list of "
                                    f"them, got {taps!r}")
+        _known_taps(path, where, taps)
         rules.append(Rule(
             taps=tuple(taps), criteria=_criteria(path, where, table),
             dtype=_selector(path, where, table, "dtype", ("float32", "float64")),

@@ -156,6 +156,9 @@ def test_default_fallback_when_no_rule_matches(tmp_path):
     ('taps = []', "rule 1: key 'taps'"),
     ('dtype = "float32"', "rule 1: key 'taps'"),
     ('taps = ["a", 3]', "rule 1: key 'taps'"),
+    ('taps = ["encodr.*"]\nmax_rel_to_peak = 1e-6', "rule 1: key 'taps': 'encodr.*' matches no tap of the registry "
+     "(did you mean 'encoder.*'"),
+    ('taps = ["amplitude", "amplitud"]\natol = 1', "rule 1: key 'taps': 'amplitud' matches no tap"),
     ('taps = "*"\nmax_rel = 1e-6', "rule 1: unknown criteria key(s): max_rel"),
     ('taps = "*"\nrtol = "tight"', "rule 1: Criteria.rtol must be a number"),
     ('taps = "*"\nmax_rel_to_peak = -1.0', "rule 1: Criteria.max_rel_to_peak must be finite"),
@@ -249,7 +252,7 @@ def test_dump_of_fully_specified_criteria_round_trips():
     full = Criteria(max_rel_to_peak=1e-6, atol=1e-9, rtol=1e-7, max_fraction_out=0.01, max_abs=0.25,
                     min_cosine=0.99999, max_phase_error=1e-4, phase_floor=1e-2)
     table = ToleranceTable(default=full, rules=(
-        Rule(taps=("encoder.*", 'we"ird\\name'), criteria=full, dtype="float32", device="cuda", mode="isolated",
+        Rule(taps=("encoder.*", 'encoder.block[!"\\]'), criteria=full, dtype="float32", device="cuda", mode="isolated",
              pipeline="pinn", note='quote " and backslash \\', index=0),
         Rule(taps=("*",), criteria=full, index=1)), path="x")
     again = _round_trip(table)

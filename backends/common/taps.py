@@ -268,3 +268,9 @@ def stage_keys() -> set[str]:
     """Every stage-table key a complete backend must provide."""
     cfg = ForwardConfig()
     return {spec.stage for pipeline in PIPELINES for spec in pipeline_taps(pipeline, cfg)}
+
+
+def registry_tap_names() -> frozenset[str]:
+    """Every computed tap name any configuration can have (encoder blocks up to a depth no N reaches)."""
+    names = {spec.name for pipeline in PIPELINES for spec in pipeline_taps(pipeline, ForwardConfig())}
+    return frozenset(names | {f"encoder.block{index}" for index in range(32)})
