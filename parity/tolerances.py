@@ -27,7 +27,7 @@ import fnmatch
 from pathlib import Path
 from typing import Any
 
-from backends.common.taps import PIPELINES, registry_tap_names
+from backends.common.taps import PIPELINES, registry_tap_names, tap_name_hints
 
 from .errors import ParityInputError
 from .files import read_toml
@@ -126,13 +126,10 @@ def _known_taps(path: str, where: str, patterns: list[str]) -> None:
     names = registry_tap_names()
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            plain = {name for name in names if not name.startswith("encoder.block") or name == "encoder.block0"}
-            families = {name.split(".")[0] + ".*" for name in names if "." in name}
-            close = difflib.get_close_matches(pattern, sorted(plain | families), n=3)
+            close = difflib.get_close_matches(pattern, tap_name_hints(), n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise ParityInputError(f"{path}: {where}: key 'taps': {pattern!r} matches no tap of the registry{hint}; "
-                                   f"expected tap names or globs of docs/forward-model.md's taps, e.g. 'encoder.*', "
-                                   f"'object.canvas', 'amplitude'")
+                                   f"expected names or globs of the registry's taps (docs/adapters.md lists them)")
 
 
 def _note(path: str, where: str, note: Any) -> str:

@@ -274,3 +274,9 @@ def registry_tap_names() -> frozenset[str]:
     """Every computed tap name any configuration can have (encoder blocks up to a depth no N reaches)."""
     names = {spec.name for pipeline in PIPELINES for spec in pipeline_taps(pipeline, ForwardConfig())}
     return frozenset(names | {f"encoder.block{index}" for index in range(32)})
+
+
+def tap_name_hints() -> list[str]:
+    """What to suggest for a misspelt tap name: the default configuration's taps and each family's glob."""
+    names = {spec.name for pipeline in PIPELINES for spec in pipeline_taps(pipeline, ForwardConfig())}
+    return sorted(names | {name.split(".")[0] + ".*" for name in names if "." in name})
