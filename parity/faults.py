@@ -158,6 +158,7 @@ PHYSICS = CaseRecipe("physics-default", {"N": 32})
 PHYSICS_S = CaseRecipe("physics-default", {"N": 32, "intensity_scale": 2.5})
 PHYSICS_SMOOTH_MASK = CaseRecipe("physics-default", {"N": 32, "gaussian_sigma": 0.8, "probe_mask": True})
 PHYSICS_SMOOTH = CaseRecipe("physics-default", {"N": 32, "gaussian_sigma": 0.8})
+PHYSICS_SMOOTH_NARROW = CaseRecipe("physics-default", {"N": 32, "gaussian_sigma": 0.5})
 PHYSICS_UNCENTRED = CaseRecipe("physics-default", {"N": 32}, inputs="uncentred_offsets")
 PHYSICS_SINGLE_CANVAS = CaseRecipe("physics-default", {"N": 32, "object_big": False})  # C = 4, Co = 1
 PHYSICS_F64 = CaseRecipe("physics-n32-edge-offsets-f64")
@@ -223,6 +224,9 @@ FAULTS: tuple[Fault, ...] = (
     F("smoothing-default-differs", "the exit wave smoothed with the port's default sigma 0.8 where the "
       "configuration says 0", "exit_wave", "exit_wave_smoothing_default", PHYSICS, ("smoothing",),
       "smoothing on one side only (a default that differs)"),
+    F("smoothing-width-differs", "the exit wave smoothed with the port's own sigma 0.8 where the configuration "
+      "says 0.5", "exit_wave", "exit_wave_smoothing_default", PHYSICS_SMOOTH_NARROW, ("smoothing",),
+      "smoothing of another width (a default that differs)"),
     F("exit-wave-downcast", "exit wave computed in complex64 inside a float64 run, cast back",
       "exit_wave", "exit_wave_downcast", PHYSICS_F64, ("dtype_narrowing",), "dtype leak (float64 downcast)"),
     F("exit-wave-complex64", "exit wave returned as complex64 in a float64 run", "exit_wave",

@@ -514,11 +514,31 @@ def test_a_smoothing_on_one_side_is_named_with_its_kernel(smoothed):
     assert np.allclose(kernel, kernel[::-1, ::-1], atol=1e-4) and kernel.sum() == pytest.approx(1.0, abs=1e-3)
 
 
-@pytest.mark.parametrize("change", ["factor", "shift", "noise"])
+def test_two_smoothing_widths_are_named_with_a_wider_kernel():
+    """sigma 0.5 against 0.8 is no 3x3 kernel apart; the wider fits find it (the sharper side blurred further)."""
+    from scipy import ndimage as nd
+
+    rng = np.random.default_rng(7)
+    field = (nd.gaussian_filter(rng.standard_normal((2, 32, 32, 4)), (0, 2, 2, 0))
+             + 1j * nd.gaussian_filter(rng.standard_normal((2, 32, 32, 4)), (0, 2, 2, 0)))
+
+    def smoothed(sigma):
+        return (nd.gaussian_filter(field.real, (0, sigma, sigma, 0), mode="mirror", truncate=2.0)
+                + 1j * nd.gaussian_filter(field.imag, (0, sigma, sigma, 0), mode="mirror", truncate=2.0))
+
+    found = diagnose(smoothed(0.5).astype(np.complex64), smoothed(0.8).astype(np.complex64), layout="BHWC",
+                     kind="complex", tolerance=1e-6)
+    assert found[0].kind == "smoothing", found
+    assert found[0].summary.startswith("candidate = ") and "3x3" not in found[0].summary, found[0].summary
+    kernel = np.array(found[0].evidence["kernel"])
+    assert kernel.shape[0] in (5, 7) and np.allclose(kernel, kernel[::-1, ::-1], atol=1e-3)
+
+
+@pytest.mark.parametrize("change", ["factor", "shift", "shift2", "noise"])
 def test_a_factor_a_shift_or_noise_is_not_called_a_smoothing(change):
     rng = np.random.default_rng(6)
     a = rng.standard_normal((2, 24, 24, 4)).astype(np.float32)
-    b = {"factor": 1.01 * a, "shift": np.roll(a, 1, axis=2),
+    b = {"factor": 1.01 * a, "shift": np.roll(a, 1, axis=2), "shift2": np.roll(a, (2, -1), axis=(1, 2)),
          "noise": a + 1e-3 * rng.standard_normal(a.shape).astype(np.float32)}[change]
     assert "smoothing" not in [d.kind for d in diagnose(a, b, layout="BHWC", kind="real", tolerance=1e-6)]
 
