@@ -45,10 +45,19 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _path(text: str) -> str:
+    """A file or folder argument: an empty value must not fall back to the shipped fixtures (and overwrite them)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r}")
+    if "\0" in text:
+        raise argparse.ArgumentTypeError(f"expected a path, got {text!r} (a NUL character)")
+    return text
+
+
 def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True) -> None:
     parser.add_argument("--case", action="append", dest="cases", metavar="NAME",
                         help="built-in case (repeatable; default: all; see `parity cases`)")
-    parser.add_argument("--config", metavar="FILE.toml", help="knobs from a TOML file")
+    parser.add_argument("--config", metavar="FILE.toml", type=_path, help="knobs from a TOML file")
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", dest="assignments",
                         help="override one knob (repeatable)")
     parser.add_argument("--pipeline", choices=("pinn", "physics", "simulate"),
@@ -57,10 +66,10 @@ def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True)
                         help="refuse runs estimated to need more (e.g. 8G; default: "
                              f"{budget.DEFAULT_FRACTION:g} of the available memory)")
     if user_inputs:
-        parser.add_argument("--inputs", metavar="FILE.npz", help="your own inputs (spec names as keys)")
-        parser.add_argument("--weights", metavar="FILE", help="pinn weights: .npz (canonical names), "
+        parser.add_argument("--inputs", metavar="FILE.npz", type=_path, help="your own inputs (spec names as keys)")
+        parser.add_argument("--weights", metavar="FILE", type=_path, help="pinn weights: .npz (canonical names), "
                             ".weights.h5 or .keras")
-        parser.add_argument("--dataset", metavar="FILE.npz",
+        parser.add_argument("--dataset", metavar="FILE.npz", type=_path,
                             help="a PtychoPINN dataset (xcoords, ycoords, diff3d, probeGuess[, objectGuess]); "
                                  "see docs/datasets.md")
 
@@ -69,8 +78,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("both", "propagated", "isolated"), default="both",
                         help="comparison mode(s) (default both)")
     parser.add_argument("--taps", action="append", metavar="GLOB", help="compare only these taps (repeatable)")
-    parser.add_argument("--tolerances", metavar="FILE.toml", help="tolerance table (default fixtures/tolerances.toml)")
-    parser.add_argument("--out", default="reports", metavar="DIR", help="where report.json files go (default reports/)")
+    parser.add_argument("--tolerances", metavar="FILE.toml", type=_path, help="tolerance table (default fixtures/tolerances.toml)")
+    parser.add_argument("--out", default="reports", metavar="DIR", type=_path, help="where report.json files go (default reports/)")
     parser.add_argument("--dump-taps", action="store_true", help="also write both backends' taps to HDF5")
     parser.add_argument("--chunk-mb", type=_positive_int, default=64, help="comparison chunk size per side in MiB")
     parser.add_argument("--batch-chunk", type=_positive_int, default=None, metavar="N",
@@ -101,13 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
     record = commands.add_parser("record", help="write the reference's taps as golden HDF5 files")
     _add_case_options(record)
     record.add_argument("--reference", default="tf")
-    record.add_argument("--goldens", metavar="DIR", help="golden folder (default fixtures/goldens)")
+    record.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default fixtures/goldens)")
 
     check = commands.add_parser("check", help="compare a candidate against recorded goldens (no TF needed)")
     _add_case_options(check)
     check.add_argument("--candidate", default="torch")
     check.add_argument("--device", default="cpu")
-    check.add_argument("--goldens", metavar="DIR", help="golden folder (default fixtures/goldens)")
+    check.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default fixtures/goldens)")
     _add_compare_options(check)
     _add_gpu_options(check)
 
@@ -115,12 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_case_options(calibrate, user_inputs=False)
     calibrate.add_argument("--reference", default="tf")
     calibrate.add_argument("--candidate", default="torch", help="also run twice to check run-to-run noise")
-    calibrate.add_argument("--tolerances", metavar="FILE.toml")
+    calibrate.add_argument("--tolerances", metavar="FILE.toml", type=_path)
     calibrate.add_argument("--factor", default="10", help="tolerance = factor x noise (>= 1, default 10)")
     calibrate.add_argument("--floor", default=None, help="smallest tolerance, > 0 and < 1 (default per dtype)")
     calibrate.add_argument("--write", action="store_true", help="write tighter tolerances into the file")
     calibrate.add_argument("--allow-looser", action="store_true", help="with --write: also write looser ones")
-    calibrate.add_argument("--out", default="reports", metavar="DIR")
+    calibrate.add_argument("--out", default="reports", metavar="DIR", type=_path)
 
     bench = commands.add_parser("bench", help="throughput, harness overhead, peak memory and start-up, in one run")
     bench.add_argument("--pipeline", action="append", dest="pipelines", choices=("pinn", "physics"),
@@ -145,14 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--startup-case", default="pinn-default", help="case of the start-up section's check/run")
     bench.add_argument("--no-tf", action="store_true",
                        help="Torch rows only (GPU sessions: the CPU reference would dominate the time)")
-    bench.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bench.add_argument("--json", metavar="FILE", type=_path, help="also write the results as JSON")
 
     report = commands.add_parser("report", help="re-render report.html from a saved run (no re-run)")
-    report.add_argument("folder", metavar="DIR", help="a case folder holding report.json, or an --out folder")
+    report.add_argument("folder", metavar="DIR", type=_path, help="a case folder holding report.json, or an --out folder")
 
     diff = commands.add_parser("diff", help="compare two saved runs tap by tap; exit 1 if a tap got worse")
-    diff.add_argument("run_a", metavar="RUN_A", help="the earlier run: case folder, report.json or --out folder")
-    diff.add_argument("run_b", metavar="RUN_B", help="the later run")
+    diff.add_argument("run_a", metavar="RUN_A", type=_path, help="the earlier run: case folder, report.json or --out folder")
+    diff.add_argument("run_b", metavar="RUN_B", type=_path, help="the later run")
     diff.add_argument("--factor", type=float, default=2.0,
                       help="a failing tap got worse when its error / tolerance grew by more than this (default 2)")
     diff.add_argument("--all", action="store_true", help="list unchanged taps too")
@@ -164,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--fast", action="store_true", help="one seed per built-in case (what `nox -s tests` runs)")
     selftest.add_argument("--only", action="append", metavar="GLOB", help="faults/refactors whose id matches")
     selftest.add_argument("--no-clean", action="store_true", help="skip the clean candidate's runs")
-    selftest.add_argument("--out", metavar="DIR", help="also write DIR/selftest.json")
+    selftest.add_argument("--out", metavar="DIR", type=_path, help="also write DIR/selftest.json")
     return parser
 
 

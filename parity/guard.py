@@ -12,6 +12,7 @@ the timeout is per stage, not per pipeline.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -71,12 +72,14 @@ class Guard:
             if job is None:
                 return
             function, args, kwargs, box, done = job
+            folder = _working_folder()
             try:
                 with self.log.capture() if self.log is not None else contextlib.nullcontext():
                     box["value"] = function(*args, **kwargs)
             except BaseException as error:  # noqa: BLE001 - adapter code may raise anything, exits included
                 box["error"] = error
             finally:
+                _restore_working_folder(folder)  # an adapter's os.chdir must not move the run's outputs
                 done.set()
             # nothing of this call may outlive it: between calls the worker would otherwise keep the
             # last call's arguments (a chunk's inputs, a stage's reference values) alive
@@ -121,6 +124,19 @@ class Guard:
             self._jobs.put(None)
             self._thread.join(timeout=5)
         self._thread = None
+
+
+def _working_folder() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # the folder was removed under us: nothing to restore to
+        return None
+
+
+def _restore_working_folder(folder: str | None) -> None:
+    if folder is not None and _working_folder() != folder:
+        with contextlib.suppress(OSError):
+            os.chdir(folder)
 
 
 def any_stuck(guards: list[Guard]) -> bool:

@@ -190,3 +190,16 @@ class ReturnsMetaTensor(TorchBackend):
             return torch.empty(amp_scaled.shape, device="meta")
 
         self.stages = {**STAGES, "intensity": intensity}
+
+
+class ChangesFolder(TorchBackend):
+    """os.chdir inside the pipeline (a port that cds into its own data folder): outputs must stay put."""
+
+    name = "changes-folder"
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        import os
+        import tempfile
+
+        os.chdir(tempfile.gettempdir())
+        return super().run_pipeline(pipeline, cfg, inputs, weights, sink=sink, taps=taps)
