@@ -112,6 +112,11 @@ def _objects(h5: h5py.File) -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
             if not isinstance(link, h5py.HardLink):
                 raise ValueError(f"'{where}' is a {type(link).__name__}; a golden holds only groups and datasets")
             obj = group[name]
+            if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
+                # HDF5 external storage or a virtual dataset: the data would be read from another file (a FIFO
+                # would hang the read), so the golden would neither travel nor stay what was recorded
+                raise ValueError(f"'{where}' stores its data outside the file ({'virtual dataset' if obj.is_virtual else 'external storage'}); "
+                                 "a golden holds its data itself")
             yield where, obj
             if isinstance(obj, h5py.Group):
                 pending.append((f"{where}/", obj))
@@ -348,9 +353,15 @@ class Golden:
         except ValueError:
             raise CorruptGoldenError(f"{self.path}: its definition has no batch size; re-record it") from None
         expected = {row[0]: (tuple(row[2]), row[3]) for row in registry_table(self.pipeline, self.config, batch)}
+        largest = max((dataset.size for group in GROUPS for name, dataset in self.h5[group].items()
+                       if name in expected), default=0)
         for group in GROUPS:
             for name, dataset in self.h5[group].items():
                 if name not in expected:
+                    if dataset.size > largest:  # checksumming it would read (or fill in) all of it first
+                        raise CorruptGoldenError(f"{self.path}: holds '{group}/{name}', which the registry does not "
+                                                 f"know, declared as {tuple(dataset.shape)}: larger than any "
+                                                 "dataset of the case; the file was changed after recording")
                     continue  # an unknown tap or input is named by the caller's set comparison
                 shape, dtype = expected[name]
                 fits = len(shape) == dataset.ndim and all(want in (None, -1) or want == got

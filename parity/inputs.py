@@ -257,9 +257,24 @@ def _cast_weight(where: str, name: str, value: np.ndarray, cfg: ForwardConfig) -
     return value.astype(cfg.dtype)
 
 
+WEIGHT_LIMIT = 1e10  # |w| beyond this overflows float32 activations within a few layers: junk, not a model
+
+
+def _discrimination_problems(weights: Mapping[str, np.ndarray]) -> list[str]:
+    """Weights that would make the network's taps say nothing about a port: all zero, or overflowing."""
+    finite = {name: np.asarray(value) for name, value in weights.items() if np.isfinite(value).all()}
+    if len(finite) == len(weights) and weights and not any(np.any(value) for value in finite.values()):
+        return ["every parameter is zero, so every network tap is a constant and no port bug in the network could "
+                "show; expected trained or initialised weights (omit the weights for seeded ones)"]
+    return [f"parameter {name!r} holds values up to {float(np.abs(value).max()):.3g}, beyond {WEIGHT_LIMIT:g}: "
+            "activations would overflow float32 within a few layers; expected trained or initialised weights"
+            for name, value in finite.items() if value.size and float(np.abs(value).max()) > WEIGHT_LIMIT]
+
+
 def check_weights(where: str, weights: Mapping[str, np.ndarray], cfg: ForwardConfig) -> dict[str, np.ndarray]:
     """In-memory canonical weights checked as a weights file's are (names, shapes, dtypes), cast to the run's dtype."""
     _refuse_weights(Path(where), _fit_problems(weights, cfg))
+    _refuse_weights(Path(where), _discrimination_problems(weights), "weights cannot tell a port")
     return {name: _cast_weight(where, name, weights[name], cfg) for name, _ in weight_specs(cfg)}
 
 
@@ -273,9 +288,9 @@ def _npz_weights(path: Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:
     return weights
 
 
-def _refuse_weights(path: Path, problems: list[str]) -> None:
+def _refuse_weights(path: Path, problems: list[str], what: str = "weights do not fit the configuration") -> None:
     if problems:
-        raise ParityInputError(f"{path}: weights do not fit the configuration: " + "; ".join(problems[:8])
+        raise ParityInputError(f"{path}: {what}: " + "; ".join(problems[:8])
                                + (f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""))
 
 
@@ -296,4 +311,5 @@ def load_weights(path: str | Path, cfg: ForwardConfig) -> dict[str, np.ndarray]:
     else:
         raise ParityInputError(f"{path}: expected a .npz of canonical weights, a .weights.h5 or a .keras file")
     _refuse_weights(path, weight_problems(cfg, weights))
+    _refuse_weights(path, _discrimination_problems(weights), "weights cannot tell a port")
     return weights

@@ -148,7 +148,19 @@ def save_keras_weights(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], pa
     return path
 
 
-def _open_weights(path: Path, kind: str) -> tuple[h5py.File, list[str] | None]:
+CONFIG_LIMIT = 16 * 2**20  # bytes of config.json read at most (a model's config is a few kB)
+
+
+def _member(archive: zipfile.ZipFile, path: Path, name: str, limit: int) -> bytes:
+    """One archive member, refused before decompression when it declares more than ``limit`` bytes (a zip bomb)."""
+    size = archive.getinfo(name).file_size
+    if size > limit:
+        raise WeightFileError(path, f"member {name!r} unpacks to {size} bytes, more than the {limit} bytes this "
+                                    "configuration's weights can take (a zip bomb, or weights of another model?)")
+    return archive.read(name)
+
+
+def _open_weights(path: Path, kind: str, limit: int) -> tuple[h5py.File, list[str] | None]:
     """The file's weights as an open h5py.File, plus the .keras config's Conv2D layer names."""
     if not path.exists():
         raise WeightFileError(path, "file does not exist")
@@ -171,12 +183,16 @@ def _open_weights(path: Path, kind: str) -> tuple[h5py.File, list[str] | None]:
             if ARCHIVE_WEIGHTS not in members:
                 raise WeightFileError(path, f"archive has no member {ARCHIVE_WEIGHTS!r} "
                                             f"(members: {sorted(members)})")
-            blob = archive.read(ARCHIVE_WEIGHTS)
-            config = json.loads(archive.read(ARCHIVE_CONFIG)) if ARCHIVE_CONFIG in members else None
+            blob = _member(archive, path, ARCHIVE_WEIGHTS, limit)
+            config = (json.loads(_member(archive, path, ARCHIVE_CONFIG, CONFIG_LIMIT)) if ARCHIVE_CONFIG in members
+                      else None)
+    except WeightFileError:
+        raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as error:
         raise WeightFileError(path, f"is not a readable zip archive (truncated or corrupt?): {error}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise WeightFileError(path, f"member {ARCHIVE_CONFIG!r} is not valid JSON: {error}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:  # JSONDecodeError, a 10,000-digit integer
+        raise WeightFileError(path, f"member {ARCHIVE_CONFIG!r} is not valid JSON: "
+                                    f"{str(error)[:200] or type(error).__name__}") from None
     try:
         handle = h5py.File(io.BytesIO(blob), "r")
     except OSError as error:
@@ -219,7 +235,14 @@ def _check_file(cfg: ForwardConfig, path: Path, handle: h5py.File, conv_names: l
         if item.dtype.kind != "f":
             problems.append(f"parameter {name!r}: key {key!r} has dtype {item.dtype}, expected floating point")
             continue
+        if item.external or item.is_virtual:  # read from another file (a FIFO there would hang the read)
+            problems.append(f"parameter {name!r}: key {key!r} stores its data outside the file "
+                            f"({'virtual dataset' if item.is_virtual else 'external storage'}); expected the values "
+                            "in the file itself")
+            continue
         arrays[name] = item[()]
+        if not np.isfinite(arrays[name]).all():
+            problems.append(f"parameter {name!r}: key {key!r} holds NaN or Inf; expected finite weights")
     # Our own named layers, in the order Keras saves them. Only these are checked by
     # name: pooling/upsampling layers are auto-named with a per-process counter.
     own = {keras_layer_name(prefix) for prefix in network_prefixes(cfg)}
@@ -267,7 +290,9 @@ def load_keras_weights(cfg: ForwardConfig, path: str | os.PathLike) -> dict[str,
     model = network.keras_model()
     layer_keys = _layer_keys(model)
     paths = _weight_paths(cfg, network, model)
-    handle, conv_names = _open_weights(path, kind)
+    # the weights as float64, twice over, plus room for HDF5's own structures
+    limit = 16 * sum(int(np.prod(shape)) for _, shape in weight_specs(cfg)) + 64 * 2**20
+    handle, conv_names = _open_weights(path, kind, limit)
     with handle:
         raw = _check_file(cfg, path, handle, conv_names, paths, layer_keys)
     try:
