@@ -40,7 +40,7 @@ def dataset_cases(path: str, pipeline: str | None, config_file: str | None, assi
         if name == "pinn" and weights is None:
             notes.append("no --weights: using the seeded Glorot initialisation (seed 0)")
         cases.append(user_case(f"dataset-{stem}-{name}", name, cfg, inputs, weights,
-                               f"{name} on the dataset {path} (M={data.M}, N={data.N})"))
+                               f"{name} on the dataset {Path(path).name} (M={data.M}, N={data.N})"))
     notes.append(f"{path}: intensity_scale={cfg.intensity_scale:g}, nphotons={cfg.nphotons:g} "
                  "(dataset defaults unless set)")
     return cases, notes

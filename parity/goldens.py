@@ -310,11 +310,14 @@ class Golden:
                 details.append(key)
             else:
                 details.append(f"{key}: golden {mine!r} -> now {theirs!r}")
+        if "user" in case.tags:  # a case around the user's own files has no name to record it by
+            advice = (f"Re-record with `parity record --pipeline {case.pipeline}` and the same --inputs/--dataset, "
+                      "--weights and --set options as this check, with --goldens")
+        else:
+            advice = (f"Re-record with `parity record --case {case.name}` (knob overrides change the case: record "
+                      "and check with the same overrides, into a folder of your own with --goldens)")
         raise StaleGoldenError(f"{self.path}: stale golden for case {case.name!r}: recorded case hash "
-                               f"{self.case_hash}, current {case.hash()}; changed: {'; '.join(details)}. "
-                               f"Re-record with `parity record --case {case.name}` (knob overrides change the "
-                               f"case: record and check with the same overrides, into a folder of your own "
-                               f"with --goldens)")
+                               f"{self.case_hash}, current {case.hash()}; changed: {'; '.join(details)}. {advice}")
 
     def graph(self):
         """The taps this golden holds, as a reference's graph (taps it lacks: not provided, with the reason)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,17 +19,25 @@ from backends.common.taps import pipeline_taps
 from . import provenance, supervise
 from .adapters import Adapter, graph_of
 from .atomic_files import terminate_as_interrupt, writable_folder
-from .cases import Case, user_case
+from .audits import contract_problems
 from .builtin_cases import select_cases
+from .cases import Case, user_case
 from .errors import CorruptGoldenError, ParityInputError
+from .evidence import EvidenceCollector
 from .golden_inputs import InputDrift, judge_inputs
 from .goldens import Golden, GoldenWriter, golden_path, write_golden
-from .inputs import (check_weights, infer_dtype, load_inputs, load_weights, resolve_knobs, scan_npz, split_keys,
-                     validate_inputs)
-from .evidence import EvidenceCollector
+from .inputs import (
+    check_weights,
+    infer_dtype,
+    load_inputs,
+    load_weights,
+    resolve_knobs,
+    scan_npz,
+    split_keys,
+    validate_inputs,
+)
 from .report import write_case_outputs
 from .results import RunReport
-from .audits import contract_problems
 from .runner import RunOptions, run_case
 from .tolerances import ToleranceTable, load_tolerances
 
@@ -56,6 +65,18 @@ def cast_case(case: Case, cfg: ForwardConfig) -> Case:
     return clone
 
 
+def _odd_dtype_notes(inputs_file: str, arrays: Mapping[str, Any], dtype: str) -> list[str]:
+    """Inputs stored as neither 32- nor 64-bit floats: what the cast to the run's dtype does to them."""
+    notes = []
+    for key, header in arrays.items():
+        stored = np.dtype(header.dtype)
+        if stored.kind in "fc" and stored.itemsize * (2 if stored.kind == "f" else 1) not in (8, 16):
+            target = np.dtype(dtype) if stored.kind == "f" else np.result_type(np.dtype(dtype), np.complex64)
+            effect = "rounded (precision is lost)" if stored.itemsize > target.itemsize else "widened"
+            notes.append(f"{inputs_file}: key {key!r} is {stored.name}, {effect} to {target.name}")
+    return notes
+
+
 def choose_cases(names: Sequence[str] | None, config_file: str | None = None, assignments: Sequence[str] = (),
                  pipeline: str | None = None, inputs_file: str | None = None, weights_file: str | None = None,
                  ) -> tuple[list[Case], list[str]]:
@@ -74,9 +95,11 @@ def choose_cases(names: Sequence[str] | None, config_file: str | None = None, as
                          "(--set dtype=float64 keeps them)")
         elif cfg.dtype != dtype:
             notes.append(f"{inputs_file}: inputs are {dtype}, cast to dtype={cfg.dtype} as set")
+        notes += _odd_dtype_notes(inputs_file, split_keys(pipeline, arrays)[0], cfg.dtype)
         inputs, ignored = load_inputs(inputs_file, pipeline, cfg, arrays)
         if ignored:
-            notes.append(f"{inputs_file}: ignored keys {ignored} (not inputs of pipeline {pipeline!r})")
+            shown = ", ".join(map(repr, ignored[:10])) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
+            notes.append(f"{inputs_file}: ignored keys {shown} (not inputs of pipeline {pipeline!r})")
         weights = None
         if weights_file:
             if pipeline != "pinn":
@@ -85,7 +108,8 @@ def choose_cases(names: Sequence[str] | None, config_file: str | None = None, as
         elif pipeline == "pinn":
             notes.append("no --weights: using the seeded Glorot initialisation (seed 0)")
         name = f"user-{Path(inputs_file).name.removesuffix('.npz')}"
-        return [user_case(name, pipeline, cfg, inputs, weights, f"inputs from {inputs_file}")], notes
+        # the file's name only: the description travels in goldens, where a machine's path must not
+        return [user_case(name, pipeline, cfg, inputs, weights, f"inputs from {Path(inputs_file).name}")], notes
     if weights_file:
         raise ParityInputError("--weights needs --inputs (built-in cases carry their own weights)")
     cases = select_cases(list(names) if names else None)

@@ -40,3 +40,48 @@ def test_an_adapter_that_changes_folder_does_not_move_the_run_outputs(tmp_path):
     case = tmp_path / "out" / "physics-n32-edge-offsets-f64"
     assert json.loads((case / "report.json").read_text())["passed"] is True
     assert (case / "report.html").is_file()
+
+
+def _physics_inputs(path, dtype=None):
+    import numpy as np
+
+    from backends.common.config import resolve_config
+    from parity import synthetic
+
+    arrays = synthetic.pipeline_inputs("physics", resolve_config({"N": 32, "dtype": "float64"}), 2, seed=3)
+    if dtype is not None:
+        arrays["probe"] = arrays["probe"].astype(dtype)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_a_golden_of_your_own_inputs_holds_no_path_of_this_machine_and_advises_the_right_rerecord(tmp_path):
+    pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
+    import h5py
+
+    inputs = _physics_inputs(tmp_path / "my scan.npz")
+    recorded = parity_process("record", "--pipeline", "physics", "--inputs", inputs, "--set", "N=32",
+                              "--goldens", tmp_path / "goldens", timeout=300)
+    assert recorded.returncode == 0, recorded.stderr
+    [golden] = (tmp_path / "goldens").glob("*.h5")
+    with h5py.File(golden, "r") as h5:
+        text = " ".join(str(h5.attrs[key]) for key in h5.attrs)
+    assert "my scan.npz" in text and str(tmp_path) not in text
+    stale = parity_process("check", "--pipeline", "physics", "--inputs", inputs, "--set", "N=32", "--set",
+                           "intensity_scale=2.5", "--goldens", tmp_path / "goldens", "--out", tmp_path / "out",
+                           timeout=300)
+    assert stale.returncode == 2 and "stale golden" in stale.stderr, stale.stderr
+    assert "parity record --pipeline physics" in stale.stderr and "--case user-" not in stale.stderr
+
+
+def test_inputs_of_an_odd_float_width_are_named_with_what_the_cast_does(tmp_path):
+    from parity.workflows import choose_cases
+
+    _, notes = choose_cases(None, None, ["N=32", "dtype=float64"], "physics",
+                            str(_physics_inputs(tmp_path / "scan.npz", "complex64")))
+    assert not any("key 'probe' is" in note for note in notes)
+    inputs = _physics_inputs(tmp_path / "wide.npz", "clongdouble")
+    _, notes = choose_cases(None, None, ["N=32", "dtype=float64"], "physics", str(inputs))
+    if __import__("numpy").dtype("clongdouble").itemsize > 16:  # long double wider than double here
+        assert any("key 'probe' is complex" in note and "rounded (precision is lost) to complex128" in note
+                   for note in notes), notes
