@@ -280,3 +280,15 @@ def tap_name_hints() -> list[str]:
     """What to suggest for a misspelt tap name: the default configuration's taps and each family's glob."""
     names = {spec.name for pipeline in PIPELINES for spec in pipeline_taps(pipeline, ForwardConfig())}
     return sorted(names | {name.split(".")[0] + ".*" for name in names if "." in name})
+
+
+def tensor_names() -> frozenset[str]:
+    """Every name an adapter may declare something for: the registry's taps and the pipelines' inputs."""
+    return registry_tap_names() | frozenset(INPUTS)
+
+
+def canonical_layouts() -> frozenset[str]:
+    """The layouts the registry uses (keys of an adapter's per-layout declarations)."""
+    cfg = ForwardConfig()
+    return frozenset({spec.layout for pipeline in PIPELINES for spec in pipeline_taps(pipeline, cfg)}
+                     | {spec.layout for spec in INPUTS.values()})

@@ -1,0 +1,60 @@
+"""A misspelt name in an adapter's declarations is refused when the adapter is built, never silently ignored."""
+
+from __future__ import annotations
+
+import pytest
+
+from parity import PluginAdapter, tap
+from tests.hostile import parity_process
+
+
+class Port(PluginAdapter):
+    layouts = {"BHWC": "BCHW", "positions": "BC12"}
+    not_provided = {"farfield": "fused with the modulus"}
+
+    @tap("object.canvas", inputs=("object_patches", "positions"))
+    def canvas(self, patches, positions):
+        return patches
+
+    @tap("encoder.block*")
+    def block(self, x, tap):
+        return x
+
+
+def test_a_port_whose_names_are_all_known_is_built():
+    assert Port().name == "Port"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"intensty": tap("intensty")(lambda self, x: x)}, "@tap('intensty') on <lambda>() names no tap of the registry "
+                                                       "(did you mean 'intensity'"),
+    ({"layouts": {"BHWC": "BCHW", "position": "BC12"}}, "layouts key 'position' is neither a tap, an input nor a "
+                                                        "canonical layout (did you mean 'positions'"),
+    ({"not_provided": {"far_field": "fused"}}, "not_provided key 'far_field' names no tap of the registry "
+                                               "(did you mean 'farfield'"),
+    ({"wide": tap("decoder.*", "lossy.*")(lambda self, x: x)}, "@tap('lossy.*')"),
+])
+def test_a_misspelt_declaration_is_refused_with_the_closest_names(change, fragment):
+    typo = type("Typo", (Port,), change)
+    with pytest.raises(ValueError) as caught:
+        typo()
+    assert fragment in str(caught.value), str(caught.value)
+
+
+def test_the_cli_refuses_such_an_adapter_with_exit_2(tmp_path):
+    (tmp_path / "typo_port.py").write_text(
+        "from parity import PluginAdapter, tap\n\n"
+        "class Typo(PluginAdapter):\n"
+        "    @tap('intensty')\n"
+        "    def intensity(self, x):\n"
+        "        return x\n")
+    result = parity_process("check", "--case", "physics-default", "--candidate", "typo_port:Typo", "--out",
+                            tmp_path / "out", cwd=tmp_path, env={"PYTHONPATH": f"{tmp_path}:{parity_root()}"})
+    assert result.returncode == 2 and "@tap('intensty')" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def parity_root() -> str:
+    from tests.hostile import ROOT
+
+    return str(ROOT)
