@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .errors import ParityInputError
+from .files import open_regular
 from .jsonable import to_jsonable
 from .results import SCHEMA_NAME, SCHEMA_VERSION, ModeResult, RunReport
 
@@ -61,15 +62,23 @@ def write_case_outputs(report: RunReport, directory: str | Path, evidence: Any =
     return path
 
 
+REPORT_LIMIT = 256 * 2**20  # a report holds statistics per tap, never tensors: far below this
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
     """A saved ``report.json`` (a file, or the case folder holding it), schema checked."""
     path = Path(path)
     if path.is_dir():
         path = path / "report.json"
-    try:
-        document = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists() and not path.is_symlink():
         raise ParityInputError(f"{path}: no such report (expected a report.json or a case folder holding one)")
+    try:
+        with open_regular(path, "saved report") as handle:  # a FIFO named report.json must not block the read
+            size = os.fstat(handle.fileno()).st_size
+            if size > REPORT_LIMIT:
+                raise ParityInputError(f"{path}: a report of {size} bytes, more than the {REPORT_LIMIT} bytes any "
+                                       "report this harness writes holds; expected a report.json of `parity run`")
+            document = json.loads(handle.read().decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ParityInputError(f"{path}: not a JSON report ({error})") from None
     except (ValueError, RecursionError) as error:  # a 5000-digit integer, nesting deeper than the parser goes
@@ -78,7 +87,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
     if not isinstance(document, dict) or document.get("schema") != SCHEMA_NAME:
         raise ParityInputError(f"{path}: key 'schema' must be {SCHEMA_NAME!r}")
     version = document.get("schema_version")
-    if version not in range(1, SCHEMA_VERSION + 1):
+    if not isinstance(version, int) or isinstance(version, bool) or version not in range(1, SCHEMA_VERSION + 1):
         raise ParityInputError(f"{path}: key 'schema_version' is {version!r}; this harness reads 1..{SCHEMA_VERSION}")
     return document
 

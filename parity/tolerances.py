@@ -102,6 +102,16 @@ def _criteria(path: str, where: str, table: dict[str, Any]) -> Criteria:
 
 
 def _judging(path: str, where: str, criteria: Criteria) -> Criteria:
+    # a criterion set to a value at which it cannot fail switches it off as surely as leaving it out
+    if criteria.tolerance_active and criteria.max_fraction_out >= 1.0:
+        raise ParityInputError(f"{path}: {where}: max_fraction_out = {criteria.max_fraction_out:g} lets every element "
+                               "out, so atol/rtol can never fail; expected a fraction below 1")
+    if criteria.max_phase_error is not None and criteria.phase_floor > 1.0:
+        raise ParityInputError(f"{path}: {where}: phase_floor = {criteria.phase_floor:g} leaves no element above it "
+                               "(it is a fraction of max |a|), so max_phase_error can never fail; expected at most 1")
+    if criteria.min_cosine is not None and criteria.min_cosine <= -1.0:
+        raise ParityInputError(f"{path}: {where}: min_cosine = {criteria.min_cosine:g} holds for any two arrays; "
+                               "expected a value above -1 (e.g. 0.99999)")
     if not any(getattr(criteria, name) is not None for name in JUDGING) and not criteria.regions:
         raise ParityInputError(f"{path}: {where}: sets no criterion, so every tap it matches would pass; expected at "
                                f"least one of {', '.join(JUDGING)} or regions")
@@ -142,11 +152,19 @@ def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
     unknown = sorted(set(document) - {"schema", "default", "rule"})
     if unknown:
         raise ParityInputError(f"{path}: unknown top-level key(s) {unknown}; expected schema, default, rule")
-    if document.get("schema", SCHEMA) != SCHEMA:
+    schema = document.get("schema", SCHEMA)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema != SCHEMA:
         raise ParityInputError(f"{path}: key 'schema': expected {SCHEMA}, got {document['schema']!r}")
+    if not document:  # an emptied or truncated file (a table that means it says `schema = 1` at least)
+        raise ParityInputError(f"{path}: is empty; expected `schema = 1` and a [default] table or [[rule]]s (an "
+                               "empty file would judge every tap by the built-in default, silently)")
     raw_default = document.get("default", {"max_rel_to_peak": 1e-6})
     if not isinstance(raw_default, dict):
         raise ParityInputError(f"{path}: key 'default': expected a table ([default]), got {raw_default!r}")
+    selectors = sorted(set(raw_default) & set(SELECTORS))
+    if selectors:
+        raise ParityInputError(f"{path}: [default]: key(s) {selectors} select taps, but the default applies to every "
+                               "tap; expected them in a [[rule]]")
     default = _judging(path, "[default]", _criteria(path, "[default]", raw_default))
     rules = []
     raw_rules = document.get("rule", [])

@@ -81,6 +81,22 @@ def test_parse_builds_rules_in_file_order(table, tmp_path):
     assert table.rules[4].dtype is None  # "*" means any
 
 
+@pytest.mark.parametrize("text, fragment", [
+    ("", "is empty; expected `schema = 1`"),
+    ("schema = true\n[default]\natol = 1e-6\n", "key 'schema': expected 1, got True"),
+    ("schema = 1.0\n[default]\natol = 1e-6\n", "key 'schema': expected 1, got 1.0"),
+    ("[default]\nmode = 'isolated'\natol = 1e-6\n", "[default]: key(s) ['mode'] select taps"),
+    ("[[rule]]\ntaps = '*'\nmin_cosine = -1.0\n", "min_cosine = -1 holds for any two arrays"),
+    ("[[rule]]\ntaps = '*'\natol = 0.0\nmax_fraction_out = 1.0\n", "max_fraction_out = 1 lets every element out"),
+    ("[[rule]]\ntaps = '*'\nmax_phase_error = 0.1\nphase_floor = 2.0\n", "phase_floor = 2 leaves no element"),
+])
+def test_a_table_that_would_silently_judge_less_is_refused(tmp_path, text, fragment):
+    path = _write(tmp_path, text)
+    with pytest.raises(ParityInputError) as caught:
+        load_tolerances(path)
+    assert str(caught.value).startswith(f"{path}: ") and fragment in str(caught.value), str(caught.value)
+
+
 def test_default_when_the_file_has_no_default_table():
     table = parse_table({"schema": 1}, "t.toml")
     assert table.default == Criteria(max_rel_to_peak=1e-6) and table.rules == ()
