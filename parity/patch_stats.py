@@ -122,6 +122,11 @@ def batch_statistics(chunk: Any, layout: str, start: int, batch: int) -> dict[st
     axes = spatial_axes(layout)
     if axes is None:
         return None
+    with np.errstate(all="ignore"):  # NaN/Inf patches are reported as such ("nan", "inf"), not warned about
+        return _batch_entry(chunk, axes, layout, start, batch)
+
+
+def _batch_entry(chunk: Any, axes: tuple[int, int], layout: str, start: int, batch: int) -> dict[str, Any] | None:
     mean, var, low, high, outer = _patch_rows(chunk, axes)
     if mean.size == 0:
         return None

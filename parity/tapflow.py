@@ -113,7 +113,10 @@ class _Sink:
 
     def __call__(self, spec: TapSpec, value: Any) -> None:
         try:
-            self.flow._deliver(spec, value)
+            # the harness's own statistics run here, on the adapter's thread and inside its output capture:
+            # NaN/Inf are counted, never warned about into the adapter's log (errstate is per thread)
+            with np.errstate(all="ignore"):
+                self.flow._deliver(spec, value)
         except Exception as error:  # a harness bug must not pass for the candidate's failure
             self.flow.harness_error = error
             raise

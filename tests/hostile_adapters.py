@@ -203,3 +203,19 @@ class ChangesFolder(TorchBackend):
 
         os.chdir(tempfile.gettempdir())
         return super().run_pipeline(pipeline, cfg, inputs, weights, sink=sink, taps=taps)
+
+
+class InfInFarfield(TorchBackend):
+    """A division without its epsilon: Inf and NaN from farfield on (the harness must count them quietly)."""
+
+    name = "inf-in-farfield"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages["farfield"] = _farfield_over_zero
+
+
+def _farfield_over_zero(ctx, wave):
+    spectrum = STAGES["farfield"](ctx, wave)
+    spectrum[..., :2, :] = spectrum[..., :2, :] / 0.0
+    return spectrum

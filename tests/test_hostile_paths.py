@@ -85,3 +85,15 @@ def test_inputs_of_an_odd_float_width_are_named_with_what_the_cast_does(tmp_path
     if __import__("numpy").dtype("clongdouble").itemsize > 16:  # long double wider than double here
         assert any("key 'probe' is complex" in note and "rounded (precision is lost) to complex128" in note
                    for note in notes), notes
+
+
+def test_the_harness_own_warnings_are_not_reported_as_adapter_output(tmp_path):
+    """NaN/Inf in a candidate's taps are counted by the statistics, not warned about into adapter.log."""
+    result = parity_process("check", "--case", "physics-n32-edge-offsets-f64", "--candidate",
+                            "tests.hostile_adapters:InfInFarfield", "--out", tmp_path / "out", timeout=300)
+    assert result.returncode == 1, result.stderr
+    case = tmp_path / "out" / "physics-n32-edge-offsets-f64"
+    report = json.loads((case / "report.json").read_text())
+    assert report["first_divergence"]["tap"] == "farfield"
+    assert not (case / "adapter.log").exists() or "Warning" not in (case / "adapter.log").read_text()
+    assert "RuntimeWarning" not in result.stderr
