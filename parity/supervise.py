@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -95,18 +96,17 @@ def supervise(argv: list[str]) -> int:
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     current: dict[str, Any] | None = None
     said: int | None = None
-    with os.fdopen(read_fd, "rb") as status:
-        for line in status:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            if "case" in message:
-                current = message
-            elif "done" in message:
-                current = None
-            elif "exit" in message:
-                said = int(message["exit"])
+    for line in _status_lines(read_fd, child):
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if "case" in message:
+            current = message
+        elif "done" in message:
+            current = None
+        elif "exit" in message and isinstance(message["exit"], int):
+            said = int(message["exit"])
     code = child.wait()
     for signum, handler in previous.items():
         signal.signal(signum, handler)
@@ -122,6 +122,36 @@ def supervise(argv: list[str]) -> int:
     if current is not None:
         _write_crash_report(current, how)
     return 3
+
+
+def _status_lines(read_fd: int, child: subprocess.Popen):
+    """The child's status lines, until it exits.
+
+    Not until end of file: a process the adapter forked (a worker pool, a DataLoader worker) holds a copy
+    of the pipe's write end and may outlive the child; the command must end with the child all the same.
+    """
+    os.set_blocking(read_fd, False)
+    pending = b""
+    try:
+        while True:
+            exited = child.poll() is not None  # read after this: whatever it wrote before exiting is in the pipe
+            select.select([read_fd], [], [], 0.2)
+            ended = False
+            while True:
+                try:
+                    data = os.read(read_fd, 65536)
+                except BlockingIOError:
+                    break
+                if not data:
+                    ended = True
+                    break
+                pending += data
+            *lines, pending = pending.split(b"\n")
+            yield from lines
+            if ended or exited:
+                return
+    finally:
+        os.close(read_fd)
 
 
 def _write_crash_report(started: dict[str, Any], how: str) -> None:

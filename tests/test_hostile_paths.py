@@ -97,3 +97,20 @@ def test_the_harness_own_warnings_are_not_reported_as_adapter_output(tmp_path):
     assert report["first_divergence"]["tap"] == "farfield"
     assert not (case / "adapter.log").exists() or "Warning" not in (case / "adapter.log").read_text()
     assert "RuntimeWarning" not in result.stderr
+
+
+def test_a_worker_process_the_adapter_leaves_behind_does_not_hold_the_command(tmp_path):
+    """The worker inherits the status pipe (and the saved terminal descriptors): the command ends all the same."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    started = time.monotonic()
+    with open(tmp_path / "output.txt", "w") as output:  # a file, not a pipe: the worker holds copies of it
+        code = subprocess.run([sys.executable, "-m", "parity", "check", "--case", "physics-n32-edge-offsets-f64",
+                               "--candidate", "tests.hostile_adapters:LeavesAWorker", "--mode", "propagated",
+                               "--out", str(tmp_path / "out")], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
+                              env=os.environ | {"PYTHONPATH": str(ROOT), "WORKER_SECONDS": "90"}, timeout=80).returncode
+    assert code == 0, (tmp_path / "output.txt").read_text()
+    assert time.monotonic() - started < 60
