@@ -98,7 +98,7 @@ def choose_cases(names: Sequence[str] | None, config_file: str | None = None, as
         notes += _odd_dtype_notes(inputs_file, split_keys(pipeline, arrays)[0], cfg.dtype)
         inputs, ignored = load_inputs(inputs_file, pipeline, cfg, arrays)
         if ignored:
-            shown = ", ".join(map(repr, ignored[:10])) + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
+            shown = f"{ignored[:10]}" + (f" and {len(ignored) - 10} more" if len(ignored) > 10 else "")
             notes.append(f"{inputs_file}: ignored keys {shown} (not inputs of pipeline {pipeline!r})")
         weights = None
         if weights_file:
