@@ -8,6 +8,7 @@ across chunks; the reference's values of a chunk live until its candidate runs a
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -123,6 +124,9 @@ class _Sink:
 
     def input_mutated(self, spec: TapSpec, inputs: list[str]) -> None:
         self.flow._mutated(spec, inputs)
+
+    def changed_after_handover(self, name: str) -> None:
+        self.flow._changed(name)
 
 
 class CaseRun:
@@ -292,6 +296,7 @@ class CaseRun:
         if spec.name not in self.compared_names:
             return
         self.delivered[spec.name] = True
+        self._watch(spec.name, value)
         if not self._compare("propagated", spec, value):
             return
         judge = self.judges[("propagated", spec.name)]
@@ -306,6 +311,29 @@ class CaseRun:
                 self.shared.add(spec.name)
                 self.judges[("isolated", spec.name)].shared = True
 
+    def _watch(self, name: str, value: Any) -> None:
+        """Remember a Torch tensor's in-place counter (weakly: the tensor stays the adapter's to free)."""
+        version = getattr(value, "_version", None)
+        if isinstance(version, int):
+            try:
+                self.handed[name] = (weakref.ref(value), version)
+            except TypeError:  # not weakly referable: not watched
+                pass
+
+    def _changed_after_handover(self) -> None:
+        """A tap the adapter wrote into after handing it over: what later stages read is not what was compared."""
+        for name, (reference, version) in self.handed.items():
+            tensor = reference()
+            if tensor is not None and getattr(tensor, "_version", version) != version:
+                self._changed(name)
+        self.handed = {}
+
+    def _changed(self, name: str) -> None:
+        if name in self.compared_names:
+            self._error("propagated", name, f"the candidate changed {name!r} in place after handing it over (a later "
+                        "stage, or a cache of it, wrote into the tensor): the stages that read it later saw other "
+                        "values than the ones compared here", "in_place")
+
     def _mutated(self, spec: TapSpec, inputs: list[str]) -> None:
         self.exact_inputs.difference_update(inputs)  # later readers of a changed input run in isolation
         names = ", ".join(repr(name) for name in inputs)
@@ -313,14 +341,17 @@ class CaseRun:
 
     def _propagated(self, inputs: Mapping[str, np.ndarray]) -> None:
         names = [spec.name for spec in self.compared]
+        self.handed: dict[str, tuple[weakref.ref, int]] = {}
         try:
             self.guards["candidate"].call("run_pipeline()", self.candidate.run_pipeline, self.case.pipeline,
                                           self.case.config, inputs, self.case.weights, sink=_Sink(self), taps=names)
         except AdapterFault as fault:
             if self.harness_error is not None:
                 raise self.harness_error from None
+            self._changed_after_handover()
             self._propagated_fault(fault, names)
             return
+        self._changed_after_handover()
         for name in names:  # a tap the candidate never delivered is a failure, not a silent pass
             if name not in self.delivered:
                 self._error("propagated", name, "the candidate's run_pipeline never delivered this tap", "missing")

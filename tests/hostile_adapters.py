@@ -236,3 +236,23 @@ class LeavesAWorker(TorchBackend):
             time.sleep(float(os.environ.get("WORKER_SECONDS", "60")))
             os._exit(0)
         return super().run_pipeline(pipeline, cfg, inputs, weights, sink=sink, taps=taps)
+
+
+class ScalesACachedTapLater(TorchBackend):
+    """Keeps the extracted patches, and a later, unrelated stage scales them in place (a cache gone wrong)."""
+
+    name = "scales-a-cached-tap-later"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        cache = {}
+
+        def extract(ctx, canvas, positions):
+            cache["patches"] = STAGES["patches_extracted"](ctx, canvas, positions)
+            return cache["patches"]
+
+        def probe(ctx, probe_in):
+            cache["patches"].mul_(1.5)
+            return STAGES["probe_effective"](ctx, probe_in)
+
+        self.stages["patches_extracted"], self.stages["probe_effective"] = extract, probe

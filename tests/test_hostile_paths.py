@@ -114,3 +114,13 @@ def test_a_worker_process_the_adapter_leaves_behind_does_not_hold_the_command(tm
                               env=os.environ | {"PYTHONPATH": str(ROOT), "WORKER_SECONDS": "90"}, timeout=80).returncode
     assert code == 0, (tmp_path / "output.txt").read_text()
     assert time.monotonic() - started < 60
+
+
+def test_a_tap_changed_in_place_after_handover_is_named_as_the_first_divergence(tmp_path):
+    result = parity_process("check", "--case", "physics-n32-edge-offsets-f64", "--candidate",
+                            "tests.hostile_adapters:ScalesACachedTapLater", "--out", tmp_path / "out", timeout=300)
+    assert result.returncode == 1, result.stderr
+    report = json.loads((tmp_path / "out" / "physics-n32-edge-offsets-f64" / "report.json").read_text())
+    first = report["first_divergence"]
+    assert first["tap"] == "patches.extracted" and first["mode"] == "propagated", first
+    assert "in place after handing it over" in json.dumps(report)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -43,6 +44,16 @@ class InputMutatedError(StageError):
         names = ", ".join(repr(name) for name in inputs)
         super().__init__(f"{backend} stage {tap!r} modified its input {names} in place", tap)
         self.inputs = list(inputs)
+
+
+def _watch(handed: dict, name: str, value: Any) -> None:
+    """A Torch tensor's in-place counter when it was handed over, held weakly (numpy, TF: no counter)."""
+    version = getattr(value, "_version", None)
+    if isinstance(version, int):
+        try:
+            handed[name] = (weakref.ref(value), version)
+        except TypeError:
+            pass
 
 
 def _versions(values: list[Any]) -> list[int | None]:
@@ -200,6 +211,8 @@ class Backend:
         selected = None if taps is None else set(taps)
         native = getattr(sink, "accepts_tensors", False)
         on_mutation = getattr(sink, "input_mutated", None)
+        on_change = getattr(sink, "changed_after_handover", None)
+        handed: dict[str, tuple[weakref.ref, int]] = {}
         for position, spec in enumerate(specs):
             value, mutated = self._call(spec, ctx, [env[name] for name in spec.inputs])
             if mutated and on_mutation is not None:
@@ -207,12 +220,18 @@ class Backend:
             if sink is not None and (selected is None or spec.name in selected):
                 convert = self.to_canonical_native if native else self.to_canonical
                 sink(spec, convert(spec, cfg, value))
+                if on_change is not None:
+                    _watch(handed, spec.name, value)
             if last_use.get(spec.name, -1) > position:
                 env[spec.name] = value
             del value
             for name in spec.inputs:
                 if last_use[name] == position:
                     env.pop(name, None)
+        for name, (reference, version) in handed.items():
+            tensor = reference()  # alive after the run only where the adapter kept it (a cache)
+            if tensor is not None and tensor._version != version:
+                on_change(name)
 
     def _prepare(self, pipeline: str, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None,
                  ctx: StageContext) -> None:
