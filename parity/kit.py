@@ -242,13 +242,21 @@ class PluginAdapter(Backend):
         if any(any(c in pattern for c in "*?[") for pattern in declaration.names) and "tap" in _parameters(method):
             keywords["tap"] = spec.name
         if len(declaration.names) == 1:
-            return method(*inputs, **keywords)
+            return self._as_kind(method(*inputs, **keywords))
         key = ("__parity_multi__", method.__name__, tuple(id(value) for value in inputs))
         results = ctx.constant(key, lambda: tuple(method(*inputs, **keywords)))
         if len(results) != len(declaration.names):
             raise StageError(f"{self.name}.{method.__name__} returned {len(results)} values for taps "
                              f"{list(declaration.names)}", spec.name)
-        return results[position]
+        return self._as_kind(results[position])
+
+    def _as_kind(self, value: Any) -> Any:
+        """A numpy result of a Torch port's method, as a tensor: a later method gets what isolated mode gives it."""
+        if self.tensor_kind == "torch" and isinstance(value, np.ndarray) and value.dtype.kind in "fcbiu":
+            import torch
+
+            return torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+        return value
 
     def run_stage(self, tap: str, pipeline: str, cfg: ForwardConfig, stage_inputs: Mapping[str, np.ndarray],
                   weights: Mapping[str, np.ndarray] | None = None) -> np.ndarray:

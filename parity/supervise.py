@@ -60,6 +60,12 @@ def case_started(case: Any, case_dir: Path) -> None:
     _say({"case": case.summary(), "pipeline": case.pipeline, "config": case.config.to_dict(), "dir": str(case_dir)})
 
 
+def stage_reached(role: str, what: str) -> None:
+    """The last thing the run did before an abrupt end: which side, which tap or stage (a pipe write, cheap)."""
+    if _status_fd is not None:
+        _say({"stage": f"{role} {what}"})
+
+
 def case_done(case_dir: Path) -> None:
     _say({"done": str(case_dir)})
 
@@ -103,6 +109,8 @@ def supervise(argv: list[str]) -> int:
             continue
         if "case" in message:
             current = message
+        elif "stage" in message and current is not None:
+            current["stage"] = str(message["stage"])
         elif "done" in message:
             current = None
         elif "exit" in message and isinstance(message["exit"], int):
@@ -117,6 +125,8 @@ def supervise(argv: list[str]) -> int:
         os.kill(os.getpid(), -code)
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code} (os._exit)"
     where = f" in case {current['case'].get('name')!r}" if current else ""
+    if current and current.get("stage"):
+        where += f" (last seen: {current['stage']})"
     print(f"parity: the run ended abruptly{where}: the process {how} before it could report, most likely "
           "inside adapter code; this is not a parity verdict (exit 3)", file=sys.stderr)
     if current is not None:
@@ -161,7 +171,8 @@ def _write_crash_report(started: dict[str, Any], how: str) -> None:
     report = RunReport(case=started["case"], pipeline=started["pipeline"], config=started["config"], reference={},
                        candidate={}, device="", modes=[], audits=[], taps=[], first_divergence=None, provenance={},
                        timing={}, stopped=f"the process {how} during this case, before it could report (adapter "
-                                       "code ending the process: os._exit, a fatal signal, the OOM killer)",
+                                       "code ending the process: os._exit, a fatal signal, the OOM killer)"
+                                       + (f"; last seen: {started['stage']}" if started.get("stage") else ""),
                        stop_kind="crashed")
     try:
         path = write_report(report, Path(started["dir"]))

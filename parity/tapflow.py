@@ -24,6 +24,7 @@ from .goldens import Golden
 from .guard import AdapterFault, describe_exception
 from .metrics import ReferenceCache, StreamingComparator
 from .results import NOT_COMPARABLE, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
+from .supervise import stage_reached
 
 
 class TapJudge:
@@ -237,6 +238,7 @@ class CaseRun:
 
         def keep(spec: TapSpec, value: Any) -> None:
             guard.tick()
+            stage_reached("reference", f"delivered {spec.name!r}; the stage after it was running")
             array = as_array(value)
             problem = contract_problems(spec, cfg, batch, array) if spec.reduction is None else None
             if problem is not None and problem not in self.contract_problems:
@@ -293,6 +295,7 @@ class CaseRun:
     # ---- propagated ----
     def _deliver(self, spec: TapSpec, value: Any) -> None:
         self.guards["candidate"].tick()
+        stage_reached("candidate", f"delivered {spec.name!r} (propagated); the stage after it was running")
         if spec.name not in self.compared_names:
             return
         self.delivered[spec.name] = True
@@ -393,6 +396,7 @@ class CaseRun:
             # the reference's own arrays: a stage that writes into its input must not change them
             stage_inputs = {name: np.array(value, copy=True) if copy_inputs else read_only(value)
                             for name, value in stage_inputs.items()}
+            stage_reached("candidate", f"run_stage({spec.name!r}) (isolated)")
             try:
                 value = guard.call(f"run_stage({spec.name!r})", self.candidate.run_stage, spec.name,
                                    self.case.pipeline, self.case.config, stage_inputs, self.case.weights)

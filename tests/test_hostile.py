@@ -429,6 +429,8 @@ def test_adapter_code_ending_the_process_is_a_crash_with_a_report_never_a_verdic
     report = json.loads(stale.read_text())
     assert report["stop_kind"] == "crashed" and report["passed"] is False
     assert f"exited with status {status}" in report["stopped"]
+    # where it ended: the candidate had delivered the tap before intensity's, and intensity was running
+    assert "last seen: candidate delivered 'amplitude.scaled'" in report["stopped"], report["stopped"]
 
 
 def test_an_adapter_calling_sys_exit_while_built_is_bad_usage_not_a_pass(tmp_path):

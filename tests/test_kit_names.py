@@ -58,3 +58,30 @@ def parity_root() -> str:
     from tests.hostile import ROOT
 
     return str(ROOT)
+
+
+def test_a_torch_port_method_returning_numpy_hands_the_next_method_a_tensor():
+    """Propagated mode gives a later method what isolated mode gives it: a tensor, never the raw numpy result."""
+    torch = pytest.importorskip("torch")
+    from backends.common.config import resolve_config
+    from parity import synthetic
+
+    seen = {}
+
+    class NumpyInTheMiddle(PluginAdapter):
+        frameworks = ("torch",)
+
+        @tap("object.canvas", inputs=("object_patches", "positions"))
+        def canvas(self, patches, positions):
+            return patches.numpy()[..., :1].repeat(1, axis=-1)  # a numpy result, the port's slip
+
+        @tap("object.trimmed", inputs=("object.canvas",))
+        def trimmed(self, canvas):
+            seen["type"] = type(canvas)
+            return canvas
+
+    cfg = resolve_config({"N": 32})
+    inputs = synthetic.pipeline_inputs("physics", cfg, 2, seed=0)
+    got = {}
+    NumpyInTheMiddle().run_pipeline("physics", cfg, inputs, sink=lambda spec, value: got.setdefault(spec.name, value))
+    assert seen["type"] is torch.Tensor and set(got) == {"object.canvas", "object.trimmed"}
