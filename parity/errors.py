@@ -50,3 +50,7 @@ class WriteRefusedError(Exception):
     """
 
     exit_code = EXIT_CRASHED
+
+
+class AdapterSetupError(Exception):
+    """An adapter's own setup (``PluginAdapter.setup``) raised: no stage of it can run, so none is blamed."""

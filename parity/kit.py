@@ -45,6 +45,7 @@ from backends.common.taps import (TapSpec, canonical_layouts, pipeline_inputs, p
                                   tap_name_hints, tensor_names)
 from backends.common.weights import weights_fingerprint
 
+from .errors import AdapterSetupError
 from .layouts import Layout, LayoutError, as_layout
 
 TENSOR_KINDS = ("numpy", "torch", "tf")
@@ -230,7 +231,11 @@ class PluginAdapter(Backend):
         key = (cfg.hash(), weights_fingerprint(weights) if weights else "")
         if key != self._setup_key:
             self.cfg, self.weights = cfg, weights
-            self.setup(cfg, weights)
+            try:
+                self.setup(cfg, weights)
+            except Exception as error:
+                text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+                raise AdapterSetupError(f"{self.name}.setup() raised {text}") from error
             self._setup_key = key
 
     def _invoke(self, spec: TapSpec, ctx: StageContext, inputs: list[Any]) -> Any:

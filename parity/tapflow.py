@@ -20,6 +20,7 @@ from backends.common.taps import TapSpec, batched, pipeline_inputs
 
 from .audits import contract_problems
 from .chunks import MeanCombiner, as_array, read_only, slice_inputs, slice_tap
+from .errors import AdapterSetupError
 from .goldens import Golden
 from .guard import AdapterFault, describe_exception
 from .metrics import ReferenceCache, StreamingComparator
@@ -360,6 +361,13 @@ class CaseRun:
                 self._error("propagated", name, "the candidate's run_pipeline never delivered this tap", "missing")
 
     def _propagated_fault(self, fault: AdapterFault, names: list[str]) -> None:
+        if isinstance(fault.original, AdapterSetupError):  # no stage ran: one cause, not a failure per tap
+            for name in names:
+                if name not in self.delivered:
+                    self._error("propagated", name, f"not run: {fault.original}", "raised")
+            self.propagated_alive = False
+            self.stopped, self.stop_kind = f"the candidate could not be set up: {fault.original}", "candidate"
+            return
         failing = fault.tap if fault.tap in names else next((n for n in names if n not in self.delivered), None)
         kind = {"timeout": "timeout", "stuck": "timeout", "exit": "exit", "interrupt": "interrupt"}.get(
             fault.kind, "raised")

@@ -85,3 +85,25 @@ def test_a_torch_port_method_returning_numpy_hands_the_next_method_a_tensor():
     got = {}
     NumpyInTheMiddle().run_pipeline("physics", cfg, inputs, sink=lambda spec, value: got.setdefault(spec.name, value))
     assert seen["type"] is torch.Tensor and set(got) == {"object.canvas", "object.trimmed"}
+
+
+def test_a_setup_that_raises_is_one_cause_not_a_failure_per_stage(tmp_path):
+    import json
+
+    (tmp_path / "broken_port.py").write_text(
+        "from parity import PluginAdapter, tap\n\n"
+        "class Broken(PluginAdapter):\n"
+        "    frameworks = ('torch',)\n\n"
+        "    def setup(self, cfg, weights):\n"
+        "        raise RuntimeError('extension acme_ops not built')\n\n"
+        "    @tap('object.canvas')\n"
+        "    def canvas(self, patches, positions):\n"
+        "        return patches\n")
+    result = parity_process("check", "--case", "physics-n32-edge-offsets-f64", "--candidate", "broken_port:Broken",
+                            "--out", tmp_path / "out", cwd=tmp_path, timeout=300,
+                            env={"PYTHONPATH": f"{tmp_path}:{parity_root()}"})
+    assert result.returncode == 1, result.stderr
+    report = json.loads((tmp_path / "out" / "physics-n32-edge-offsets-f64" / "report.json").read_text())
+    assert report["stopped"] == ("the candidate could not be set up: Broken.setup() raised RuntimeError: extension "
+                                 "acme_ops not built")
+    assert report["stop_kind"] == "candidate"
