@@ -151,9 +151,17 @@ def refused(path: Path, error: OSError) -> WriteRefusedError:
 def atomic_target(path: str | Path) -> Iterator[Path]:
     """A temporary path to write ``path``'s content into; renamed into place when the block completes."""
     path = Path(path)
+    if path.is_dir():  # os.replace would fail only after the whole file was written
+        raise ParityInputError(f"{path}: is a folder, so the file cannot be written there; expected no folder of "
+                               "that name (move it away)")
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temporaries(path.parent)
     temporary = temporary_path(path)
+    limit = _name_limit(path.parent)
+    if len(temporary.name.encode()) > limit:
+        raise ParityInputError(f"{path}: the file name is too long to write safely ({len(path.name.encode())} bytes; "
+                               f"this file system takes {limit}, less the temporary's suffix); expected a shorter "
+                               "name (rename the inputs file or the case)")
     with terminate_as_interrupt(), _no_sigxfsz():
         try:
             yield temporary
@@ -164,6 +172,13 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
             if isinstance(error, OSError) and error.errno in REFUSED_ERRNOS:
                 raise refused(path, error) from None
             raise
+
+
+def _name_limit(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def write_bytes_atomically(path: str | Path, data: bytes | memoryview) -> None:

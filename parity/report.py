@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .atomic_files import write_bytes_atomically
 from .errors import ParityInputError
 from .files import open_regular
 from .jsonable import to_jsonable
@@ -26,19 +26,8 @@ from .results import SCHEMA_NAME, SCHEMA_VERSION, ModeResult, RunReport
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a text file through a temporary file and a rename: never a half-written report."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.chmod(temporary, 0o644)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-    return path
+    write_bytes_atomically(path, text.encode("utf-8"))
+    return Path(path)
 
 
 def write_json_atomic(path: str | Path, document: Any) -> Path:

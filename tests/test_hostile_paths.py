@@ -124,3 +124,21 @@ def test_a_tap_changed_in_place_after_handover_is_named_as_the_first_divergence(
     first = report["first_divergence"]
     assert first["tap"] == "patches.extracted" and first["mode"] == "propagated", first
     assert "in place after handing it over" in json.dumps(report)
+
+
+def test_a_folder_where_the_report_goes_is_bad_input_not_a_crash(tmp_path):
+    (tmp_path / "out" / "physics-n32-edge-offsets-f64" / "report.json").mkdir(parents=True)
+    result = parity_process("check", "--case", "physics-n32-edge-offsets-f64", "--out", tmp_path / "out",
+                            "--quiet", timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "report.json: is a folder, so the file cannot be written there" in result.stderr
+
+
+def test_a_name_too_long_for_the_temporary_is_refused_before_writing(tmp_path):
+    from parity.atomic_files import write_bytes_atomically
+    from parity.errors import ParityInputError
+
+    target = tmp_path / ("a" * 250 + ".h5")
+    with pytest.raises(ParityInputError, match="the file name is too long to write safely"):
+        write_bytes_atomically(target, b"data")
+    assert not any(tmp_path.iterdir())
