@@ -27,7 +27,7 @@ def dataset_cases(path: str, pipeline: str | None, config_file: str | None, assi
     pipelines = [pipeline] if pipeline else ["pinn"] + (["simulate"] if data.obj is not None else [])
     if weights_file and "pinn" not in pipelines:
         raise ParityInputError(f"--weights is only for the pinn pipeline, not {pipelines}")
-    cfg = resolve_knobs(config_file, assignments, defaults=default_knobs(data))
+    cfg = resolve_knobs(config_file, assignments, defaults=default_knobs(data), defaults_source=str(path))
     if cfg.N != data.N:
         raise ParityInputError(f"{path}: key 'probeGuess': patterns and probe are {data.N} x {data.N}, "
                                f"but N={cfg.N} was set; expected N={data.N}")

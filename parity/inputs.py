@@ -53,8 +53,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def resolve_knobs(config_file: str | None, assignments: Sequence[str], base: ForwardConfig | None = None,
-                  defaults: dict[str, Any] | None = None) -> ForwardConfig:
-    """``defaults``, then --config FILE, then --set k=v (later wins), resolved and validated once."""
+                  defaults: dict[str, Any] | None = None, defaults_source: str | None = None) -> ForwardConfig:
+    """``defaults``, then --config FILE, then --set k=v (later wins), resolved and validated once.
+
+    ``defaults_source`` names where the defaults came from (a dataset file): a default that is itself
+    invalid, and not overridden, is that file's fault, not --set's.
+    """
     knobs: dict[str, Any] = dict(defaults or {})
     source = "--set"
     if config_file:
@@ -64,6 +68,12 @@ def resolve_knobs(config_file: str | None, assignments: Sequence[str], base: For
     try:
         return resolve_config(knobs, base=base)
     except ConfigError as error:
+        if defaults and defaults_source:
+            kept = {key: value for key, value in defaults.items() if knobs.get(key) == value}
+            try:
+                resolve_config(kept, base=base)
+            except ConfigError as own:
+                raise ParityInputError(f"{defaults_source}: {own} (derived from the file's data)") from None
         raise ParityInputError(f"{source}: {error}") from None
 
 

@@ -142,3 +142,20 @@ def test_a_name_too_long_for_the_temporary_is_refused_before_writing(tmp_path):
     with pytest.raises(ParityInputError, match="the file name is too long to write safely"):
         write_bytes_atomically(target, b"data")
     assert not any(tmp_path.iterdir())
+
+
+def test_a_knob_a_dataset_implies_is_blamed_on_the_dataset_not_on_set(tmp_path):
+    import numpy as np
+
+    from parity.dataset_cases import dataset_cases
+    from parity.errors import ParityInputError
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "odd.npz"
+    np.savez(path, xcoords=rng.uniform(0, 10, 8), ycoords=rng.uniform(0, 10, 8),
+             diff3d=rng.uniform(0, 1, (8, 63, 63)).astype(np.float32),
+             probeGuess=(np.ones((63, 63)) + 0j).astype(np.complex64))
+    with pytest.raises(ParityInputError) as caught:
+        dataset_cases(str(path), "pinn", None, [], None)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "N must be a power of two" in message and "--set" not in message
