@@ -74,9 +74,9 @@ def _simulate_problems(cfg: ForwardConfig, inputs: Mapping[str, np.ndarray]) -> 
                           "zero and the photon normalisation sqrt(nphotons / 0) is infinite")]
     magnitude = np.abs(obj)
     if not (_window_counts(magnitude > 0, scan, cfg.N) > 0).any():
-        return [("object", f"the object is zero under every scan position ({len(scan)} positions over a "
-                           f"{obj.shape[0]} x {obj.shape[1]} object): every diffraction pattern would be zero and "
-                           "the photon normalisation sqrt(nphotons / 0) infinite")]
+        return [("object", f"an object that is nonzero under at least one scan position; it is zero under all "
+                           f"{len(scan)} (a {obj.shape[0]} x {obj.shape[1]} object), so every diffraction pattern "
+                           "would be zero and the photon normalisation sqrt(nphotons / 0) infinite")]
     finfo = np.finfo(cfg.dtype)
     peak = float(illumination.max()) * float(magnitude.max())
     energy = peak**2 * cfg.N**2  # an upper bound of one pattern's sum |exit_wave|^2
