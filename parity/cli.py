@@ -16,6 +16,8 @@ import threading
 import traceback
 from collections.abc import Sequence
 
+import numpy as np
+
 from backends.common import determinism
 from backends.common.determinism import allow_tf32, apply_environment
 
@@ -202,7 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     allow_tf32(getattr(args, "allow_tf32", False))  # per command: off unless this command asks
     try:
         determinism.settings()  # PARITY_THREADS: a bad value is bad input, said before any work
-        with terminate_as_interrupt():  # SIGTERM / SIGHUP: cleaned up like Ctrl-C, then died of
+        # the harness counts NaN/Inf and names overflows itself: numpy's warnings would only leak noise before
+        # its messages (errstate is per thread: adapter code on its own thread keeps numpy's defaults)
+        with terminate_as_interrupt(), np.errstate(all="ignore"):  # SIGTERM / SIGHUP: cleaned up like Ctrl-C
             return COMMANDS[args.command](args)
     except (ParityInputError, determinism.SettingsError) as error:
         print(f"parity: error: {_one_line(error)}", file=sys.stderr)
