@@ -6,7 +6,8 @@ The public API (import from ``parity`` only; the modules behind it may move):
 * ``ForwardConfig``: the resolved configuration every adapter is handed;
 * ``Case``, ``builtin_case``, ``BUILTIN_CASES``, ``case_from_arrays``: what to run; ``load_adapter``:
   ``tf``, ``torch`` or ``module:attr``;
-* ``run_case``, ``RunOptions``, ``RunReport``, ``load_tolerances``: run and judge a case.
+* ``run_case``, ``RunOptions``, ``RunReport``, ``load_tolerances``: run and judge a case;
+  ``write_case_outputs``: its ``report.json`` and ``report.html``, as the CLI writes them.
 
 Names load on first use, so ``import parity`` costs neither TensorFlow nor PyTorch.
 """
@@ -30,6 +31,7 @@ _EXPORTS = {
     "RunOptions": "parity.runner",
     "RunReport": "parity.results",
     "load_tolerances": "parity.tolerances",
+    "write_case_outputs": "parity.report",
 }
 
 __all__ = sorted(_EXPORTS)

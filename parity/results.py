@@ -193,6 +193,18 @@ class RunReport:
                 return result
         raise KeyError(name)
 
+    @property
+    def diagnoses(self) -> list:
+        """The diagnoses of the first divergence (its tap in its mode), best first; [] when there is none."""
+        first = self.first_divergence
+        if first is None or first.tap is None:
+            return []
+        try:
+            result = self.tap(first.tap).modes.get(first.mode)
+        except KeyError:
+            return []
+        return list(result.diagnoses) if result is not None else []
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION,

@@ -275,3 +275,21 @@ def test_a_knob_at_a_value_that_hides_its_mistakes_is_noted():
     no_reader = run_case(cast_case(case, small), TorchBackend(), TorchBackend(), tolerance_table(None),
                          RunOptions(taps=("object.*",)))
     assert not any("gives the same numbers" in note for note in no_reader.notes)
+
+
+def test_the_public_api_gives_the_first_divergences_diagnoses_and_writes_the_report_files(reference, tolerances,
+                                                                                          physics_case, tmp_path):
+    import json
+
+    import parity
+
+    candidate = TorchBackend()
+    candidate.stages = {**candidate.stages, "farfield": farfield_not_orthonormal}
+    report = parity.run_case(physics_case, reference, candidate, tolerances)
+    assert report.first_divergence.tap == "farfield"
+    assert report.diagnoses and report.diagnoses[0].kind == "scale", report.diagnoses
+    path = parity.write_case_outputs(report, tmp_path / "case")
+    assert json.loads(path.read_text())["first_divergence"]["tap"] == "farfield"
+    assert (tmp_path / "case" / "report.html").is_file()
+    clean = parity.run_case(physics_case, reference, TorchBackend(), tolerances)
+    assert clean.passed and clean.diagnoses == []
