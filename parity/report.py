@@ -263,6 +263,8 @@ def summary_lines(report: RunReport) -> list[str]:
     counts = report.counts()
     judged = counts.get("passed", 0) + counts.get("failed", 0)
     verdict = "PASS" if report.passed else "FAIL"
+    if report.stop_kind in ("reference", "crashed", "interrupted"):  # exit 3 or 130: no verdict on the candidate
+        verdict = f"NO VERDICT (stopped: {report.stop_kind})"
     extra = [f"{counts[key]} {label}" for key, label in (
         ("not_compared", "not compared (not provided)"), ("not_comparable", "not comparable (configuration)"),
         ("unjudged", "not judged")) if counts.get(key)]
