@@ -138,8 +138,8 @@ def _diagnose(a, b, layout, kind, tolerance, cfg, stage_inputs, input_layouts, r
         candidates += diagnosis_levels.level_hypotheses(problem)
     chosen = _select(problem, candidates)
     if not (any(not is_fact(d) for d in chosen) or any(d.kind in LEVELS for d in chosen)):
-        rest = " of the rest of the difference" if chosen else ""
-        chosen = chosen + [Diagnosis(UNEXPLAINED, f"no hypothesis explains it{rest}", math.nan,
+        what = "the rest of the difference" if chosen else "it"
+        chosen = chosen + [Diagnosis(UNEXPLAINED, f"no hypothesis explains {what}", math.nan,
                                      {"error": problem.error, "tolerance": problem.tolerance, "tested": tested})]
     return chosen
 
