@@ -130,7 +130,21 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
 
+def diagnosis_text(item: Any) -> str:
+    """A diagnosis (of the report document, or live) as the terminal prints it: "kind: summary [residual r]"."""
+    if not isinstance(item, dict):
+        item = {"kind": getattr(item, "kind", "diagnosis"), "summary": getattr(item, "summary", None),
+                "residual": getattr(item, "residual", None)}
+    if not isinstance(item.get("summary"), str):
+        return json.dumps(item, sort_keys=True, default=str)
+    residual = item.get("residual")
+    tail = f" [residual {residual:.1e}]" if isinstance(residual, (int, float)) and residual == residual else ""
+    return f"{item.get('kind', 'diagnosis')}: {item['summary']}{tail}"
+
+
 def _render_diagnosis(item: Any) -> str:
+    if isinstance(getattr(item, "summary", None), str) and hasattr(item, "kind"):
+        return diagnosis_text(item)  # the same line the report document gives, so one diagnosis prints once
     for attribute in ("headline", "summary", "message"):
         value = getattr(item, attribute, None)
         if isinstance(value, str) and value:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from .metrics import Criteria
-from .pytest_runs import ParityOutcome, diagnoses_of, read_document
+from .pytest_runs import ParityOutcome, diagnoses_of, diagnosis_text, read_document
 from .pytest_settings import TapParam
 
 PASSED, FAILED, SKIPPED = "passed", "failed", "skipped"
@@ -105,12 +105,7 @@ def _is_first(outcome: ParityOutcome, tap: str, mode: str) -> bool:
 
 
 def _diagnosis_text(item: Any) -> str:
-    """A diagnosis of the report document as the terminal prints it: "kind: summary [residual r]"."""
-    if not isinstance(item, dict) or "summary" not in item:
-        return json.dumps(item, sort_keys=True, default=str)
-    residual = item.get("residual")
-    tail = f" [residual {residual:.1e}]" if isinstance(residual, (int, float)) and residual == residual else ""
-    return f"{item.get('kind', 'diagnosis')}: {item['summary']}{tail}"
+    return diagnosis_text(item)
 
 
 def _failure(outcome: ParityOutcome, tap: dict[str, Any], mode: str, result: dict[str, Any]) -> str:

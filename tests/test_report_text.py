@@ -69,3 +69,14 @@ def test_hostile_saved_reports_are_bad_input_for_report_and_diff(tmp_path):
         folder = _saved(tmp_path / name, text)
         assert main(["report", str(folder)]) == EXIT_BAD_INPUT, name
         assert main(["diff", str(folder), str(folder)]) == EXIT_BAD_INPUT, name
+
+
+def test_a_diagnosis_reads_the_same_live_and_from_the_report_document():
+    """The pytest message merges both sources: one diagnosis must print once, not twice in two spellings."""
+    from parity.diagnosis import Diagnosis
+    from parity.jsonable import to_jsonable
+    from parity.pytest_runs import _render_diagnosis, diagnosis_text
+
+    live = Diagnosis("scale", "candidate = reference x 64 (= N)", 1.5e-8)
+    assert _render_diagnosis(live) == diagnosis_text(to_jsonable(live)) == (
+        "scale: candidate = reference x 64 (= N) [residual 1.5e-08]")
