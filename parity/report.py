@@ -222,15 +222,8 @@ def render_table(report: RunReport) -> Table:
 
 def _diagnosis_lines(report: RunReport) -> list[str]:
     """One line per diagnosis of the first divergence (issue #9), in the mode it diverged in."""
-    divergence = report.first_divergence
-    if divergence is None or divergence.tap is None:
-        return []
-    try:
-        result = report.tap(divergence.tap).modes.get(divergence.mode)
-    except KeyError:
-        return []
     lines = []
-    for diagnosis in getattr(result, "diagnoses", None) or []:
+    for diagnosis in report.diagnoses:
         residual = diagnosis.residual
         left = f" [residual {residual:.1e}]" if residual == residual else ""
         lines.append(f"{diagnosis.kind}: {diagnosis.summary}{left}")
