@@ -8,13 +8,12 @@ across chunks; the reference's values of a chunk live until its candidate runs a
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from backends.common.backend import Backend, InputMutatedError
+from backends.common.backend import Backend, HandoverWatch, InputMutatedError
 from backends.common.regions import CANVAS_TAPS, covered_canvas, tap_regions
 from backends.common.taps import TapSpec, batched, pipeline_inputs
 
@@ -300,7 +299,7 @@ class CaseRun:
         if spec.name not in self.compared_names:
             return
         self.delivered[spec.name] = True
-        self._watch(spec.name, value)
+        self.handed.add(spec.name, value)
         if not self._compare("propagated", spec, value):
             return
         judge = self.judges[("propagated", spec.name)]
@@ -315,22 +314,11 @@ class CaseRun:
                 self.shared.add(spec.name)
                 self.judges[("isolated", spec.name)].shared = True
 
-    def _watch(self, name: str, value: Any) -> None:
-        """Remember a Torch tensor's in-place counter (weakly: the tensor stays the adapter's to free)."""
-        version = getattr(value, "_version", None)
-        if isinstance(version, int):
-            try:
-                self.handed[name] = (weakref.ref(value), version)
-            except TypeError:  # not weakly referable: not watched
-                pass
-
     def _changed_after_handover(self) -> None:
-        """A tap the adapter wrote into after handing it over: what later stages read is not what was compared."""
-        for name, (reference, version) in self.handed.items():
-            tensor = reference()
-            if tensor is not None and getattr(tensor, "_version", version) != version:
-                self._changed(name)
-        self.handed = {}
+        """Taps the adapter wrote into after handing them over (an adapter without ``Backend``'s own watch)."""
+        for name in self.handed.changed():
+            self._changed(name)
+        self.handed = HandoverWatch()
 
     def _changed(self, name: str) -> None:
         if name in self.compared_names:
@@ -345,7 +333,7 @@ class CaseRun:
 
     def _propagated(self, inputs: Mapping[str, np.ndarray]) -> None:
         names = [spec.name for spec in self.compared]
-        self.handed: dict[str, tuple[weakref.ref, int]] = {}
+        self.handed = HandoverWatch()
         try:
             self.guards["candidate"].call("run_pipeline()", self.candidate.run_pipeline, self.case.pipeline,
                                           self.case.config, inputs, self.case.weights, sink=_Sink(self), taps=names)

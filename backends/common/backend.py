@@ -46,14 +46,31 @@ class InputMutatedError(StageError):
         self.inputs = list(inputs)
 
 
-def _watch(handed: dict, name: str, value: Any) -> None:
-    """A Torch tensor's in-place counter when it was handed over, held weakly (numpy, TF: no counter)."""
-    version = getattr(value, "_version", None)
-    if isinstance(version, int):
-        try:
-            handed[name] = (weakref.ref(value), version)
-        except TypeError:
-            pass
+class HandoverWatch:
+    """Torch tensors' in-place counters when they were handed over, held weakly (numpy, TF: no counter).
+
+    ``changed()`` names those written into since: alive after the run only where the adapter kept them
+    (a cache), and what later stages read from them was not what was compared.
+    """
+
+    def __init__(self) -> None:
+        self._handed: dict[str, tuple[weakref.ref, int]] = {}
+
+    def add(self, name: str, value: Any) -> None:
+        version = getattr(value, "_version", None)
+        if isinstance(version, int):
+            try:
+                self._handed[name] = (weakref.ref(value), version)
+            except TypeError:  # not weakly referable: not watched
+                pass
+
+    def changed(self) -> list[str]:
+        found = []
+        for name, (reference, version) in self._handed.items():
+            tensor = reference()
+            if tensor is not None and getattr(tensor, "_version", version) != version:
+                found.append(name)
+        return found
 
 
 def _versions(values: list[Any]) -> list[int | None]:
@@ -212,7 +229,7 @@ class Backend:
         native = getattr(sink, "accepts_tensors", False)
         on_mutation = getattr(sink, "input_mutated", None)
         on_change = getattr(sink, "changed_after_handover", None)
-        handed: dict[str, tuple[weakref.ref, int]] = {}
+        handed = HandoverWatch()
         for position, spec in enumerate(specs):
             value, mutated = self._call(spec, ctx, [env[name] for name in spec.inputs])
             if mutated and on_mutation is not None:
@@ -221,17 +238,15 @@ class Backend:
                 convert = self.to_canonical_native if native else self.to_canonical
                 sink(spec, convert(spec, cfg, value))
                 if on_change is not None:
-                    _watch(handed, spec.name, value)
+                    handed.add(spec.name, value)
             if last_use.get(spec.name, -1) > position:
                 env[spec.name] = value
             del value
             for name in spec.inputs:
                 if last_use[name] == position:
                     env.pop(name, None)
-        for name, (reference, version) in handed.items():
-            tensor = reference()  # alive after the run only where the adapter kept it (a cache)
-            if tensor is not None and tensor._version != version:
-                on_change(name)
+        for name in handed.changed():
+            on_change(name)
 
     def _prepare(self, pipeline: str, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None,
                  ctx: StageContext) -> None:
