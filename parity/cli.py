@@ -80,8 +80,10 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("both", "propagated", "isolated"), default="both",
                         help="comparison mode(s) (default both)")
     parser.add_argument("--taps", action="append", metavar="GLOB", help="compare only these taps (repeatable)")
-    parser.add_argument("--tolerances", metavar="FILE.toml", type=_path, help="tolerance table (default fixtures/tolerances.toml)")
-    parser.add_argument("--out", default="reports", metavar="DIR", type=_path, help="where report.json files go (default reports/)")
+    parser.add_argument("--tolerances", metavar="FILE.toml", type=_path,
+                        help="tolerance table (default fixtures/tolerances.toml)")
+    parser.add_argument("--out", default="reports", metavar="DIR", type=_path,
+                        help="where report.json files go (default reports/)")
     parser.add_argument("--dump-taps", action="store_true", help="also write both backends' taps to HDF5")
     parser.add_argument("--chunk-mb", type=_positive_int, default=64, help="comparison chunk size per side in MiB")
     parser.add_argument("--batch-chunk", type=_positive_int, default=None, metavar="N",
@@ -159,10 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", metavar="FILE", type=_path, help="also write the results as JSON")
 
     report = commands.add_parser("report", help="re-render report.html from a saved run (no re-run)")
-    report.add_argument("folder", metavar="DIR", type=_path, help="a case folder holding report.json, or an --out folder")
+    report.add_argument("folder", metavar="DIR", type=_path,
+                        help="a case folder holding report.json, or an --out folder")
 
     diff = commands.add_parser("diff", help="compare two saved runs tap by tap; exit 1 if a tap got worse")
-    diff.add_argument("run_a", metavar="RUN_A", type=_path, help="the earlier run: case folder, report.json or --out folder")
+    diff.add_argument("run_a", metavar="RUN_A", type=_path,
+                      help="the earlier run: case folder, report.json or --out folder")
     diff.add_argument("run_b", metavar="RUN_B", type=_path, help="the later run")
     diff.add_argument("--factor", type=float, default=2.0,
                       help="a failing tap got worse when its error / tolerance grew by more than this (default 2)")

@@ -18,7 +18,7 @@ import numpy as np
 from .diagnosis_core import Diagnosis, Problem, to_images
 
 MAX_ROWS = 400_000  # 3 x 3 fit on at most this many interior pixels (the residual is measured on all of them)
-RADII = (1, 2, 3)  # kernels of 3 x 3, 5 x 5, 7 x 7, the first that explains the error is named
+RADII = (1, 2, 3)  # kernels of 3 x 3, 5 x 5, 7 x 7: the first that explains the error completely, else the best
 SYMMETRY = 0.02  # |k - k rotated 180 deg| <= 2% of the kernel's largest weight
 SPREAD = 0.01  # off-centre weights >= 1% of the centre weight: a blur, not a factor
 

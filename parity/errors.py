@@ -7,11 +7,19 @@ printed, and it is never mistaken for a parity verdict.
 
 from __future__ import annotations
 
+import difflib
+
 EXIT_OK = 0
 EXIT_DIVERGED = 1
 EXIT_BAD_INPUT = 2
 EXIT_CRASHED = 3
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM, as shells report them
+
+
+def did_you_mean(name: str, pool) -> str:
+    """' (did you mean 'a', 'b'?)' for the names of ``pool`` closest to a misspelt ``name``; '' if none is close."""
+    close = difflib.get_close_matches(name, sorted(pool), n=3)
+    return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
 
 
 class ParityInputError(Exception):

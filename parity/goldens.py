@@ -115,8 +115,8 @@ def _objects(h5: h5py.File) -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
             if isinstance(obj, h5py.Dataset) and (obj.external or obj.is_virtual):
                 # HDF5 external storage or a virtual dataset: the data would be read from another file (a FIFO
                 # would hang the read), so the golden would neither travel nor stay what was recorded
-                raise ValueError(f"'{where}' stores its data outside the file ({'virtual dataset' if obj.is_virtual else 'external storage'}); "
-                                 "a golden holds its data itself")
+                how = "virtual dataset" if obj.is_virtual else "external storage"
+                raise ValueError(f"'{where}' stores its data outside the file ({how}); a golden holds its data itself")
             yield where, obj
             if isinstance(obj, h5py.Group):
                 pending.append((f"{where}/", obj))

@@ -31,7 +31,6 @@ declared in ``knobs`` and audited per knob.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable, Mapping, Sequence
@@ -41,11 +40,11 @@ import numpy as np
 
 from backends.common.backend import Backend, StageContext, StageError
 from backends.common.config import ForwardConfig
-from backends.common.taps import (TapSpec, canonical_layouts, pipeline_inputs, pipeline_taps, registry_tap_names,
-                                  tap_name_hints, tensor_names)
+from backends.common.taps import (TapSpec, canonical_layouts, matches_a_tap, pipeline_inputs, pipeline_taps,
+                                  registry_tap_names, tap_name_hints, tensor_names)
 from backends.common.weights import weights_fingerprint
 
-from .errors import AdapterSetupError
+from .errors import AdapterSetupError, did_you_mean
 from .layouts import Layout, LayoutError, as_layout
 
 TENSOR_KINDS = ("numpy", "torch", "tf")
@@ -101,27 +100,22 @@ class PluginAdapter(Backend):
 
     def _check_names(self) -> None:
         """A misspelt name would be silently ignored (a tap never compared, a layout never applied): refuse it."""
-        taps, tensors, layouts = registry_tap_names(), tensor_names(), canonical_layouts()
-
-        def hint(name: str, pool) -> str:
-            close = difflib.get_close_matches(name, sorted(pool), n=3)
-            return f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-
+        tensors, layouts = tensor_names(), canonical_layouts()
         for declaration, method in self._methods:
             for pattern in declaration.names:
-                if not any(fnmatch.fnmatchcase(name, pattern) for name in taps):
+                if not matches_a_tap(pattern):
                     raise ValueError(f"{self.name}: @tap({pattern!r}) on {method.__name__}() names no tap of the "
-                                     f"registry{hint(pattern, tap_name_hints())}; expected a tap name or glob "
-                                     "(docs/adapters.md lists them)")
+                                     f"registry{did_you_mean(pattern, tap_name_hints())}; expected a tap name or "
+                                     "glob (docs/adapters.md lists them)")
         for key in dict(self.layouts):
             if key not in tensors and key not in layouts:
                 raise ValueError(f"{self.name}: layouts key {key!r} is neither a tap, an input nor a canonical "
-                                 f"layout{hint(key, set(tensors) | set(layouts))}; expected e.g. a layout such as "
+                                 f"layout{did_you_mean(key, tensors | layouts)}; expected e.g. a layout such as "
                                  f"{sorted(layouts)[:4]} or a tensor name")
         for key in dict(self.not_provided):
-            if key not in taps:
+            if key not in registry_tap_names():
                 raise ValueError(f"{self.name}: not_provided key {key!r} names no tap of the registry"
-                                 f"{hint(key, tap_name_hints())}; expected a tap name")
+                                 f"{did_you_mean(key, tap_name_hints())}; expected a tap name")
 
     # ---- hooks for the user ----
     def setup(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> None:

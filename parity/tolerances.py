@@ -22,14 +22,13 @@ Rules are read in order and the last one that matches wins (as in
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 from pathlib import Path
 from typing import Any
 
-from backends.common.taps import PIPELINES, registry_tap_names, tap_name_hints
+from backends.common.taps import PIPELINES, matches_a_tap, tap_name_hints
 
-from .errors import ParityInputError
+from .errors import ParityInputError, did_you_mean
 from .files import read_toml
 from .metrics import Criteria
 
@@ -133,13 +132,11 @@ def _selector(path: str, where: str, table: dict[str, Any], key: str, allowed: t
 
 def _known_taps(path: str, where: str, patterns: list[str]) -> None:
     """A pattern that names no tap of the registry is a typo: the taps it meant would be judged by another rule."""
-    names = registry_tap_names()
     for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
-            close = difflib.get_close_matches(pattern, tap_name_hints(), n=3)
-            hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-            raise ParityInputError(f"{path}: {where}: key 'taps': {pattern!r} matches no tap of the registry{hint}; "
-                                   f"expected names or globs of the registry's taps (docs/adapters.md lists them)")
+        if not matches_a_tap(pattern):
+            raise ParityInputError(f"{path}: {where}: key 'taps': {pattern!r} matches no tap of the registry"
+                                   f"{did_you_mean(pattern, tap_name_hints())}; expected names or globs of the "
+                                   "registry's taps (docs/adapters.md lists them)")
 
 
 def _note(path: str, where: str, note: Any) -> str:

@@ -10,6 +10,8 @@ adding a stage means adding one line here and one function per backend.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import functools
 from collections.abc import Callable, Mapping
 
 import numpy as np
@@ -270,16 +272,27 @@ def stage_keys() -> set[str]:
     return {spec.stage for pipeline in PIPELINES for spec in pipeline_taps(pipeline, cfg)}
 
 
+@functools.cache
+def _default_tap_names() -> frozenset[str]:
+    return frozenset(spec.name for pipeline in PIPELINES for spec in pipeline_taps(pipeline, ForwardConfig()))
+
+
+@functools.cache
 def registry_tap_names() -> frozenset[str]:
     """Every computed tap name any configuration can have (encoder blocks up to a depth no N reaches)."""
-    names = {spec.name for pipeline in PIPELINES for spec in pipeline_taps(pipeline, ForwardConfig())}
-    return frozenset(names | {f"encoder.block{index}" for index in range(32)})
+    return _default_tap_names() | {f"encoder.block{index}" for index in range(32)}
 
 
-def tap_name_hints() -> list[str]:
+def matches_a_tap(pattern: str) -> bool:
+    """Whether a tap name or glob names at least one tap of the registry (else it is a typo)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for name in registry_tap_names())
+
+
+@functools.cache
+def tap_name_hints() -> tuple[str, ...]:
     """What to suggest for a misspelt tap name: the default configuration's taps and each family's glob."""
-    names = {spec.name for pipeline in PIPELINES for spec in pipeline_taps(pipeline, ForwardConfig())}
-    return sorted(names | {name.split(".")[0] + ".*" for name in names if "." in name})
+    names = _default_tap_names()
+    return tuple(sorted(names | {name.split(".")[0] + ".*" for name in names if "." in name}))
 
 
 def tensor_names() -> frozenset[str]:
@@ -287,6 +300,7 @@ def tensor_names() -> frozenset[str]:
     return registry_tap_names() | frozenset(INPUTS)
 
 
+@functools.cache
 def canonical_layouts() -> frozenset[str]:
     """The layouts the registry uses (keys of an adapter's per-layout declarations)."""
     cfg = ForwardConfig()
