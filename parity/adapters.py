@@ -104,8 +104,29 @@ def _construct(factory: Any, device: str, where: str) -> Any:
         raise ParityInputError(f"{where}: building it failed: {describe_exception(error)}") from None
 
 
+def check_device(device: str) -> None:
+    """Refuse a device no adapter can honour before any adapter is built: an indexed CPU, a CUDA
+    device this PyTorch does not see (other names, e.g. ``mps``, are left to the adapter)."""
+    kind, colon, index = device.partition(":")
+    if not device or (colon and not index.isdigit()):
+        raise ParityInputError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if kind == "cpu" and colon and int(index) != 0:
+        raise ParityInputError(f"--device {device!r}: there is one CPU device; expected cpu")
+    if kind == "cuda":
+        try:
+            import torch
+        except ImportError:
+            raise ParityInputError(f"--device {device!r}: PyTorch is not installed") from None
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        wanted = int(index) if colon else 0
+        if wanted >= count:
+            raise ParityInputError(f"--device {device!r}: this PyTorch sees {count} CUDA device(s)"
+                                   + (f" (cuda:0 to cuda:{count - 1})" if count else ""))
+
+
 def load_adapter(spec: str, device: str = "cpu") -> Adapter:
     """'tf', 'torch' or 'package.module:attr' -> an adapter instance."""
+    check_device(device)
     if spec in BUILTIN:
         module_name, attr = BUILTIN[spec]
     elif ":" in spec:

@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run() -> None:
     """Console entry point: the work runs in a supervised child (``parity.supervise``); that child exits
     without waiting for an adapter thread that never returned."""
-    if not supervise.is_child() and os.environ.get("PARITY_SUPERVISE", "1") != "0":
+    if supervise.wanted():
         sys.exit(supervise.supervise(sys.argv[1:]))
     supervise.claim()
     try:

@@ -19,6 +19,7 @@ import json
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,19 @@ _PR_SET_PDEATHSIG = 1  # linux/prctl.h: the child dies with its parent (a SIGKIL
 _status_fd: int | None = None
 
 
+def wanted() -> bool:
+    """Whether to run the command under a watcher: ``PARITY_SUPERVISE`` 1 (default) or 0; anything else
+    is a usage error (exit 2), not silently one or the other."""
+    text = os.environ.get("PARITY_SUPERVISE", "1").strip().lower()
+    if text in ("1", "true", "yes", "on", ""):
+        return not is_child()
+    if text in ("0", "false", "no", "off"):
+        return False
+    print(f"parity: environment variable PARITY_SUPERVISE={text!r}: expected 1 (watch the command, the "
+          "default) or 0 (run it in one process)", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def is_child() -> bool:
     return os.environ.get(ENV_CHILD) == "1"
 
@@ -38,11 +52,14 @@ def claim() -> None:
     """In the child: take the status descriptor out of the environment (see the module docstring)."""
     global _status_fd
     text = os.environ.pop(ENV_FD, None)
-    if text is None:
+    if text is None or not is_child():  # a value left in a user's environment: never write to it
         return
     try:
-        _status_fd = int(text)
-        os.set_inheritable(_status_fd, False)
+        fd = int(text)
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):  # the watcher's pipe, not a terminal or a file
+            return
+        os.set_inheritable(fd, False)
+        _status_fd = fd
     except (ValueError, OSError):
         _status_fd = None
 

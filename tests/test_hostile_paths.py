@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.hostile import ROOT, parity_process
+from tests.hostile import ROOT, assert_refused, parity_process
 
 SHIPPED = ROOT / "fixtures" / "goldens" / "physics-n32-edge-offsets-f64.h5"
 
@@ -159,3 +159,26 @@ def test_a_knob_a_dataset_implies_is_blamed_on_the_dataset_not_on_set(tmp_path):
         dataset_cases(str(path), "pinn", None, [], None)
     message = str(caught.value)
     assert message.startswith(f"{path}: ") and "N must be a power of two" in message and "--set" not in message
+
+
+@pytest.mark.parametrize("device, fragment", [
+    ("cpu:7", "there is one CPU device"),
+    ("cuda:x", "expected cpu, cuda or cuda:N"),
+    ("cuda:64", "CUDA device(s)"),
+])
+def test_a_device_no_adapter_can_honour_is_refused_before_anything_runs(tmp_path, device, fragment):
+    result = parity_process("check", "--case", "physics-n32-edge-offsets-f64", "--device", device, "--out", "out",
+                            cwd=tmp_path)
+    assert_refused(result, repr(device), fragment)
+    assert not (tmp_path / "out").exists()
+
+
+def test_junk_in_the_supervision_switch_is_a_usage_error(tmp_path):
+    result = parity_process("cases", env={"PARITY_SUPERVISE": "maybe"}, cwd=tmp_path)
+    assert result.returncode == 2 and "PARITY_SUPERVISE='maybe'" in result.stderr and not result.stdout
+
+
+def test_a_status_descriptor_left_in_the_environment_is_never_written_to(tmp_path):
+    result = parity_process("cases", env={"PARITY_SUPERVISE": "0", "PARITY_STATUS_FD": "1"}, cwd=tmp_path)
+    assert result.returncode == 0 and "pinn-default" in result.stdout
+    assert '"exit"' not in result.stdout
