@@ -51,6 +51,12 @@ class Dataset:
     probe: np.ndarray  # (N, N)
     obj: np.ndarray | None  # (H, W)
     notes: tuple[str, ...] = ()
+    diffraction_key: str = "diff3d"  # or "diffraction", as the file names it
+
+    def file_keys(self) -> dict[str, str]:
+        """The pipelines' input names -> the file's keys they come from (for messages)."""
+        return {"object": "objectGuess", "probe": "probeGuess", "X": self.diffraction_key,
+                "scan_positions": "xcoords/ycoords", "positions": "xcoords/ycoords"}
 
     @property
     def N(self) -> int:
@@ -172,7 +178,7 @@ def load_dataset(path: str | Path) -> Dataset:
     obj = archive.read("objectGuess").astype(np.complex128) if "objectGuess" in archive else None
     if obj is not None:
         _finite(path, "objectGuess", obj)
-    return Dataset(path, coords, amplitude, probe, obj, tuple(notes))
+    return Dataset(path, coords, amplitude, probe, obj, tuple(notes), diff)
 
 
 def group_indices(coords: np.ndarray, gridsize: int, seed: int = GROUP_SEED) -> np.ndarray:

@@ -35,7 +35,7 @@ def dataset_cases(path: str, pipeline: str | None, config_file: str | None, assi
     cases = []
     for name in pipelines:
         check(cfg, name, data.M, path)  # before the groups are built
-        inputs = validate_inputs(path, name, cfg, arrays_for(name, data, cfg))
+        inputs = validate_inputs(path, name, cfg, arrays_for(name, data, cfg), data.file_keys())
         weights = load_weights(weights_file, cfg) if weights_file and name == "pinn" else None
         if name == "pinn" and weights is None:
             notes.append("no --weights: using the seeded Glorot initialisation (seed 0)")

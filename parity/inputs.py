@@ -166,18 +166,21 @@ def _check_headers(path: str, pipeline: str, cfg: ForwardConfig, headers: Mappin
     return names
 
 
-def _check_usable(path: str, pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray]) -> None:
+def _check_usable(path: str, pipeline: str, cfg: ForwardConfig, inputs: Mapping[str, np.ndarray],
+                  file_keys: Mapping[str, str]) -> None:
     for key, expectation in input_problems(pipeline, cfg, inputs):
-        raise ParityInputError(f"{path}: key {key!r}: expected {expectation}")
+        raise ParityInputError(f"{path}: key {file_keys.get(key, key)!r}: expected {expectation}")
 
 
 def validate_inputs(path: str, pipeline: str, cfg: ForwardConfig, arrays: Mapping[str, np.ndarray],
-                    ) -> dict[str, np.ndarray]:
+                    file_keys: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """The pipeline's inputs, checked and cast; ``file_keys`` names the file's keys the inputs were built
+    from where they differ (a dataset's ``objectGuess`` for ``object``), so messages name what the user has."""
     arrays = {key: np.asarray(value) for key, value in arrays.items()}
     names = _check_headers(path, pipeline, cfg, arrays)
     validated = {spec.name: cast_checked(path, spec.name, arrays[names[spec.name]], spec.dtype(cfg))
                  for spec in pipeline_inputs(pipeline)}
-    _check_usable(path, pipeline, cfg, validated)
+    _check_usable(path, pipeline, cfg, validated, file_keys or {})
     return validated
 
 

@@ -171,7 +171,8 @@ def test_a_dataset_whose_positions_miss_the_object_is_refused(tmp_path):
     arrays = _valid()
     path = _save(tmp_path, arrays | {"xcoords": arrays["xcoords"] + 10000})
     with pytest.raises(ParityInputError,
-                       match="an object that is nonzero under at least one scan position; it is zero under all"):
+                       match="key 'objectGuess': expected an object that is nonzero under at least one scan "
+                             "position; it is zero under all"):
         dataset_cases(str(path), "simulate", None, [], None)
 
 
