@@ -120,8 +120,9 @@ def check_device(device: str) -> None:
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         wanted = int(index) if colon else 0
         if wanted >= count:
-            raise ParityInputError(f"--device {device!r}: this PyTorch sees {count} CUDA device(s)"
-                                   + (f" (cuda:0 to cuda:{count - 1})" if count else ""))
+            raise ParityInputError(f"--device {device!r}: this PyTorch sees "
+                                   + (f"{count} CUDA device(s) (cuda:0 to cuda:{count - 1})" if count
+                                      else "no CUDA device; expected cpu"))
 
 
 def load_adapter(spec: str, device: str = "cpu") -> Adapter:

@@ -241,7 +241,7 @@ def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
             validated[spec.name], judged[spec.name] = stream_input(str(path), spec.name, arrays, key, dtype)
         else:
             validated[spec.name] = cast_checked(str(path), spec.name, arrays.read(key), dtype)
-    _check_usable(str(path), pipeline, cfg, validated | judged)
+    _check_usable(str(path), pipeline, cfg, validated | judged, {})
     return validated, ignored
 
 

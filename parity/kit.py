@@ -142,21 +142,17 @@ class PluginAdapter(Backend):
         return None
 
     def unprovided(self, pipeline: str, cfg: ForwardConfig) -> dict[str, str]:
-        """Registry taps this adapter does not compute, with the reason."""
-        missing = {}
-        for spec in pipeline_taps(pipeline, cfg):
-            if spec.name in self.not_provided:
-                missing[spec.name] = str(self.not_provided[spec.name])
-            elif self._method_for(spec.name) is None:
-                missing[spec.name] = (f"{self.name} has no @tap method for it (list it in not_provided to say why)")
-        return missing
+        """Registry taps this adapter says it does not compute (``not_provided``), with the reason. A tap with
+        neither a method nor a reason is left out of the graph too, and the run reports it not judged."""
+        return {spec.name: str(self.not_provided[spec.name])
+                for spec in pipeline_taps(pipeline, cfg) if spec.name in self.not_provided}
 
     def graph(self, pipeline: str, cfg: ForwardConfig) -> list[TapSpec]:
         missing = self.unprovided(pipeline, cfg)
         available = {spec.name for spec in pipeline_inputs(pipeline)}
         specs = []
         for spec in pipeline_taps(pipeline, cfg):
-            if spec.name in missing:
+            if spec.name in missing or self._method_for(spec.name) is None:
                 continue
             declaration, _, _ = self._method_for(spec.name)
             inputs = spec.inputs if declaration.inputs is None else declaration.inputs

@@ -26,7 +26,8 @@ def _finite_or_text(value: float | None) -> float | str | None:
 
 
 # Why a mode has no metrics (``ModeResult.status`` besides "passed" / "failed" / "error").
-NOT_PROVIDED = "not_provided"  # one side does not compute this tap (declared or absent): not compared
+NOT_PROVIDED = "not_provided"  # one side says it does not compute this tap, and why: not compared
+NOT_DECLARED = "not_declared"  # the candidate does not compute it and says nothing: not judged (no pass)
 NOT_COMPARABLE = "not_comparable"  # a knob it depends on is resolved differently: the run fails
 NOT_REACHED = "not_reached"  # an earlier stage failed or the run stopped
 NOT_RUN = "not_run"  # this mode cannot run it (isolated: the reference lacks an input it reads)
@@ -41,7 +42,7 @@ class ModeResult:
     metrics: TapMetrics | None = None
     error: str | None = None  # the candidate stage raised, hung, returned junk or changed an input
     skipped: str | None = None  # why this mode has no result, in plain words
-    skip_kind: str | None = None  # NOT_PROVIDED, NOT_COMPARABLE, NOT_REACHED, NOT_RUN
+    skip_kind: str | None = None  # NOT_PROVIDED, NOT_DECLARED, NOT_COMPARABLE, NOT_REACHED, NOT_RUN
     error_kind: str | None = None  # "raised", "exit", "interrupt", "timeout", "in_place", "bad_output", "missing"
     note: str | None = None  # e.g. "isolated inputs equal the propagated ones: result shared"
     diagnoses: list = dataclasses.field(default_factory=list)

@@ -23,8 +23,11 @@ from .errors import AdapterSetupError
 from .goldens import Golden
 from .guard import AdapterFault, describe_exception
 from .metrics import ReferenceCache, StreamingComparator
-from .results import NOT_COMPARABLE, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
+from .results import NOT_COMPARABLE, NOT_DECLARED, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
 from .supervise import stage_reached
+
+UNDECLARED = ("not judged: the candidate does not compute it and does not say why; provide it (a @tap method), or "
+              "declare it with a reason (not_provided = {tap: reason}, or a raw adapter's unprovided())")
 
 
 class TapJudge:
@@ -158,9 +161,10 @@ class CaseRun:
                 self._set_all(spec.name, NOT_COMPARABLE, not_comparable[spec.name])
             elif spec.name in reference_graph.unprovided:
                 reason = f"the reference does not provide it ({reference_graph.unprovided[spec.name]})"
-            elif spec.name in candidate_graph.unprovided or spec.name not in self.candidate_specs:
-                why = candidate_graph.unprovided.get(spec.name, "absent from its graph")
-                reason = f"the candidate does not provide it ({why})"
+            elif spec.name in candidate_graph.unprovided:
+                reason = f"the candidate does not provide it ({candidate_graph.unprovided[spec.name]})"
+            elif spec.name not in self.candidate_specs:  # forgotten, or a name that never matched: no pass
+                self._set_all(spec.name, NOT_DECLARED, UNDECLARED)
             else:
                 self.compared.append(self.candidate_specs[spec.name])
             if reason is not None:

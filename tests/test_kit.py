@@ -111,13 +111,19 @@ def test_per_knob_audit_compares_what_the_knob_does_not_touch(reference, toleran
     assert not report.passed
 
 
-def test_undeclared_missing_taps_are_not_compared_and_never_silent(reference, tolerances, case):
+def test_an_undeclared_missing_tap_is_not_judged_and_the_run_does_not_pass(reference, tolerances, case):
     class Partial(TorchPort):
         not_provided = {}  # forgot to say why
 
     report = run_case(case, reference, Partial(), tolerances)
-    assert report.tap("farfield").status == "not_compared"
-    assert "no @tap method" in report.tap("farfield").reason
+    forgotten = set(TorchPort.not_provided)
+    assert all(report.tap(name).status == "unjudged" and "does not say why" in report.tap(name).reason
+               for name in forgotten)
+    assert all(tap.status == "passed" for tap in report.taps if tap.name not in forgotten)
+    assert not report.passed
+    assert report.first_divergence.kind == "unjudged" and report.first_divergence.tap == "object.trimmed"
+    declared = run_case(case, reference, TorchPort(), tolerances)  # the same port, with its reason
+    assert declared.passed and declared.tap("farfield").status == "not_compared"
 
 
 def test_base_class_supplies_name_device_describe_and_run_stage(case):
