@@ -81,7 +81,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
                         help="comparison mode(s) (default both)")
     parser.add_argument("--taps", action="append", metavar="GLOB", help="compare only these taps (repeatable)")
     parser.add_argument("--tolerances", metavar="FILE.toml", type=_path,
-                        help="tolerance table (default fixtures/tolerances.toml)")
+                        help="tolerance table (default: the shipped fixtures/tolerances.toml)")
     parser.add_argument("--out", default="reports", metavar="DIR", type=_path,
                         help="where report.json files go (default reports/)")
     parser.add_argument("--dump-taps", action="store_true", help="also write both backends' taps to HDF5")
@@ -114,13 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     record = commands.add_parser("record", help="write the reference's taps as golden HDF5 files")
     _add_case_options(record)
     record.add_argument("--reference", default="tf")
-    record.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default fixtures/goldens)")
+    record.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default: the shipped goldens, fixtures/goldens)")
 
     check = commands.add_parser("check", help="compare a candidate against recorded goldens (no TF needed)")
     _add_case_options(check)
     check.add_argument("--candidate", default="torch")
     check.add_argument("--device", default="cpu")
-    check.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default fixtures/goldens)")
+    check.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default: the shipped goldens, fixtures/goldens)")
     _add_compare_options(check)
     _add_gpu_options(check)
 
@@ -237,6 +237,7 @@ def run() -> None:
     if supervise.wanted():
         sys.exit(supervise.supervise(sys.argv[1:]))
     supervise.claim()
+    supervise.printable_anywhere()
     try:
         code = main()
     except SystemExit as ending:  # argparse: --help (0), a usage error (2); said to the watcher like any end

@@ -331,10 +331,13 @@ def command_calibrate(args) -> int:
     from .adapters import load_adapter
     from .calibrate import calibrate, print_calibration, validate_calibration
     from .tolerances import load_tolerances
-    from .workflows import DEFAULT_TOLERANCES
+    from .workflows import DEFAULT_TOLERANCES, refuse_installed_fixtures
 
     factor, floor = _option_number("--factor", args.factor), _option_number("--floor", args.floor)
     validate_calibration(factor, floor)
+    if args.write and not args.tolerances:
+        refuse_installed_fixtures("calibrate --write", "--tolerances FILE.toml", "tolerance table",
+                                  DEFAULT_TOLERANCES)
     cases, _ = _cases(args)
     load_tolerances(args.tolerances or DEFAULT_TOLERANCES)  # a bad table is refused before anything runs
     out = _output_folder(args.out)

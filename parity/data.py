@@ -19,10 +19,22 @@ from .files import regular_file
 PROBE_KEY = "probeGuess"
 
 
+_PACKAGE = Path(__file__).resolve().parent
+INSTALLED_FIXTURES = _PACKAGE / "_fixtures"  # a wheel's copy of fixtures/ (pyproject.toml: package-dir)
+
+
 def fixtures_dir() -> Path:
-    """``$PARITY_FIXTURES`` or the repository's ``fixtures/`` folder."""
+    """``$PARITY_FIXTURES``, else the shipped tolerance table, goldens and data: the installed package's
+    ``parity/_fixtures`` or, in a checkout (editable installs too), the repository's ``fixtures/``."""
     override = os.environ.get("PARITY_FIXTURES")
-    return Path(override) if override else Path(__file__).resolve().parent.parent / "fixtures"
+    if override:
+        return Path(override)
+    return INSTALLED_FIXTURES if INSTALLED_FIXTURES.is_dir() else _PACKAGE.parent / "fixtures"
+
+
+def fixtures_are_installed() -> bool:
+    """Whether the shipped fixtures live inside an installed package (no place to write a user's goldens)."""
+    return fixtures_dir() == INSTALLED_FIXTURES
 
 
 @functools.lru_cache(maxsize=None)

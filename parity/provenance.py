@@ -42,6 +42,8 @@ def source_digest() -> str:
 
 @functools.lru_cache(maxsize=1)
 def code_version() -> str:
+    if not (ROOT / ".git").exists():  # installed (perhaps inside a user's repository, whose commit this is not)
+        return f"no-git+src.{source_digest()}"
     try:
         described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True,
                                    text=True, timeout=5, check=True).stdout.strip()

@@ -44,6 +44,16 @@ def wanted() -> bool:
     raise SystemExit(2)
 
 
+def printable_anywhere() -> None:
+    """A terminal that cannot show a character (``≤`` on an ASCII or cp1252 console) gets a replacement, not a
+    UnicodeEncodeError that would turn a finished run into a crash."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="replace")
+        except (AttributeError, ValueError):  # not a text file of io's (a test's capture)
+            pass
+
+
 def is_child() -> bool:
     return os.environ.get(ENV_CHILD) == "1"
 
@@ -103,13 +113,15 @@ def _die_with_parent() -> None:
 
 def supervise(argv: list[str]) -> int:
     """Run ``parity argv`` as a child; its exit code, or 3 (with a report) if it ended abruptly."""
+    printable_anywhere()
     read_fd, write_fd = os.pipe()
     env = dict(os.environ, **{ENV_CHILD: "1", ENV_FD: str(write_fd)})
     root = str(Path(__file__).resolve().parent.parent)  # the parity the parent runs, whatever the cwd
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # its own process group: a Ctrl-C at the terminal reaches the parent only, which forwards it once
-    child = subprocess.Popen([sys.executable, "-m", "parity", *argv], env=env, pass_fds=(write_fd,), process_group=0,
-                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+    # -P: no current folder ahead of that root (a parity.py or backends/ of the user's would shadow the harness)
+    child = subprocess.Popen([sys.executable, "-P", "-m", "parity", *argv], env=env, pass_fds=(write_fd,),
+                             process_group=0, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     os.close(write_fd)
 
     def forward(signum, _frame):

@@ -22,6 +22,7 @@ from .atomic_files import terminate_as_interrupt, writable_folder
 from .audits import contract_problems
 from .builtin_cases import select_cases
 from .cases import Case, user_case
+from .data import fixtures_are_installed, fixtures_dir
 from .errors import CorruptGoldenError, ParityInputError
 from .evidence import EvidenceCollector
 from .golden_inputs import InputDrift, judge_inputs
@@ -41,9 +42,8 @@ from .results import RunReport
 from .runner import RunOptions, run_case
 from .tolerances import ToleranceTable, load_tolerances
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TOLERANCES = REPO / "fixtures" / "tolerances.toml"
-DEFAULT_GOLDENS = REPO / "fixtures" / "goldens"
+DEFAULT_TOLERANCES = fixtures_dir() / "tolerances.toml"
+DEFAULT_GOLDENS = fixtures_dir() / "goldens"
 
 
 def tolerance_table(path: str | Path | None) -> ToleranceTable:
@@ -178,7 +178,18 @@ def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, t
 
 def goldens_folder(directory: str | Path | None) -> Path:
     """The golden folder for ``record``: created if needed and proven writable, before any reference runs."""
+    if directory is None:
+        refuse_installed_fixtures("record", "--goldens DIR", "golden folder", DEFAULT_GOLDENS)
     return writable_folder(directory or DEFAULT_GOLDENS, "golden folder", "--goldens")
+
+
+def refuse_installed_fixtures(command: str, option: str, what: str, target: Path) -> None:
+    """The shipped fixtures of an installed harness belong to its package (pip would neither update nor remove
+    what a command wrote there): a command that would write into them is asked for a place of the user's own."""
+    if fixtures_are_installed():
+        raise ParityInputError(f"parity {command}: the shipped {what} {target} is part of the installed package "
+                               f"(pip would neither update nor remove what is written there); expected {option}, "
+                               "a place of your own")
 
 
 def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path:

@@ -18,6 +18,7 @@ set -u
 out="${1:-${OUT:-gpu-session}}"
 python="${PYTHON:-python3}"
 mkdir -p "$out"
+out="$(cd "$out" && pwd)"  # relative to where it was run from, not to the repository root entered next
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
