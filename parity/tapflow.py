@@ -15,7 +15,7 @@ import numpy as np
 
 from backends.common.backend import Backend, HandoverWatch, InputMutatedError
 from backends.common.regions import CANVAS_TAPS, covered_canvas, tap_regions
-from backends.common.taps import TapSpec, batched, pipeline_inputs
+from backends.common.taps import TapSpec, batched, pipeline_inputs, tap_index
 
 from .audits import contract_problems
 from .chunks import MeanCombiner, as_array, read_only, slice_inputs, slice_tap
@@ -88,6 +88,21 @@ class TapJudge:
             comparator.count_nonfinite(reference_chunk=reference, candidate_chunk=candidate)
         self.seen = stop
 
+    def worst(self) -> tuple[int, float] | None:
+        """(flat index, |a - b|) of the worst element so far, or None."""
+        accumulated = self.comparator._acc if self.comparator is not None else None
+        worst = accumulated.worst if accumulated is not None else None
+        return None if worst is None else (int(worst[0]), float(worst[3]))
+
+    def worst_sample(self, before: tuple[int, float] | None) -> int | None:
+        """The sample that now holds the worst element, when the last chunk moved it there (per-sample taps)."""
+        after = self.worst()
+        if after is None or after == before or not (batched(self.spec) and self.spec.reduction is None):
+            return None
+        shape = self.comparator.reference_shape if self.comparator is not None else ()
+        per_row = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+        return after[0] // per_row if per_row else None
+
     def finish_means(self) -> None:
         if self.last is not None:
             (reference, candidate), self.last = self.last, None
@@ -151,6 +166,7 @@ class CaseRun:
         self.covered: np.ndarray | None = None
         self.batch = case.batch
         self.input_names = {spec.name for spec in pipeline_inputs(case.pipeline)}
+        self.index = tap_index(case.pipeline, case.config)
         reference_graph, candidate_graph = graphs["reference"], graphs["candidate"]
         self.reference_provides = {spec.name for spec in reference_graph.specs}
         self.candidate_specs = {spec.name: spec for spec in candidate_graph.specs}
@@ -274,15 +290,31 @@ class CaseRun:
             judge = self._judge(spec, mode)
             if spec.name not in self.regions:  # where the tap is judged separately (the canvas's covered part)
                 self.regions[spec.name] = self._regions(spec)
+            before = judge.worst()
             judge.update(reference, value, self.start, self.stop, self.whole, self.regions[spec.name])
         except (TypeError, ValueError) as error:
             self._error(mode, spec.name, f"returned a value that cannot be compared: {error}", "bad_output")
             return False
+        moved = judge.worst_sample(before)
         for observer in self.observers:
             update = getattr(observer, "update", None)
             if update is not None:
                 update(mode, spec, reference, value, self.start)
+            worst_moved = getattr(observer, "worst_moved", None)
+            if worst_moved is not None and moved is not None and self.start <= moved < self.stop:
+                worst_moved(mode, spec, reference, value, moved, self.start, self._inputs_of(spec, moved))
         return True
+
+    def _inputs_of(self, spec: TapSpec, sample: int) -> dict[str, np.ndarray]:
+        """One sample of the (reference's) per-sample inputs of ``spec``'s stage, as this chunk holds them."""
+        row = sample - self.start
+        found = {}
+        for name in spec.inputs:
+            value = self.chunk_inputs.get(name) if name in self.input_names else self.reference_values.get(name)
+            item = self.index.get(name)
+            if value is not None and item is not None and batched(item) and item.reduction is None:
+                found[name] = np.array(np.asarray(value)[row:row + 1], copy=True)
+        return found
 
     def _regions(self, spec: TapSpec) -> dict[str, np.ndarray]:
         covered = None

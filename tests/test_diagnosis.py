@@ -551,3 +551,9 @@ def test_without_a_rerun_a_generic_answer_says_what_went_untested():
     assert said.summary.startswith("a divisor differs; not tested here:") and "parity run" in said.summary
     specific = [Diagnosis("scale", "candidate = reference x 2", 0.0), Diagnosis("normalisation", "a divisor", 0.0)]
     assert caveat_untested(specific) == specific
+
+
+def test_a_wider_dtype_whose_values_agree_is_that_fact_alone():
+    a = field(45).astype(np.complex64)
+    found = run(a, a.astype(np.complex128) * (1 + 3e-8), tolerance=1e-6)
+    assert [d.kind for d in found] == ["dtype_mismatch"], [d.summary for d in found]
