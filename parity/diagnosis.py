@@ -43,8 +43,8 @@ __all__ = ["Diagnosis", "diagnose", "caveat_untested", "UNEXPLAINED"]
 # Best first: facts, then the most specific structural hypotheses, then the generic and level ones.
 # A level hypothesis, when it holds, describes the whole error and says whether to fix or to widen:
 # it goes before the two generic descriptions (a real gain, a pointwise function) that may also fit.
-PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "conjugate", "fftshift", "offset_sign",
-            "offset_swap_xy", "offsets_ignored", "channel_permutation", "transpose", "mirror", "shift", "overflow",
+PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "conjugate", "fftshift", "checkerboard",
+            "offset_sign", "offset_swap_xy", "offsets_ignored", "channel_permutation", "transpose", "mirror", "shift", "overflow",
             "border_only", "masked_region", "smoothing", "dtype_narrowing", "numerical_alternative", "normalisation",
             "elementwise"]
 FACTS = {"shape_mismatch", "nonfinite", "dtype_mismatch"}
@@ -52,7 +52,7 @@ LEVELS = {"dtype_narrowing", "numerical_alternative"}
 GENERIC = {"normalisation", "elementwise"}  # true of many mistakes: they do not stop the level hypotheses
 # A more specific explanation makes these redundant (a channel permutation of extracted patches is also
 # "each channel shifted by its neighbour's offset"; a constant factor is also an elementwise function).
-SUBSUMED_BY = {"elementwise": {"scale", "conjugate", "overflow"}, "normalisation": {"scale"},
+SUBSUMED_BY = {"elementwise": {"scale", "conjugate", "overflow"}, "normalisation": {"scale", "checkerboard"},
                "shift": {"fftshift", "offset_sign", "offsets_ignored", "offset_swap_xy", "channel_permutation",
                          "transpose", "mirror"}}
 

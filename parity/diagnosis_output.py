@@ -110,6 +110,24 @@ def fftshift(p: Problem) -> list[Diagnosis]:
     return out
 
 
+def checkerboard(p: Problem) -> list[Diagnosis]:
+    """A +-1 checkerboard: an (i)fftshift in the other domain (before the FFT instead of after the modulus) is,
+    for an even size, the transform times (-1)^k along each shifted axis."""
+    axes = SPATIAL.get(p.layout)
+    if axes is None:
+        return []
+    out = []
+    for chosen, where in ((axes, "both spatial axes"), (axes[:1], "the rows"), (axes[1:], "the columns")):
+        parity = sum(np.arange(p.b.shape[axis]).reshape([-1 if d == axis else 1 for d in range(p.b.ndim)])
+                     for axis in chosen) % 2
+        residual = p.residual(p.b * (1 - 2 * parity))
+        out.append(Diagnosis("checkerboard", f"candidate = reference x (-1)^k over {where}: an fftshift or "
+                             "ifftshift applied in the other domain (to the wave before the FFT instead of to the "
+                             "result), which multiplies the transform by a +-1 checkerboard", residual,
+                             {"axes": list(chosen)}))
+    return out
+
+
 def mirror(p: Problem) -> list[Diagnosis]:
     """Spatial axes reversed: a flip, or the circular k -> -k of an ifft where an fft is meant."""
     axes = SPATIAL.get(p.layout)
@@ -356,7 +374,7 @@ def overflow(p: Problem) -> list[Diagnosis]:
     return out
 
 
-TESTS = (scale, conjugate, fftshift, transpose, mirror, channel_permutation, shift, border_only, masked_region,
-         smoothing, normalisation, elementwise, overflow)
+TESTS = (scale, conjugate, fftshift, checkerboard, transpose, mirror, channel_permutation, shift, border_only,
+         masked_region, smoothing, normalisation, elementwise, overflow)
 
 __all__ = ["TESTS"]

@@ -232,6 +232,10 @@ def farfield_inverse(ctx, wave):
     return torch.fft.ifft2(wave) * ctx.cfg.N
 
 
+def farfield_shifted_wave(ctx, wave):
+    return S.farfield(ctx, torch.fft.fftshift(wave, dim=(-2, -1)))
+
+
 def exit_wave_conjugate_patches(ctx, probe, patches):
     return S.exit_wave(ctx, probe, patches.conj())
 

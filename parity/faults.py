@@ -237,6 +237,8 @@ FAULTS: tuple[Fault, ...] = (
       "farfield_norm_forward", PHYSICS, ("scale",), "FFT normalisation convention"),
     F("fft-inverse", "torch.fft.ifft2 (times N) where the forward FFT is meant", "farfield", "farfield_inverse",
       PHYSICS, ("mirror",), "inverse vs forward FFT"),
+    F("fft-shift-before", "fftshift applied to the exit wave before the FFT instead of to the result after it",
+      "farfield", "farfield_shifted_wave", PHYSICS, ("checkerboard",), "fftshift in the wrong domain"),
     F("exit-wave-conjugated-object", "the object patches conjugated before the probe multiplies them", "exit_wave",
       "exit_wave_conjugate_patches", PHYSICS, ("conjugate",), "phase sign of an input"),
     F("amplitude-missing-fftshift", "amplitude not fftshifted", "amplitude", "amplitude_no_fftshift", PHYSICS,

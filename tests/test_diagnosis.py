@@ -557,3 +557,13 @@ def test_a_wider_dtype_whose_values_agree_is_that_fact_alone():
     a = field(45).astype(np.complex64)
     found = run(a, a.astype(np.complex128) * (1 + 3e-8), tolerance=1e-6)
     assert [d.kind for d in found] == ["dtype_mismatch"], [d.summary for d in found]
+
+
+def test_a_plus_minus_one_checkerboard_is_an_fftshift_in_the_other_domain():
+    a = field(46)
+    rows, cols = np.indices(a.shape[1:3])
+    both = run(a, a * ((-1.0) ** (rows + cols))[None, :, :, None])
+    assert both[0].kind == "checkerboard" and both[0].evidence["axes"] == [1, 2]
+    rows_only = run(a, a * ((-1.0) ** rows)[None, :, :, None])
+    assert rows_only[0].kind == "checkerboard" and rows_only[0].evidence["axes"] == [1]
+    assert "normalisation" not in kinds(both)  # a factor of -1 and 1 is no divisor or count
