@@ -68,15 +68,27 @@ def graph_of(adapter: Any, pipeline: str, cfg: ForwardConfig, guard: Any = None)
         return guard.call(what, function, *args) if guard is not None else function(*args)
 
     registry = pipeline_taps(pipeline, cfg)
+    name = getattr(adapter, "name", type(adapter).__name__)
     unprovided: dict[str, str] = {}
     if callable(getattr(adapter, "unprovided", None)):
-        unprovided = dict(call("unprovided()", adapter.unprovided, pipeline, cfg))
+        declared, what = call("unprovided()", adapter.unprovided, pipeline, cfg), "unprovided()"
     else:
-        declared = getattr(adapter, "not_provided", None) or {}
-        unprovided = {name: str(reason) for name, reason in dict(declared).items()}
+        declared, what = getattr(adapter, "not_provided", None) or {}, "not_provided"
+    if not isinstance(declared, Mapping) or not all(isinstance(key, str) for key in declared):
+        raise ParityInputError(f"adapter {name!r}: {what} gave {type(declared).__name__}, expected a mapping of "
+                               "tap name -> reason")
+    unprovided = {key: str(reason) for key, reason in declared.items()}
     specs = registry
     if callable(getattr(adapter, "graph", None)):
-        specs = list(call("graph()", adapter.graph, pipeline, cfg))
+        returned = call("graph()", adapter.graph, pipeline, cfg)
+        if isinstance(returned, (str, bytes, Mapping)) or not isinstance(returned, Iterable):
+            raise ParityInputError(f"adapter {name!r}: graph() returned {type(returned).__name__}, expected a "
+                                   "list of TapSpec (the registry's, as pipeline_taps gives them)")
+        specs = list(returned)
+        junk = next((spec for spec in specs if not isinstance(spec, TapSpec)), None)
+        if junk is not None:
+            raise ParityInputError(f"adapter {name!r}: graph() holds a {type(junk).__name__} ({junk!r:.60}), "
+                                   "expected TapSpec entries (the registry's, as pipeline_taps gives them)")
     specs = [spec for spec in specs if spec.name not in unprovided]
     return Graph(specs, unprovided)
 

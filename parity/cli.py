@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Sequence
 
@@ -232,8 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> None:
-    """Console entry point: the work runs in a supervised child (``parity.supervise``); that child exits
-    without waiting for an adapter thread that never returned."""
+    """Console entry point: the work runs in a supervised child (``parity.supervise``). Once the verdict is
+    said, the process ends at once (``os._exit``): an adapter's thread that never returns, or its atexit
+    handler (which could block, or end the process with another status), never runs after the verdict."""
     if supervise.wanted():
         sys.exit(supervise.supervise(sys.argv[1:]))
     supervise.claim()
@@ -244,11 +244,10 @@ def run() -> None:
         supervise.exiting(ending.code if isinstance(ending.code, int) else int(ending.code is not None))
         raise
     supervise.exiting(code)
-    if any(thread.name.startswith("parity-") and thread.is_alive() for thread in threading.enumerate()):
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken stream: the code still goes out
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ __all__ = ["Diagnosis", "diagnose", "caveat_untested", "UNEXPLAINED"]
 # A level hypothesis, when it holds, describes the whole error and says whether to fix or to widen:
 # it goes before the two generic descriptions (a real gain, a pointwise function) that may also fit.
 PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "conjugate", "fftshift", "checkerboard",
-            "offset_sign", "offset_swap_xy", "offsets_ignored", "channel_permutation", "transpose", "mirror", "shift", "overflow",
+            "offset_sign", "offset_swap_xy", "offsets_ignored", "offsets_rounded", "offset_half_pixel", "channel_permutation", "transpose", "mirror", "shift", "overflow",
             "border_only", "masked_region", "smoothing", "dtype_narrowing", "numerical_alternative", "normalisation",
             "elementwise"]
 FACTS = {"shape_mismatch", "nonfinite", "dtype_mismatch"}
@@ -54,7 +54,7 @@ GENERIC = {"normalisation", "elementwise"}  # true of many mistakes: they do not
 # "each channel shifted by its neighbour's offset"; a constant factor is also an elementwise function).
 SUBSUMED_BY = {"elementwise": {"scale", "conjugate", "overflow"}, "normalisation": {"scale", "checkerboard"},
                "shift": {"fftshift", "offset_sign", "offsets_ignored", "offset_swap_xy", "channel_permutation",
-                         "transpose", "mirror"}}
+                         "transpose", "mirror", "offsets_rounded", "offset_half_pixel"}}
 
 
 def is_fact(diagnosis: Diagnosis) -> bool:

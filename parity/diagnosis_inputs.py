@@ -49,6 +49,11 @@ def _offset_transforms(name: str, x: np.ndarray) -> Iterator[tuple[str, str, np.
     yield ("offset_swap_xy", f"x and y of the offsets of input {name!r} swapped (column/row order)", x[:, :, ::-1])
     yield ("offsets_ignored", f"the offsets of input {name!r} ignored (every patch at its group's centre)",
            np.zeros_like(x))
+    centred = x - mean
+    for rounding, word in ((np.round, "rounded"), (np.floor, "floored"), (np.trunc, "truncated")):
+        yield ("offsets_rounded", f"the offsets of input {name!r} {word} to whole pixels (nearest-pixel placement, "
+                                  "an integer cast, or an integer-only shift where bilinear is meant)",
+               mean + rounding(centred))
     images = _offsets_images(x)
     column_major = _grid_column_major(channels)
     if column_major:
@@ -95,6 +100,14 @@ def _transforms(p: Problem) -> Iterator[Transform]:
                 yield kind, words, {name: moved}, None
         elif layout == "M2" and x.ndim == 2 and x.shape[1] == 2:
             yield "offset_swap_xy", f"x and y of input {name!r} swapped (column/row order)", {name: x[:, ::-1]}, None
+            for rounding, word in ((np.round, "rounded"), (np.floor, "floored")):
+                yield ("offsets_rounded", f"the positions of input {name!r} {word} to whole pixels (nearest-pixel "
+                                          "placement or an integer cast)", {name: rounding(x)}, None)
+            for move, word in (((0.5, 0.5), "+0.5"), ((-0.5, -0.5), "-0.5"), ((0.5, 0.0), "+0.5 in x"),
+                               ((0.0, 0.5), "+0.5 in y"), ((-0.5, 0.0), "-0.5 in x"), ((0.0, -0.5), "-0.5 in y")):
+                yield ("offset_half_pixel", f"the positions of input {name!r} moved by {word} pixel (a pixel's "
+                                            "centre where its corner is meant: N/2 vs (N-1)/2, align_corners)",
+                       {name: x + np.asarray(move)}, None)
         elif layout == "BHWC" and x.ndim == 4:
             for kind, words, moved in _image_transforms(name, x):
                 yield kind, words, {name: moved}, None

@@ -232,6 +232,14 @@ def farfield_inverse(ctx, wave):
     return torch.fft.ifft2(wave) * ctx.cfg.N
 
 
+def sim_patches_rounded(ctx, obj, scan_positions):
+    return S.sim_patches(ctx, obj, torch.round(scan_positions))
+
+
+def sim_patches_half_pixel(ctx, obj, scan_positions):
+    return S.sim_patches(ctx, obj, scan_positions + 0.5)
+
+
 def farfield_shifted_wave(ctx, wave):
     return S.farfield(ctx, torch.fft.fftshift(wave, dim=(-2, -1)))
 

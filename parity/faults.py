@@ -212,6 +212,10 @@ FAULTS: tuple[Fault, ...] = (
       "C > 1 with object_big off"),
     F("sim-patches-swap-xy", "scan positions read as (y, x)", "sim_patches", "sim_patches_swap_xy", SIMULATE_F64,
       ("offset_swap_xy",), "x/y order of scan positions swapped"),
+    F("sim-patches-rounded", "scan positions rounded to whole pixels before the patches are cut", "sim_patches",
+      "sim_patches_rounded", SIMULATE_F64, ("offsets_rounded",), "integer placement of sub-pixel positions"),
+    F("sim-patches-half-pixel", "scan positions moved by half a pixel (a pixel's centre taken for its corner)",
+      "sim_patches", "sim_patches_half_pixel", SIMULATE_F64, ("offset_half_pixel",), "half-pixel convention"),
     # -- illumination and far field --
     F("probe-normalised-twice", "probe divided by its L2 norm although the input is already normalised",
       "probe_effective", "probe_normalised_twice", PHYSICS, ("scale",), "probe divided by its norm twice"),

@@ -123,14 +123,24 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
             log.close()
 
 
-def _blind_spots(case: Case, selected: Sequence[TapSpec]) -> list[str]:
-    """A knob at a value where mistakes with it give the same numbers, read by a compared tap: say so."""
+def _blind_spots(case: Case, selected: Sequence[TapSpec], golden: bool = False) -> list[str]:
+    """A knob at a value where mistakes with it give the same numbers, read by a compared tap: say so, and how
+    to cover it (against goldens, whose cases are fixed, with a built-in case that sets the knob otherwise)."""
     notes = []
     for knob, (value, mistakes) in NEUTRAL_VALUES.items():
         readers = [spec.name for spec in selected if knob in spec.knobs]
         if readers and getattr(case.config, knob) == value:
+            if golden:
+                from .builtin_cases import BUILTIN_CASES
+
+                others = [other.name for other in BUILTIN_CASES.values() if getattr(other.config, knob) != value
+                          and any(knob in spec.knobs for spec in pipeline_taps(other.pipeline, other.config))]
+                advice = (f"check a case that sets it otherwise too ({', '.join(others[:3])})" if others else
+                          f"record a golden with another value too (parity record ... --set {knob}=2.5 --goldens DIR)")
+            else:
+                advice = f"run a case with another value too (--set {knob}=2.5)"
             notes.append(f"{knob} = {value:g} here, so {mistakes} gives the same numbers at {readers[0]} and "
-                         f"after; run a case with another value too (--set {knob}=2.5)")
+                         f"after; {advice}")
     return notes
 
 
@@ -189,7 +199,7 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
                        first_divergence=None, provenance=provenance.collect(device), timing=timing)
     if log is not None:
         report.log = {"path": str(log.path)}
-    report.notes += _blind_spots(case, selected)
+    report.notes += _blind_spots(case, selected, golden)
     blocking = next((audit for audit in audits[1:] if not audit.passed), None)
     not_comparable = affected_taps(audits[0], [graph.specs for graph in graphs.values()], registry)
     if blocking is not None or len(not_comparable) == len(registry):
@@ -245,13 +255,31 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
             finish(report)
     report.first_divergence = first_divergence(results, audits, report.stopped)
     if keeper is not None and report.stop_kind is None:
-        rerun = None
+        rerun, stand_in = None, False
         if not golden and guards["reference"].stuck is None:
             def rerun(tap, inputs):
                 return guards["reference"].call(f"run_stage({tap!r})", reference.run_stage, tap, case.pipeline,
                                                 case.config, inputs, case.weights)
-        attach_diagnoses(report, keeper, case, {spec.name: spec for spec in graphs["candidate"].specs}, rerun)
+        elif golden:
+            rerun, stand_in = _stand_in_rerun(case), True
+        attach_diagnoses(report, keeper, case, {spec.name: spec for spec in graphs["candidate"].specs}, rerun,
+                         stand_in=stand_in)
     return _finish(report, log)
+
+
+def _stand_in_rerun(case: Case):
+    """A golden holds no code: the built-in Torch backend (the spec's stages, on the CPU) reruns a stage for the
+    diagnosis instead, where it reproduces the golden's own output of that stage (``attach_diagnoses`` checks
+    that first, per tap, so a golden of another reference is never explained by code that is not its own)."""
+    backend = []
+
+    def rerun(tap, inputs):
+        if not backend:
+            from backends.torch import TorchBackend  # only when a golden check has something to diagnose
+
+            backend.append(TorchBackend("cpu"))
+        return backend[0].run_stage(tap, case.pipeline, case.config, inputs, case.weights)
+    return rerun
 
 
 def _finish(report: RunReport, log: OutputLog | None) -> RunReport:

@@ -147,8 +147,8 @@ def supervise(argv: list[str]) -> int:
     code = child.wait()
     for signum, handler in previous.items():
         signal.signal(signum, handler)
-    if said is not None:
-        return code if code >= 0 else 128 - code
+    if said is not None:  # the verdict stands, whatever status adapter code (a thread, an atexit) ended with
+        return said
     if code < 0 and -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(-code, signal.SIG_DFL)  # stopped from outside: die of the same signal, as it did
         os.kill(os.getpid(), -code)

@@ -285,6 +285,19 @@ class CaseRun:
         if device == "meta":  # a Torch tensor with a shape and no data
             self._error(mode, spec.name, "returned a tensor on the 'meta' device (a shape without values)", "bad_output")
             return False
+        layout = str(getattr(value, "layout", "torch.strided"))
+        if layout != "torch.strided":  # sparse (COO, CSR, ...): no dense view to compare
+            self._error(mode, spec.name, f"returned a {layout} tensor, expected a dense one (call .to_dense())",
+                        "bad_output")
+            return False
+        if getattr(value, "requires_grad", False):  # a port run without torch.no_grad(): the values are what count
+            value = value.detach()
+        reference = self.reference_values.get(spec.name)
+        size = int(np.prod(np.shape(value), dtype=np.float64)) if hasattr(value, "shape") else 1
+        if reference is not None and size > 4 * np.size(reference) + 4096:  # never copy what cannot be right
+            self._error(mode, spec.name, f"returned shape {tuple(np.shape(value))} ({size:.3g} elements), expected "
+                        f"{tuple(np.shape(reference))}: far too large to compare", "bad_output")
+            return False
         try:
             reference = self.reference_values[spec.name]
             judge = self._judge(spec, mode)
@@ -333,6 +346,10 @@ class CaseRun:
         self.guards["candidate"].tick()
         stage_reached("candidate", f"delivered {spec.name!r} (propagated); the stage after it was running")
         if spec.name not in self.compared_names:
+            return
+        if self.delivered.get(spec.name):
+            self._error("propagated", spec.name, "delivered twice in one run of the pipeline (the sink takes each tap "
+                        "once per chunk)", "bad_output")
             return
         self.delivered[spec.name] = True
         self.handed.add(spec.name, value)

@@ -256,3 +256,105 @@ class ScalesACachedTapLater(TorchBackend):
             return STAGES["probe_effective"](ctx, probe_in)
 
         self.stages["patches_extracted"], self.stages["probe_effective"] = extract, probe
+
+
+class _HandsJunkToTheSink(TorchBackend):
+    """The Torch port whose run_pipeline hands the sink something else for STAGE (raw-protocol behaviour)."""
+
+    def junk(self, value):
+        raise NotImplementedError
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        adapter = self
+
+        class Wrapped:
+            def __call__(self, spec, value):
+                return sink(spec, adapter.junk(value) if spec.name == STAGE else value)
+
+            def __getattr__(self, name):
+                return getattr(sink, name)
+
+        return super().run_pipeline(pipeline, cfg, inputs, weights, sink=Wrapped() if sink else None, taps=taps)
+
+
+class DeliversAScalar(_HandsJunkToTheSink):
+    name = "delivers-a-scalar"
+
+    def junk(self, value):
+        return 1.0
+
+
+class DeliversWithGrad(_HandsJunkToTheSink):
+    """A port run without torch.no_grad(): right values on a tensor that requires grad."""
+
+    name = "delivers-with-grad"
+
+    def junk(self, value):
+        return value.detach().clone().requires_grad_(True)
+
+
+class DeliversSparse(_HandsJunkToTheSink):
+    name = "delivers-sparse"
+
+    def junk(self, value):
+        return value.reshape(-1, value.shape[-1]).to_sparse()
+
+
+class DeliversAHugeBroadcast(_HandsJunkToTheSink):
+    """A zero-stride view of 2e6 x 32 x 32 x 4 elements (a few bytes of memory, 100+ GiB if copied)."""
+
+    name = "delivers-a-huge-broadcast"
+
+    def junk(self, value):
+        import torch
+
+        return torch.zeros((), dtype=value.dtype).expand((2_000_000, *value.shape[1:]))
+
+
+class DeliversTwice(TorchBackend):
+    name = "delivers-twice"
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        def twice(spec, value):
+            sink(spec, value)
+            if spec.name == STAGE:
+                sink(spec, value)
+
+        for name in ("accepts_tensors", "input_mutated", "changed_after_handover"):
+            if hasattr(sink, name):
+                setattr(twice, name, getattr(sink, name))
+        return TorchBackend.run_pipeline(self, pipeline, cfg, inputs, weights, sink=twice if sink else None,
+                                         taps=taps)
+
+
+class GraphIsText(TorchBackend):
+    name = "graph-is-text"
+
+    def graph(self, pipeline, cfg):
+        return "farfield"
+
+
+class WrongThenEndsWithZeroAtExit(TorchBackend):
+    """A wrong stage, and an atexit handler that ends the process with status 0 after the verdict."""
+
+    name = "wrong-then-exit-0-at-exit"
+
+    def __init__(self, device: str = "cpu") -> None:
+        import atexit
+        import os
+
+        super().__init__(device)
+        atexit.register(lambda: os._exit(0))
+        self.stages[STAGE] = lambda ctx, wave: STAGES[STAGE](ctx, wave) * 2
+
+
+class LeavesAThreadRunning(TorchBackend):
+    """A non-daemon thread that never ends: the command must still end once the verdict is said."""
+
+    name = "leaves-a-thread-running"
+
+    def __init__(self, device: str = "cpu") -> None:
+        import threading
+
+        super().__init__(device)
+        threading.Thread(target=lambda: time.sleep(3600), daemon=False).start()
