@@ -17,6 +17,7 @@ import os
 import socket
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.reuse_venv = "yes"
 nox.options.sessions = ["tests"]
@@ -62,8 +63,14 @@ def parity(session: nox.Session) -> None:
     Extra arguments go to both commands, e.g. `nox -s parity -- --case pinn-default`.
     """
     _install(session, "torch,tf,test")
-    session.run("parity", "run", "--out", "reports/run", *session.posargs)
-    session.run("parity", "check", "--candidate", "torch", "--out", "reports/check", *session.posargs)
+    failed = []
+    for command in (["run", "--out", "reports/run"], ["check", "--candidate", "torch", "--out", "reports/check"]):
+        try:  # both run, whatever the first says: a failing `run` still leaves the goldens to check against
+            session.run("parity", *command, *session.posargs)
+        except CommandFailed:
+            failed.append(f"parity {command[0]}")
+    if failed:
+        session.error(f"{' and '.join(failed)} failed (see above)")
 
 
 EXAMPLES = [

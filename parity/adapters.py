@@ -172,8 +172,12 @@ def load_adapter(spec: str, device: str = "cpu") -> Adapter:
     if missing:
         raise ParityInputError(f"adapter {spec!r}: object {adapter!r} lacks {missing}; an adapter needs "
                                f"{list(REQUIRED)} (see parity.adapters.Adapter)")
-    if not getattr(adapter, "name", None):
+    name = getattr(adapter, "name", None)
+    if not name:
         raise ParityInputError(f"adapter {spec!r}: has no 'name' attribute")
+    if not isinstance(name, str) or not name.isprintable():  # it is printed in tables and titles as it is
+        raise ParityInputError(f"adapter {spec!r}: name {name!r} is not printable text; expected a one-line name "
+                               "without control characters")
     if not hasattr(adapter, "device"):
         adapter.device = device
     return adapter

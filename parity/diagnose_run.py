@@ -112,7 +112,7 @@ class Kept:
             return self, None
         with np.errstate(all="ignore"):
             a, b = np.asarray(self.reference), np.asarray(self.candidate)
-            peak = float(np.nanmax(np.abs(a))) if a.size else 0.0
+            peak = _finite_max(np.abs(a))
             if not peak or not math.isfinite(peak):
                 return self, None
             rows = np.abs(a.astype(np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(b) else np.float64)
@@ -124,15 +124,36 @@ class Kept:
         agreeing = [self.samples[position] for position in range(len(self.samples)) if position not in differing]
         shown = [self.samples[position] for position in differing]
         which = f"sample {shown[0]} differs" if len(shown) == 1 else f"samples {_ranges(shown)} differ"
+        copied = _copied_from(a, b, differing, tolerance * peak)
+        cause = (f"each of them holds sample {self.samples[copied]}'s values: one sample broadcast to the batch (a "
+                 "batch dimension lost or indexed with 0)" if copied is not None else
+                 "the fault depends on the sample (its place in the batch or chunk, or its values)")
         fact = Diagnosis("samples_differ", f"of the {len(self.samples)} samples inspected only {which} "
-                         f"(samples {_ranges(agreeing)} agree within tolerance): the fault depends on the "
-                         "sample (its place in the batch or chunk, or its values); diagnosed on those samples",
-                         math.nan, {"fact": True, "differing": shown, "agreeing": agreeing})
+                         f"(samples {_ranges(agreeing)} agree within tolerance): {cause}; diagnosed on those samples",
+                         math.nan, {"fact": True, "differing": shown, "agreeing": agreeing,
+                                    "copied_from": None if copied is None else self.samples[copied]})
         length = len(self.samples)
         subset = Kept(a[differing], b[differing],
                       {key: np.asarray(value)[differing] if np.ndim(value) and len(value) == length else value
                        for key, value in self.inputs.items()}, shown)
         return subset, fact
+
+
+def _copied_from(a: np.ndarray, b: np.ndarray, differing: list[int], limit: float) -> int | None:
+    """The position of an agreeing sample whose reference every differing candidate sample equals, if any."""
+    for source in range(len(a)):
+        if source in differing:
+            continue
+        with np.errstate(all="ignore"):
+            if all(_finite_max(np.abs(b[index] - a[source])) <= limit for index in differing):
+                return source
+    return None
+
+
+def _finite_max(values: np.ndarray) -> float:
+    """The largest finite value (0 when there is none), without numpy's all-NaN warning."""
+    finite = values[np.isfinite(values)]
+    return float(finite.max()) if finite.size else 0.0
 
 
 def _ranges(samples: list[int]) -> str:
@@ -185,8 +206,8 @@ def _reproduces(rerun: Callable, kept: Kept, tolerance: float) -> bool:
         if again.shape != reference.shape:
             return False
         with np.errstate(all="ignore"):
-            peak = float(np.nanmax(np.abs(reference))) if reference.size else 0.0
-            error = float(np.nanmax(np.abs(reference - again))) if reference.size else 0.0
+            peak = _finite_max(np.abs(reference))
+            error = float(np.abs(reference - again).max(initial=0.0))  # NaN where either is NaN: no match
         return bool(peak) and math.isfinite(error) and error <= tolerance * peak
     except Exception:  # noqa: BLE001 - no stand-in (no Torch here, a stage it lacks): nothing is rerun
         return False

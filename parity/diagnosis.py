@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -43,16 +44,17 @@ __all__ = ["Diagnosis", "diagnose", "caveat_untested", "UNEXPLAINED"]
 # Best first: facts, then the most specific structural hypotheses, then the generic and level ones.
 # A level hypothesis, when it holds, describes the whole error and says whether to fix or to widen:
 # it goes before the two generic descriptions (a real gain, a pointwise function) that may also fit.
-PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "conjugate", "fftshift", "checkerboard",
-            "offset_sign", "offset_swap_xy", "offsets_ignored", "offsets_rounded", "offset_half_pixel", "channel_permutation", "transpose", "mirror", "shift", "overflow",
-            "border_only", "masked_region", "smoothing", "dtype_narrowing", "numerical_alternative", "normalisation",
-            "elementwise"]
+PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "power", "conjugate", "fftshift", "checkerboard",
+            "offset_sign", "offset_swap_xy", "offsets_ignored", "offsets_rounded", "offset_half_pixel",
+            "channel_permutation", "transpose", "mirror", "shift", "overflow", "border_only", "masked_region",
+            "smoothing", "dtype_narrowing", "numerical_alternative", "normalisation", "elementwise"]
 FACTS = {"shape_mismatch", "nonfinite", "dtype_mismatch"}
 LEVELS = {"dtype_narrowing", "numerical_alternative"}
 GENERIC = {"normalisation", "elementwise"}  # true of many mistakes: they do not stop the level hypotheses
 # A more specific explanation makes these redundant (a channel permutation of extracted patches is also
 # "each channel shifted by its neighbour's offset"; a constant factor is also an elementwise function).
-SUBSUMED_BY = {"elementwise": {"scale", "conjugate", "overflow"}, "normalisation": {"scale", "checkerboard"},
+SUBSUMED_BY = {"elementwise": {"scale", "power", "conjugate", "overflow"},
+               "normalisation": {"scale", "power", "checkerboard"},
                "shift": {"fftshift", "offset_sign", "offsets_ignored", "offset_swap_xy", "channel_permutation",
                          "transpose", "mirror", "offsets_rounded", "offset_half_pixel"}}
 
@@ -100,7 +102,9 @@ def diagnose(reference: np.ndarray, candidate: np.ndarray, *, layout: str, kind:
     Returns ``[]`` when there is nothing to explain, else at least one diagnosis (``unexplained``
     when no hypothesis explains the difference).
     """
-    with np.errstate(all="ignore"):  # NaN/Inf are data here: the facts report them, the tests skip them
+    # NaN/Inf are data here (the facts report them, the tests skip them); a junk dtype's casts are too
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
         return _diagnose(np.asarray(reference), np.asarray(candidate), layout, kind, tolerance, cfg, stage_inputs,
                          input_layouts, rerun, reference_dtype, candidate_dtype)
 

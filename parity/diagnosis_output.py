@@ -61,6 +61,21 @@ def scale(p: Problem) -> list[Diagnosis]:
     return [Diagnosis("scale", summary, residual, evidence)]
 
 
+def power(p: Problem) -> list[Diagnosis]:
+    """The candidate is the reference squared, or its square root: an intensity where an amplitude is meant (a
+    missing sqrt), or the reverse."""
+    if p.complex or not (p.a[p.finite] >= 0).all():
+        return []
+    b = np.where(p.finite, p.b, 0.0)
+    with np.errstate(invalid="ignore"):
+        found = [("candidate = reference^2: an intensity where an amplitude is meant (a sqrt missing)",
+                  np.sqrt(np.abs(b)), 2.0),
+                 ("candidate = sqrt(reference): an amplitude where an intensity is meant (a sqrt too many)",
+                  b * b, 0.5)]
+    return [Diagnosis("power", words, p.residual(corrected), {"exponent": exponent})
+            for words, corrected, exponent in found]
+
+
 def conjugate(p: Problem) -> list[Diagnosis]:
     if not p.complex:
         return []
@@ -374,7 +389,7 @@ def overflow(p: Problem) -> list[Diagnosis]:
     return out
 
 
-TESTS = (scale, conjugate, fftshift, checkerboard, transpose, mirror, channel_permutation, shift, border_only,
+TESTS = (scale, power, conjugate, fftshift, checkerboard, transpose, mirror, channel_permutation, shift, border_only,
          masked_region, smoothing, normalisation, elementwise, overflow)
 
 __all__ = ["TESTS"]

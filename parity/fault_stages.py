@@ -266,6 +266,10 @@ def amplitude_no_fftshift(ctx, field):
     return torch.sqrt(field.real**2 + field.imag**2)
 
 
+def amplitude_missing_sqrt(ctx, field):
+    return torch.fft.fftshift(field.real**2 + field.imag**2, dim=(-2, -1))
+
+
 def amplitude_abs(ctx, field):
     return torch.abs(torch.fft.fftshift(field, dim=(-2, -1)))
 

@@ -247,6 +247,8 @@ FAULTS: tuple[Fault, ...] = (
       "exit_wave_conjugate_patches", PHYSICS, ("conjugate",), "phase sign of an input"),
     F("amplitude-missing-fftshift", "amplitude not fftshifted", "amplitude", "amplitude_no_fftshift", PHYSICS,
       ("fftshift",), "missing fftshift"),
+    F("amplitude-missing-sqrt", "amplitude returned as |farfield|^2 (the intensity): the sqrt forgotten",
+      "amplitude", "amplitude_missing_sqrt", PHYSICS, ("power",), "intensity where amplitude is meant"),
     F("amplitude-incoherent-modes", "real and imaginary parts of the exit wave summed as incoherent modes",
       "amplitude", "amplitude_incoherent", PHYSICS, None, "coherent vs incoherent sum of probe modes"),
     F("intensity-scale-dead", "amplitude.scaled forgets intensity_scale", "amplitude_scaled",

@@ -358,3 +358,7 @@ class LeavesAThreadRunning(TorchBackend):
 
         super().__init__(device)
         threading.Thread(target=lambda: time.sleep(3600), daemon=False).start()
+
+
+class EscapesInItsName(TorchBackend):
+    name = "port\n\x1b[31mPASS"

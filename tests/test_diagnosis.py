@@ -122,7 +122,7 @@ def test_a_huge_error_mostly_removed_is_not_explained_when_much_of_the_peak_is_l
     a = np.abs(field(9)) * 40
     found = run(a, a**2)  # 99.9% of a x40 error is "a scale", but 1.5x the peak is left: it is a square
     assert "scale" not in kinds(found)
-    assert kinds(found)[0] == "elementwise"
+    assert kinds(found)[0] == "power"  # named for what it is (before the power hypothesis: elementwise)
 
 
 def test_a_scalar_ratio_is_only_a_scale_when_named():
@@ -567,3 +567,10 @@ def test_a_plus_minus_one_checkerboard_is_an_fftshift_in_the_other_domain():
     rows_only = run(a, a * ((-1.0) ** rows)[None, :, :, None])
     assert rows_only[0].kind == "checkerboard" and rows_only[0].evidence["axes"] == [1]
     assert "normalisation" not in kinds(both)  # a factor of -1 and 1 is no divisor or count
+
+
+def test_an_intensity_where_an_amplitude_is_meant_is_a_power():
+    amplitude = np.abs(field(47))
+    found = run(amplitude, amplitude**2)
+    assert found[0].kind == "power" and found[0].evidence["exponent"] == 2.0, [d.summary for d in found]
+    assert run(amplitude**2 + 0.5, np.sqrt(amplitude**2 + 0.5))[0].kind == "power"

@@ -66,3 +66,12 @@ def test_with_a_live_reference_the_hypotheses_fit_the_differing_samples(referenc
     kinds = [diagnosis.kind for diagnosis in report.diagnoses]
     assert kinds[0] == "samples_differ"
     assert "offset_swap_xy" in kinds, [diagnosis.summary for diagnosis in report.diagnoses]
+
+
+def test_samples_that_all_hold_one_sample_s_values_are_called_a_broadcast():
+    rng = np.random.Generator(np.random.PCG64(5))
+    reference = rng.standard_normal((5, 4, 4))
+    candidate = np.repeat(reference[:1], 5, axis=0)  # every sample is sample 0
+    subset, fact = Kept(reference, candidate, {}, list(range(5))).only_differing(1e-6)
+    assert subset.samples == [1, 2, 3, 4]
+    assert fact.evidence["copied_from"] == 0 and "one sample broadcast to the batch" in fact.summary

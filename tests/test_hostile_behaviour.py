@@ -58,3 +58,8 @@ def test_a_graph_that_is_not_a_list_of_taps_is_a_usage_error(tmp_path):
     result, report = _check(tmp_path, "GraphIsText")
     assert result.returncode == 2, result.stderr
     assert "graph() returned str, expected a list of TapSpec" in result.stderr
+
+
+def test_a_name_that_would_write_control_characters_to_the_terminal_is_refused(tmp_path):
+    result, report = _check(tmp_path, "EscapesInItsName")
+    assert result.returncode == 2 and "not printable text" in result.stderr and "\x1b" not in result.stderr
