@@ -126,6 +126,14 @@ def _transforms(p: Problem) -> Iterator[Transform]:
         yield ("transpose", "the stage computes on transposed spatial axes (e.g. convolution kernels with H and W "
                             "swapped: (H, W, in, out) mapped to (out, in, W, H))", spatial_inputs,
                lambda out: np.swapaxes(out, *out_axes))
+    # a convolution with its kernels rotated by 180 degrees is the same convolution of the rotated image, rotated
+    # back (odd kernels, symmetric 'same' padding, pooling on even sizes)
+    rotated = {name: np.flip(np.asarray(value), axis=(1, 2) if np.ndim(value) == 4 else (0, 1))
+               for name, value in p.stage_inputs.items() if p.input_layouts.get(name) == "BHWC" and np.ndim(value) == 4}
+    if rotated and p.layout == "BHWC" and p.a.ndim == 4:
+        yield ("kernel_flip", "the stage's kernels are rotated by 180 degrees (a convolution where the reference "
+                              "cross-correlates, or a kernel flipped when the weights were mapped)", rotated,
+               lambda out: np.flip(out, axis=(1, 2)))
 
 
 def rerun_inputs(p: Problem) -> list[Diagnosis]:

@@ -322,6 +322,10 @@ def encoder_kernel_transposed(ctx, x, index):
     return _encoder(ctx, x, index, lambda h, layer: F.conv2d(h, layer.weight.transpose(-1, -2), layer.bias, padding=1))
 
 
+def encoder_kernel_flipped(ctx, x, index):
+    return _encoder(ctx, x, index, lambda h, layer: F.conv2d(h, layer.weight.flip(-2, -1), layer.bias, padding=1))
+
+
 def _tf32(tensor):
     """Round float32 to TF32 (10 explicit mantissa bits), nearest-even."""
     bits = tensor.contiguous().view(torch.int32)
