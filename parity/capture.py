@@ -4,6 +4,12 @@ The harness's own terminal output must stay readable: adapter code runs with fil
 and 2 (and ``sys.stdout`` / ``sys.stderr``, ``warnings``) pointed at the run's log, and the CLI
 writes through ``terminal()``, a stream on a duplicate of the original stdout that the
 redirection does not touch.
+
+The log is bounded (``PARITY_LOG_LIMIT`` bytes, default 64 MiB): a port that prints in a loop must not
+fill the disk.  Output past the limit is dropped, the head is kept (the first error is what a reader
+needs) and a line says so; a watcher thread enforces it while a capture is open, and every capture's
+end and ``close()`` once more.  The file is in append mode, so writes after a truncation land at its
+new end.
 """
 
 from __future__ import annotations
@@ -19,6 +25,16 @@ from pathlib import Path
 
 _terminal: io.TextIOBase | None = None
 _lock = threading.Lock()
+DEFAULT_LIMIT = 64 << 20
+_WATCH_INTERVAL = 0.2  # seconds between size checks while output is captured
+
+
+def log_limit() -> int:
+    """Bytes an adapter log may hold (``PARITY_LOG_LIMIT``; a bad value falls back to the default)."""
+    try:
+        return max(4096, int(os.environ.get("PARITY_LOG_LIMIT", DEFAULT_LIMIT)))
+    except ValueError:
+        return DEFAULT_LIMIT
 
 
 def terminal() -> io.TextIOBase:
@@ -45,9 +61,35 @@ class OutputLog:
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run, closed by close()
         self._restore: list = []  # how to undo the capture in progress (any thread may: see release())
         self._restore_lock = threading.Lock()
+        self.limit = log_limit()
+        self.dropped = False  # output past the limit was dropped
+        self._bound_lock = threading.Lock()
+        self._watching: threading.Event | None = None
+
+    def bound(self) -> None:
+        """Cut the log back to its limit (plus the line saying so) when it has grown past it."""
+        marker = (f"\n[parity: adapter output past {self.limit} bytes was dropped (PARITY_LOG_LIMIT); "
+                  "the head is kept]\n").encode()
+        with self._bound_lock, contextlib.suppress(OSError, ValueError):
+            size = os.fstat(self._file.fileno()).st_size
+            if size <= self.limit + (len(marker) if self.dropped else 0):
+                return
+            self._file.flush()
+            os.ftruncate(self._file.fileno(), self.limit)
+            if not self.dropped:
+                self.dropped = True
+                self._file.write(marker)
+                self._file.flush()
+            else:
+                os.ftruncate(self._file.fileno(), self.limit + len(marker))
+
+    def _watch(self, stop: threading.Event) -> None:
+        while not stop.wait(_WATCH_INTERVAL):
+            self.bound()
 
     def close(self) -> None:
         """Close the log; an empty one is removed (nothing was printed)."""
+        self.bound()
         with contextlib.suppress(OSError):
             self._file.close()
         if self.size() == 0:
@@ -84,6 +126,10 @@ class OutputLog:
         token = (text, previous, saved)
         with self._restore_lock:
             self._restore.append(token)
+            if self._watching is None:  # one watcher while any capture is open
+                self._watching = threading.Event()
+                threading.Thread(target=self._watch, args=(self._watching,), name="parity-log-bound",
+                                 daemon=True).start()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("default")
@@ -111,6 +157,9 @@ class OutputLog:
             if token not in self._restore:
                 return  # already given back (release() from another thread)
             self._restore.remove(token)
+            if not self._restore and self._watching is not None:
+                self._watching.set()
+                self._watching = None
         text, previous, saved = token
         with contextlib.suppress(Exception):
             text.flush()
@@ -119,6 +168,7 @@ class OutputLog:
             with contextlib.suppress(OSError):
                 os.dup2(duplicate, fd)
                 os.close(duplicate)
+        self.bound()
 
 
 class _Unclosable(io.RawIOBase):

@@ -252,7 +252,9 @@ def summary_lines(report: RunReport) -> list[str]:
         if tap.status in ("not_compared", "not_comparable") or (tap.status == "unjudged" and tap.reason):
             lines.append(f"{tap.name}: {tap.reason}")
     if report.log.get("bytes"):
-        lines.append(f"adapter output ({report.log['bytes']} bytes) captured in {report.log['path']}")
+        lines.append(f"adapter output ({report.log['bytes']} bytes) captured in {report.log['path']}"
+                     + (f"; output past {report.log['truncated_at']} bytes was dropped (PARITY_LOG_LIMIT)"
+                        if report.log.get("truncated_at") else ""))
     counts = report.counts()
     judged = counts.get("passed", 0) + counts.get("failed", 0)
     verdict = "PASS" if report.passed else "FAIL"

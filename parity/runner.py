@@ -284,6 +284,9 @@ def _stand_in_rerun(case: Case):
 
 def _finish(report: RunReport, log: OutputLog | None) -> RunReport:
     if log is not None:
+        log.bound()
         size = log.size()
         report.log = {"path": str(log.path), "bytes": size} if size else {}
+        if size and log.dropped:
+            report.log["truncated_at"] = log.limit
     return report

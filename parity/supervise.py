@@ -11,10 +11,16 @@ in (``stop_kind = "crashed"``) and exits 3, never 0 or 1.
 The child knows it is supervised from ``PARITY_SUPERVISED``; the status descriptor is taken out of
 the environment and made non-inheritable as soon as the child starts, so processes it starts in turn
 (``parity bench`` does) neither write to it nor supervise themselves.
+
+A child stopped by a signal (adapter code sending itself SIGSTOP or SIGTSTP) would never run again,
+and nothing inside it can time out while it is stopped: the watcher resumes it (SIGCONT) once it has
+stayed stopped for ``RESUME_AFTER`` seconds and says so, so the run goes on to its report (a stage
+that keeps stopping itself is then a hang the stage timeout ends).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -29,6 +35,7 @@ ENV_CHILD = "PARITY_SUPERVISED"
 ENV_FD = "PARITY_STATUS_FD"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h: the child dies with its parent (a SIGKILLed parent leaves no orphan)
 _status_fd: int | None = None
+RESUME_AFTER = 1.0  # seconds a child may stay stopped before the watcher resumes it
 
 
 def wanted() -> bool:
@@ -171,9 +178,12 @@ def _status_lines(read_fd: int, child: subprocess.Popen):
     """
     os.set_blocking(read_fd, False)
     pending = b""
+    stopped_since: float | None = None
     try:
         while True:
             exited = child.poll() is not None  # read after this: whatever it wrote before exiting is in the pipe
+            if not exited:
+                stopped_since = _resume_if_stopped(child, stopped_since)
             select.select([read_fd], [], [], 0.2)
             ended = False
             while True:
@@ -191,6 +201,34 @@ def _status_lines(read_fd: int, child: subprocess.Popen):
                 return
     finally:
         os.close(read_fd)
+
+
+def _is_stopped(pid: int) -> bool:
+    """The process is stopped by a signal (state T in /proc; False where there is no /proc)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            fields = stat_file.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return bool(fields) and fields[0] == b"T"
+
+
+def _resume_if_stopped(child: subprocess.Popen, stopped_since: float | None) -> float | None:
+    """SIGCONT to a child that stayed stopped ``RESUME_AFTER`` seconds; when it was first seen stopped."""
+    import time
+
+    if not _is_stopped(child.pid):
+        return None
+    now = time.monotonic()
+    if stopped_since is None:
+        return now
+    if now - stopped_since < RESUME_AFTER:
+        return stopped_since
+    print(f"parity: the run's process (pid {child.pid}) was stopped by a signal (SIGSTOP or SIGTSTP, most likely "
+          "from adapter code); the watcher resumed it (SIGCONT)", file=sys.stderr)
+    with contextlib.suppress(ProcessLookupError):
+        child.send_signal(signal.SIGCONT)
+    return None
 
 
 def _write_crash_report(started: dict[str, Any], how: str) -> None:

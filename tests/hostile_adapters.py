@@ -362,3 +362,43 @@ class LeavesAThreadRunning(TorchBackend):
 
 class EscapesInItsName(TorchBackend):
     name = "port\n\x1b[31mPASS"
+
+
+class StopsItself(TorchBackend):
+    """Its farfield stage sends the process SIGSTOP: nothing inside a stopped process can time out."""
+
+    name = "stops-itself"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages[STAGE] = _stopping_stage
+
+
+def _stopping_stage(ctx, wave):
+    import os
+    import signal
+
+    os.kill(os.getpid(), signal.SIGSTOP)
+    return STAGES[STAGE](ctx, wave)
+
+
+class Floods(TorchBackend):
+    """Its farfield stage prints PARITY_TEST_FLOOD bytes (C-level and Python writes): the log must stay bounded."""
+
+    name = "floods"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages[STAGE] = _flooding_stage
+
+
+def _flooding_stage(ctx, wave):
+    import os
+
+    total = int(os.environ.get("PARITY_TEST_FLOOD", str(8 << 20)))
+    line = b"FLOOD " + b"x" * 1017 + b"\n"
+    for _ in range(total // len(line) // 2):
+        os.write(1, line)  # what a C extension's printf does
+    for _ in range(total // len(line) // 2):
+        print(line.decode(), end="")
+    return STAGES[STAGE](ctx, wave)

@@ -453,3 +453,43 @@ def test_a_tensor_without_data_is_junk_output_of_its_tap(tmp_path):
                       tolerance_table(None))
     result = report.tap("intensity").modes["propagated"]
     assert result.error_kind == "bad_output" and "meta" in result.error and not report.passed
+
+
+def test_a_stage_that_stops_its_own_process_is_resumed_and_the_run_reports(tmp_path):
+    """SIGSTOP from adapter code: the stopped child can time out nothing itself; the watcher resumes it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.run(
+        [sys.executable, "-m", "parity", "run", "--case", "physics-default", "--set", "N=32", "--reference", "torch",
+         "--candidate", "tests.hostile_adapters:StopsItself", "--out", str(tmp_path)], cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=300)
+    assert "was stopped by a signal" in process.stderr and "resumed it (SIGCONT)" in process.stderr, process.stderr
+    assert process.returncode == 0, process.stderr  # the Torch port against itself: parity holds once it runs on
+    report = json.loads((tmp_path / "physics-default" / "report.json").read_text())
+    assert report["passed"] is True
+
+
+def test_an_adapter_that_floods_its_output_leaves_a_bounded_log(tmp_path, monkeypatch):
+    from parity.builtin_cases import builtin_case
+    from parity.runner import RunOptions, run_case
+    from parity.workflows import cast_case, tolerance_table
+    from tests.hostile_adapters import Floods
+    from backends.torch import TorchBackend
+
+    limit = 1 << 20
+    monkeypatch.setenv("PARITY_LOG_LIMIT", str(limit))
+    monkeypatch.setenv("PARITY_TEST_FLOOD", str(6 << 20))
+    log_path = tmp_path / "adapter.log"
+    case = builtin_case("physics-default")
+    report = run_case(cast_case(case, case.config.replace(N=32)), TorchBackend(), Floods(), tolerance_table(None),
+                      RunOptions(modes=("propagated",), log_path=log_path))
+    assert report.passed  # the output is the port's business; the numbers still agree
+    text = log_path.read_bytes()
+    assert limit < len(text) < limit + 200, len(text)
+    assert text.startswith(b"FLOOD ") and text.rstrip().endswith(b"the head is kept]")
+    assert report.log["truncated_at"] == limit and report.log["bytes"] == len(text)
