@@ -299,3 +299,38 @@ def test_out_of_tolerance_count_on_the_line(dtype, near_share, engine):
     for chunks in (1, 4):
         got = _feed(a, b, "BHWC", chunks, crit, engine=engine)
         assert got.n_out_of_tolerance == want, (chunks, got.n_out_of_tolerance, want)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_exact_phase_error_equals_the_complex128_definition_bitwise(dtype):
+    """The whole-chunk phase error (what the screen falls back to) evaluates arctangents for a few elements
+    only; it must still be exactly max |angle(b conj a)| over |a| >= threshold, signed zeros included."""
+    from parity.engines.numpy_engine import NumpyOps
+
+    def definition(a, b, threshold):
+        a64, b64 = a.astype(np.complex128), b.astype(np.complex128)
+        keep = np.abs(a64) >= threshold
+        return float(np.abs(np.angle(b64[keep] * np.conj(a64[keep]))).max()) if keep.any() else 0.0
+
+    rng = np.random.default_rng(11)
+    for trial in range(600):
+        n = int(rng.integers(1, 400))
+        a = (rng.normal(size=n) + 1j * rng.normal(size=n)).astype(dtype)
+        kind = trial % 6
+        if kind == 0:  # relative noise: every element a candidate of the screen
+            b = (a * (1 + 1e-7 * rng.normal(size=n))).astype(dtype)
+        elif kind == 1:
+            b = (a * np.exp(1j * rng.normal(size=n))).astype(dtype)
+        elif kind == 2:
+            b = -a
+        elif kind == 3:  # zeros in the candidate: atan2(+-0, -0) is pi
+            b = a.copy()
+            b[rng.integers(0, n, size=3)] = 0
+        elif kind == 4:  # zeros in the reference
+            b = (a + 1e-3 * rng.normal(size=n)).astype(dtype)
+            a[rng.integers(0, n, size=5)] = 0
+        else:  # right angles and ties
+            b = (1j * a).astype(dtype)
+            b[::2] = a[::2] * np.complex64(1 + 1e-3j)
+        threshold = float(rng.choice([0.0, 0.5, 1.0, 10.0]))
+        assert NumpyOps.exact_phase_error(a, b, threshold) == definition(a, b, threshold), (trial, kind)

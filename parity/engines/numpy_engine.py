@@ -141,9 +141,13 @@ class NumpyOps:
 
     @staticmethod
     def exact_phase_error(a, b, threshold: float) -> float:
-        a64, b64 = a.astype(np.complex128), b.astype(np.complex128)
+        """max |angle(b conj(a))| over |a| >= threshold, in complex128 (an arctangent for a few elements only)."""
+        a64, b64 = a.astype(np.complex128).reshape(-1), b.astype(np.complex128).reshape(-1)
         keep = np.abs(a64) >= threshold
-        return float(np.abs(np.angle(b64[keep] * np.conj(a64[keep]))).max()) if keep.any() else 0.0
+        if not keep.any():
+            return 0.0
+        product = np.multiply(b64, np.conj(a64), out=b64)
+        return max_angle(product.real, product.imag, keep)
 
     @staticmethod
     def phase_frontier(a, b, threshold: float):
@@ -152,3 +156,27 @@ class NumpyOps:
         keep = magnitude >= threshold
         errors = np.abs(np.angle(b64[keep] * np.conj(a64[keep])))
         return phase_frontier.prune(magnitude[keep], errors)
+
+
+
+def max_angle(re: np.ndarray, im: np.ndarray, keep: np.ndarray) -> float:
+    """max |arctan2(im, re)| where ``keep``, evaluating the arctangent only where it can be the maximum.
+
+    An element with re < 0, or re = 0 with im != 0, or re = -0 (atan2 gives pi there) has an angle of at
+    least pi/2, above every other; among the rest |angle| = atan(|im| / re) grows with the ratio, so only
+    the elements whose ratio ties the largest (to a few ulps) need the arctangent.
+    """
+    positive = re > 0
+    acute = keep & positive
+    rest = np.flatnonzero(keep & ~positive)  # usually few: the angle's sign conventions decided on them only
+    if rest.size:
+        re_rest, im_rest = re[rest], im[rest]
+        obtuse = (re_rest < 0) | ((im_rest != 0) | np.signbit(re_rest))  # re is 0 where it is not < 0
+        if obtuse.any():
+            return float(np.abs(np.arctan2(im_rest[obtuse], re_rest[obtuse])).max())
+    ratio = np.divide(np.abs(im), re, out=np.zeros(re.shape), where=acute)
+    top = float(ratio.max())
+    if top == 0.0:
+        return 0.0
+    near = np.flatnonzero(ratio >= top * (1 - 8 * np.finfo(np.float64).eps))
+    return float(np.abs(np.arctan2(im[near], re[near])).max())
