@@ -455,6 +455,7 @@ def test_a_tensor_without_data_is_junk_output_of_its_tap(tmp_path):
     assert result.error_kind == "bad_output" and "meta" in result.error and not report.passed
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watcher reads the child's state from /proc")
 def test_a_stage_that_stops_its_own_process_is_resumed_and_the_run_reports(tmp_path):
     """SIGSTOP from adapter code: the stopped child can time out nothing itself; the watcher resumes it."""
     import json
