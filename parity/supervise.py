@@ -36,6 +36,7 @@ ENV_FD = "PARITY_STATUS_FD"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h: the child dies with its parent (a SIGKILLed parent leaves no orphan)
 _status_fd: int | None = None
 RESUME_AFTER = 1.0  # seconds a child may stay stopped before the watcher resumes it
+_resumed = 0  # how many times it did
 
 
 def wanted() -> bool:
@@ -224,8 +225,11 @@ def _resume_if_stopped(child: subprocess.Popen, stopped_since: float | None) -> 
         return now
     if now - stopped_since < RESUME_AFTER:
         return stopped_since
-    print(f"parity: the run's process (pid {child.pid}) was stopped by a signal (SIGSTOP or SIGTSTP, most likely "
-          "from adapter code); the watcher resumed it (SIGCONT)", file=sys.stderr)
+    global _resumed
+    if not _resumed:  # once: a process stopped again and again (SIGTTIN from reading the terminal) says it once
+        print(f"parity: the run's process (pid {child.pid}) was stopped by a signal (SIGSTOP, SIGTSTP or SIGTTIN, "
+              "most likely from adapter code); the watcher resumed it (SIGCONT)", file=sys.stderr)
+    _resumed += 1
     with contextlib.suppress(ProcessLookupError):
         child.send_signal(signal.SIGCONT)
     return None
