@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -15,6 +17,7 @@ def band_table(ops, x, geom, first_row: int, samples: int) -> np.ndarray:
         return table
     row_axis, col_axis = geom.spatial_axes
     rows = x.shape[0]
+    col = col_axis - 1  # the column axis once the row axis is reduced away
     for i, (lo, hi) in enumerate(geom.bands(row_axis)):
         if row_axis == 0:
             lo, hi = max(lo - first_row, 0), min(hi - first_row, rows)
@@ -22,13 +25,20 @@ def band_table(ops, x, geom, first_row: int, samples: int) -> np.ndarray:
             continue
         index = [slice(None)] * x.ndim
         index[row_axis] = slice(lo, hi)
-        reduced = ops.amax(x[tuple(index)], (row_axis,))  # the rows of the band, first: a contiguous pass
+        # the rows of the band first: a contiguous pass on the engine's device; what is left is 1/rows of
+        # the tap, so the column bands are cut on the host (one transfer, not one per band)
+        reduced = ops.to_numpy(ops.amax(x[tuple(index)], (row_axis,)))
+        trailing = math.prod(reduced.shape[col + 1:])
+        if 1 < trailing <= 8:  # few channels: numpy reduces a middle axis in inner loops this short
+            reduced, axis = np.ascontiguousarray(np.moveaxis(reduced, col, -1)), reduced.ndim - 1
+        else:
+            axis = col
         for j, (clo, chi) in enumerate(geom.bands(col_axis)):
             if chi <= clo:
                 continue
             index = [slice(None)] * reduced.ndim
-            index[col_axis - 1] = slice(clo, chi)
-            table[:, :, i, j] = ops.to_numpy(ops.amax(reduced[tuple(index)], (col_axis - 1,))).reshape(samples, -1)
+            index[axis] = slice(clo, chi)
+            table[:, :, i, j] = np.max(reduced[tuple(index)], axis=axis).reshape(samples, -1)
     return table
 
 
