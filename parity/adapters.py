@@ -10,11 +10,14 @@ replace a single stage of a built-in backend, subclass it or call
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -23,7 +26,9 @@ from backends.common import determinism
 from backends.common.config import ForwardConfig
 from backends.common.taps import TapSpec, pipeline_taps
 
+from . import integrity, supervise  # integrity: its snapshot precedes any adapter import
 from .errors import ParityInputError
+from .shown_text import is_safe_name, plain_str, shown
 
 BUILTIN = {
     "tf": ("backends.tf", "TensorFlowBackend"),
@@ -99,21 +104,45 @@ def frameworks_of(target: Any) -> tuple[str, ...]:
 
 
 def _construct(factory: Any, device: str, where: str) -> Any:
-    try:
-        try:
-            return factory(device=device)
-        except TypeError:
-            if device != "cpu":
-                raise ParityInputError(f"{where}: does not accept device={device!r}") from None
-            return factory()
-    except ParityInputError:
-        raise
-    except ValueError as error:
-        raise ParityInputError(f"{where}: {error}") from None
-    except (Exception, SystemExit) as error:  # its own code failed (or called sys.exit) while it was built
-        from .guard import describe_exception
+    from .guard import describe_exception
 
-        raise ParityInputError(f"{where}: building it failed: {describe_exception(error)}") from None
+    with _noting_interrupts() as interrupted:
+        try:
+            try:
+                return factory(device=device)
+            except TypeError:
+                if device != "cpu":
+                    raise ParityInputError(f"{where}: does not accept device={device!r}") from None
+                return factory()
+        except ParityInputError:
+            raise
+        except ValueError as error:
+            raise ParityInputError(f"{where}: {describe_exception(error).partition(': ')[2]}") from None
+        except BaseException as error:  # its own code failed (raised anything, called sys.exit) while it was built
+            if isinstance(error, KeyboardInterrupt) and interrupted:
+                raise  # a real Ctrl-C
+            raise ParityInputError(f"{where}: building it failed: {describe_exception(error)}") from None
+
+
+@contextlib.contextmanager
+def _noting_interrupts() -> Iterator[list[int]]:
+    """Tells a real Ctrl-C (SIGINT received: the list is not empty) from adapter code raising
+    KeyboardInterrupt itself, which is a failure of that code like any other exception."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield received
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, note)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def check_device(device: str) -> None:
@@ -137,9 +166,31 @@ def check_device(device: str) -> None:
                                       else "no CUDA device; expected cpu"))
 
 
-def load_adapter(spec: str, device: str = "cpu") -> Adapter:
-    """'tf', 'torch' or 'package.module:attr' -> an adapter instance."""
+def load_adapter(spec: str, device: str = "cpu", timeout: float | None = None) -> Adapter:
+    """'tf', 'torch' or 'package.module:attr' -> an adapter instance.
+
+    ``timeout``: seconds importing and building it may take before the watcher (``parity.supervise``)
+    ends the command (exit 2); default the stage timeout's default."""
     check_device(device)
+    if timeout is None:
+        from .guard import DEFAULT_STAGE_TIMEOUT
+
+        timeout = DEFAULT_STAGE_TIMEOUT
+    supervise.watching("construct", timeout)
+    try:
+        adapter = _load_adapter(spec, device)
+    finally:
+        supervise.unwatched("construct", timeout)
+        replaced = integrity.restore()
+        if replaced:
+            print(f"parity: warning: importing or building adapter {spec!r} replaced {', '.join(replaced[:8])}; "
+                  "the originals were put back (the harness computes its errors with them)", file=sys.stderr)
+    return adapter
+
+
+def _load_adapter(spec: str, device: str) -> Adapter:
+    from .guard import describe_exception
+
     if spec in BUILTIN:
         module_name, attr = BUILTIN[spec]
     elif ":" in spec:
@@ -149,13 +200,17 @@ def load_adapter(spec: str, device: str = "cpu") -> Adapter:
                                "'package.module:attr'")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # a user's own package in the current folder, as `python -m` would see it
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ParityInputError(f"adapter {spec!r}: cannot import {module_name!r} ({error})") from None
-    except (Exception, SystemExit) as error:  # the module's own code failed while importing
-        raise ParityInputError(f"adapter {spec!r}: importing {module_name!r} failed: "
-                               f"{type(error).__name__}: {error}") from None
+    with _noting_interrupts() as interrupted:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise ParityInputError(f"adapter {spec!r}: cannot import {module_name!r} "
+                                   f"({describe_exception(error).partition(': ')[2]})") from None
+        except BaseException as error:  # the module's own code failed (raised anything, exited) while importing
+            if isinstance(error, KeyboardInterrupt) and interrupted:
+                raise  # a real Ctrl-C
+            raise ParityInputError(f"adapter {spec!r}: importing {module_name!r} failed: "
+                                   f"{describe_exception(error)}") from None
     target = module
     for part in attr.split("."):
         try:
@@ -173,11 +228,16 @@ def load_adapter(spec: str, device: str = "cpu") -> Adapter:
         raise ParityInputError(f"adapter {spec!r}: object {adapter!r} lacks {missing}; an adapter needs "
                                f"{list(REQUIRED)} (see parity.adapters.Adapter)")
     name = getattr(adapter, "name", None)
-    if not name:
+    if name is None or (isinstance(name, str) and not name):
         raise ParityInputError(f"adapter {spec!r}: has no 'name' attribute")
-    if not isinstance(name, str) or not name.isprintable():  # it is printed in tables and titles as it is
-        raise ParityInputError(f"adapter {spec!r}: name {name!r} is not printable text; expected a one-line name "
-                               "without control characters")
+    if not isinstance(name, str):
+        raise ParityInputError(f"adapter {spec!r}: name is a {shown(type(name).__name__, 80)}; expected a str")
+    name = plain_str(name)  # a str subclass's own __str__ or __format__ would decide what tables print
+    if not is_safe_name(name):  # it is printed in tables and titles as it is
+        raise ParityInputError(f"adapter {spec!r}: name {shown(repr(name), 120)} is not a printable one-line name "
+                               "of at most 200 characters")
+    with contextlib.suppress(AttributeError, TypeError):
+        adapter.name = name
     if not hasattr(adapter, "device"):
         adapter.device = device
     return adapter

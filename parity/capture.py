@@ -22,8 +22,14 @@ import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 _terminal: io.TextIOBase | None = None
+_terminal_identity: tuple[int, int] | None = None
+_terminal_lost = False
+# streams whose descriptor adapter code closed and the number of which may now be another file's: kept
+# referenced so that they are never closed (closing would close that other file)
+_abandoned: list = []
 _lock = threading.Lock()
 DEFAULT_LIMIT = 64 << 20
 _WATCH_INTERVAL = 0.2  # seconds between size checks while output is captured
@@ -39,7 +45,7 @@ def log_limit() -> int:
 
 def terminal() -> io.TextIOBase:
     """A text stream to where stdout pointed when first asked, unaffected by later capture."""
-    global _terminal
+    global _terminal, _terminal_identity
     with _lock:
         if _terminal is None:
             try:
@@ -47,9 +53,70 @@ def terminal() -> io.TextIOBase:
                 _terminal = io.TextIOWrapper(os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0),
                                              encoding=getattr(sys.stdout, "encoding", None) or "utf-8",
                                              errors="replace", line_buffering=True, write_through=True)
+                _terminal_identity = _identity(_terminal.fileno())
             except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
                 _terminal = sys.stdout  # no real descriptor (pytest capture, notebooks): write where Python does
         return _terminal
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
+
+
+def _still(stream: Any, identity: tuple[int, int] | None) -> bool:
+    try:
+        return identity is not None and _identity(stream.fileno()) == identity
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def check_terminal() -> None:
+    """After adapter code ran: if it closed the terminal's descriptor (``os.closerange``), whatever now has
+    that number must not receive the harness's output; the output is dropped and the watcher told."""
+    global _terminal, _terminal_identity, _terminal_lost
+    with _lock:
+        if _terminal is None or _terminal_identity is None or _still(_terminal, _terminal_identity):
+            return
+        _abandoned.append(_terminal)
+        _terminal = io.TextIOWrapper(open(os.devnull, "wb", buffering=0), encoding="utf-8",  # noqa: SIM115
+                                     errors="replace", write_through=True)
+        _terminal_identity, _terminal_lost = None, True
+
+
+def _still_fd(fd: int, identity: tuple[int, int]) -> bool:
+    try:
+        return _identity(fd) == identity
+    except OSError:
+        return False
+
+
+def _lose_standard_descriptor(fd: int) -> None:
+    global _terminal_lost
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+    if fd == 1:
+        _terminal_lost = True
+
+
+def terminal_was_lost() -> bool:
+    return _terminal_lost
+
+
+def _usable_std_streams() -> None:
+    """``sys.stdout``/``sys.stderr`` (and ``sys.__stdout__``/``__stderr__``) that adapter code closed are
+    replaced by new ones on descriptors 1 and 2: the harness prints its messages there."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        for attribute in (name, f"__{name}__"):
+            stream = getattr(sys, attribute, None)
+            if stream is None or not getattr(stream, "closed", False):
+                continue
+            with contextlib.suppress(OSError, ValueError):
+                setattr(sys, attribute, open(fd, "w", buffering=1, closefd=False, encoding="utf-8",  # noqa: SIM115
+                                             errors="replace"))
 
 
 class OutputLog:
@@ -59,6 +126,7 @@ class OutputLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run, closed by close()
+        self._file_identity = _identity(self._file.fileno())
         self._restore: list = []  # how to undo the capture in progress (any thread may: see release())
         self._restore_lock = threading.Lock()
         self.limit = log_limit()
@@ -66,8 +134,19 @@ class OutputLog:
         self._bound_lock = threading.Lock()
         self._watching: threading.Event | None = None
 
+    def _own_file(self) -> None:
+        """Adapter code may close the log's descriptor (``os.closerange``) and the number go to another file:
+        that file must never be written or truncated as the log; the log is opened again by its path."""
+        if self._file.closed or _still(self._file, self._file_identity):
+            return
+        _abandoned.append(self._file)
+        with contextlib.suppress(OSError):
+            self._file = open(self.path, "ab")  # noqa: SIM115
+            self._file_identity = _identity(self._file.fileno())
+
     def bound(self) -> None:
         """Cut the log back to its limit (plus the line saying so) when it has grown past it."""
+        self._own_file()
         marker = (f"\n[parity: adapter output past {self.limit} bytes was dropped (PARITY_LOG_LIMIT); "
                   "the head is kept]\n").encode()
         with self._bound_lock, contextlib.suppress(OSError, ValueError):
@@ -91,7 +170,8 @@ class OutputLog:
         """Close the log; an empty one is removed (nothing was printed)."""
         self.bound()
         with contextlib.suppress(OSError):
-            self._file.close()
+            if _still(self._file, self._file_identity):
+                self._file.close()
         if self.size() == 0:
             with contextlib.suppress(OSError):
                 self.path.unlink()
@@ -103,6 +183,7 @@ class OutputLog:
             return 0
 
     def note(self, text: str) -> None:
+        self._own_file()
         with contextlib.suppress(OSError, ValueError):
             self._file.write(text.encode("utf-8", "replace") + b"\n")
             self._file.flush()
@@ -110,13 +191,15 @@ class OutputLog:
     @contextlib.contextmanager
     def capture(self) -> Iterator[None]:
         """Redirect fds 1 and 2, ``sys.stdout``/``sys.stderr`` and warnings into the log."""
+        self._own_file()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
                 stream.flush()
-        saved: list[tuple[int, int]] = []
+        saved: list[tuple[int, int, tuple[int, int]]] = []
         for fd in (1, 2):
             try:
-                saved.append((fd, os.dup(fd)))
+                duplicate = os.dup(fd)
+                saved.append((fd, duplicate, _identity(duplicate)))
                 os.dup2(self._file.fileno(), fd)
             except OSError:
                 continue
@@ -164,10 +247,15 @@ class OutputLog:
         with contextlib.suppress(Exception):
             text.flush()
         sys.stdout, sys.stderr = previous
-        for fd, duplicate in saved:
+        for fd, duplicate, identity in saved:
             with contextlib.suppress(OSError):
-                os.dup2(duplicate, fd)
-                os.close(duplicate)
+                if _still_fd(duplicate, identity):  # not closed by adapter code, its number not reused
+                    os.dup2(duplicate, fd)
+                    os.close(duplicate)
+                else:  # where 1 or 2 pointed is gone from this process: not the log, nowhere
+                    _lose_standard_descriptor(fd)
+        _usable_std_streams()
+        check_terminal()
         self.bound()
 
 

@@ -22,6 +22,7 @@ from backends.common.determinism import allow_tf32, apply_environment
 
 from . import budget, supervise
 from .atomic_files import terminate_as_interrupt
+from .capture import terminal_was_lost
 from .commands import BENCH_SECTIONS, COMMANDS
 from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError, WriteRefusedError
 from .guard import DEFAULT_STAGE_TIMEOUT
@@ -224,9 +225,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
-    except Exception:  # not a verdict: keep exit 1 for "parity fails" only
-        traceback.print_exc()
-        print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
+    except SystemExit:
+        raise
+    except BaseException:  # not a verdict (a harness bug, or an exotic BaseException): keep exit 1 for "parity fails"
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+            print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
         return EXIT_CRASHED
 
 
@@ -243,6 +247,8 @@ def run() -> None:
     except SystemExit as ending:  # argparse: --help (0), a usage error (2); said to the watcher like any end
         supervise.exiting(ending.code if isinstance(ending.code, int) else int(ending.code is not None))
         raise
+    if terminal_was_lost():
+        supervise.terminal_lost()
     supervise.exiting(code)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken stream: the code still goes out

@@ -177,8 +177,8 @@ def command_run(args) -> int:
     cases, notes = _cases(args)
     tolerances = tolerance_table(args.tolerances)
     out = _output_folder(args.out)  # before the adapters load: nothing runs if reports cannot be written
-    reference = load_adapter(args.reference, "cpu")
-    candidate = load_adapter(args.candidate, args.device)
+    reference = load_adapter(args.reference, "cpu", _load_timeout(args))
+    candidate = load_adapter(args.candidate, args.device, _load_timeout(args))
     reports, skipped = _covered(args, cases, lambda case: run_and_write(case, reference, candidate, tolerances,
                                                                          _compare_options(args), out, notes), out)
     deterministic = _repeat(args, [case for case in cases if case.name not in skipped], reports, candidate, out)
@@ -251,7 +251,7 @@ def command_record(args) -> int:
                                "with --goldens DIR and check with the same options and --goldens")
     cases, _ = _cases(args)
     folder = goldens_folder(args.goldens)  # refused here, before the reference is loaded or run
-    reference = load_adapter(args.reference, "cpu")
+    reference = load_adapter(args.reference, "cpu", _load_timeout(args))
     for case in cases:
         path = record_golden(case, reference, folder)
         print(f"recorded {case.name} ({case.hash()}) -> {path}")
@@ -265,7 +265,7 @@ def command_check(args) -> int:
     cases, _ = _cases(args)
     tolerances = tolerance_table(args.tolerances)
     out = _output_folder(args.out)
-    candidate = load_adapter(args.candidate, args.device)
+    candidate = load_adapter(args.candidate, args.device, _load_timeout(args))
     def check_one(case):  # the candidate runs on the inputs stored in each golden
         with open_golden(case, args.goldens or DEFAULT_GOLDENS, tolerances) as opened:
             return check_against_golden(opened, candidate, tolerances, _compare_options(args), out)
@@ -341,8 +341,8 @@ def command_calibrate(args) -> int:
     cases, _ = _cases(args)
     load_tolerances(args.tolerances or DEFAULT_TOLERANCES)  # a bad table is refused before anything runs
     out = _output_folder(args.out)
-    reference = load_adapter(args.reference, "cpu")
-    candidate = load_adapter(args.candidate, "cpu") if args.candidate else None
+    reference = load_adapter(args.reference, "cpu", _load_timeout(args))
+    candidate = load_adapter(args.candidate, "cpu", _load_timeout(args)) if args.candidate else None
     result = calibrate(cases, reference, candidate, Path(args.tolerances or DEFAULT_TOLERANCES), factor=factor,
                        floor=floor, write=args.write, allow_looser=args.allow_looser, out_dir=out)
     print_calibration(result)
@@ -412,3 +412,8 @@ COMMANDS = {"cases": command_cases, "run": command_run, "record": command_record
             "calibrate": command_calibrate, "report": command_report, "diff": command_diff,
             "bench": command_bench, "selftest": command_selftest}
 
+
+def _load_timeout(args) -> float | None:
+    """Importing and building an adapter may take as long as a stage (``--stage-timeout``) before the
+    watcher ends the command."""
+    return getattr(args, "stage_timeout", None)

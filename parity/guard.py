@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from . import integrity, supervise
 from .capture import OutputLog
+from .shown_text import shown
 
 DEFAULT_STAGE_TIMEOUT = 600.0  # seconds without a tap; a sane stage of a sane case takes well under this
 
@@ -40,12 +42,25 @@ class AdapterFault(Exception):
 
 
 def describe_exception(error: BaseException) -> str:
+    """One message for what adapter code raised: safe to print (``shown``), whatever its ``__str__`` does
+    (raises, returns escape sequences or megabytes)."""
     if isinstance(error, SystemExit):
-        return f"called sys.exit({error.code!r})"
+        return f"called sys.exit({shown(_safe_repr(error.code), 200)})"
     if isinstance(error, KeyboardInterrupt):
         return "raised KeyboardInterrupt"
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    try:
+        text = shown(str(error))
+    except Exception as failure:  # noqa: BLE001 - its __str__ is adapter code too
+        text = f"<str() of the exception raised {type(failure).__name__}>"
+    name = shown(type(error).__name__, 200)
+    return f"{name}: {text}" if text else name
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001
+        return f"<{type(value).__name__}>"
 
 
 class Guard:
@@ -58,13 +73,22 @@ class Guard:
         self.stage_timeout = stage_timeout
         self.stuck: str | None = None
         self.stuck_tap: str | None = None  # the tap an earlier, abandoned call was computing, where known
+        self.replaced: list[str] = []  # numpy or builtin functions its code replaced (and the harness put back)
         self._progress = time.monotonic()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
 
     def tick(self) -> None:
-        """A stage finished: the per-stage timer starts again."""
+        """A stage finished: the per-stage timer starts again (here and in the watcher, ``supervise``)."""
         self._progress = time.monotonic()
+        supervise.progress()
+        self._put_back_namespaces()
+
+    def _put_back_namespaces(self) -> None:
+        """numpy's and the builtins' own functions back before the harness computes with them (``integrity``)."""
+        for name in integrity.restore():
+            if name not in self.replaced:
+                self.replaced.append(name)
 
     def _worker(self) -> None:
         while True:
@@ -78,6 +102,11 @@ class Guard:
                     box["value"] = function(*args, **kwargs)
             except BaseException as error:  # noqa: BLE001 - adapter code may raise anything, exits included
                 box["error"] = error
+                # said here, under the stage timeout: an exception's __str__ is adapter code that may hang
+                try:
+                    box["message"] = describe_exception(error)
+                except BaseException:  # noqa: BLE001 - a __str__ that exits or is interrupted
+                    box["message"] = f"{type(error).__name__} (its message could not be read)"
             finally:
                 _restore_working_folder(folder)  # an adapter's os.chdir must not move the run's outputs
                 done.set()
@@ -97,6 +126,8 @@ class Guard:
         box: dict[str, Any] = {}
         done = threading.Event()
         self.tick()
+        # said before the job is queued: a stage that holds the interpreter would leave no chance after
+        supervise.watching(self.label, self.stage_timeout)  # past it (and a grace) the watcher ends the process
         self._jobs.put((function, args, kwargs, box, done))
         try:
             while not done.wait(0.1):
@@ -111,11 +142,14 @@ class Guard:
             if self.log is not None:
                 self.log.release()
             raise
+        finally:
+            supervise.unwatched(self.label, self.stage_timeout)
+            self._put_back_namespaces()
         if "error" in box:
             error = box["error"]
             kind = ("exit" if isinstance(error, SystemExit) else
                     "interrupt" if isinstance(error, KeyboardInterrupt) else "raised")
-            raise AdapterFault(f"{self.label} {what}: {describe_exception(error)}", kind, error) from (
+            raise AdapterFault(f"{self.label} {what}: {box['message']}", kind, error) from (
                 error if isinstance(error, Exception) else None)
         return box.get("value")
 

@@ -238,6 +238,12 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         report.stopped, report.stop_kind = f"the reference failed: {fault}", "reference"
     timing.update(flow.timing)
     timing["total_s"] = time.perf_counter() - started
+    for role, guard in guards.items():
+        if guard.replaced:
+            report.notes.append(f"the {role}'s code changed {', '.join(guard.replaced[:8])}"
+                                + (f" and {len(guard.replaced) - 8} more" if len(guard.replaced) > 8 else "")
+                                + "; the harness put the originals back before comparing (a port that does this "
+                                  "changes them for all other code in its process too)")
     if flow.stopped and report.stopped is None:
         report.stopped, report.stop_kind = flow.stopped, flow.stop_kind
     contract = flow.contract_problems

@@ -16,6 +16,17 @@ A child stopped by a signal (adapter code sending itself SIGSTOP or SIGTSTP) wou
 and nothing inside it can time out while it is stopped: the watcher resumes it (SIGCONT) once it has
 stayed stopped for ``RESUME_AFTER`` seconds and says so, so the run goes on to its report (a stage
 that keeps stopping itself is then a hang the stage timeout ends).
+
+A stage that never gives the interpreter back (a C extension or a regular expression that holds the
+GIL) stops the child's own stage timeout from firing. The child therefore tells the watcher when an
+adapter call starts and ends, and each time a stage delivers a tap; a call that shows no progress for
+its stage timeout plus a grace (``grace()``) is ended from outside (SIGKILL) and reported like a hang:
+the candidate's (exit 1, report), the reference's (exit 3, report), or building an adapter (exit 2).
+
+Adapter code may close descriptors it does not own (``os.closerange``): the child checks that the
+status descriptor is still the watcher's pipe before each write (a descriptor number may be reused by
+a file) and otherwise appends its messages to a status file the watcher reads after the child ends.
+A case whose complete report was written is never overwritten by a crash report.
 """
 
 from __future__ import annotations
@@ -28,13 +39,22 @@ import signal
 import stat
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 ENV_CHILD = "PARITY_SUPERVISED"
 ENV_FD = "PARITY_STATUS_FD"
+ENV_FILE = "PARITY_STATUS_FILE"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h: the child dies with its parent (a SIGKILLed parent leaves no orphan)
 _status_fd: int | None = None
+_status_identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the pipe when it was claimed
+_status_file: str | None = None
+_watch_lock = threading.Lock()
+_last_beat = 0.0
+BEAT_EVERY = 1.0  # seconds between progress messages while a call is watched
 RESUME_AFTER = 1.0  # seconds a child may stay stopped before the watcher resumes it
 _resumed = 0  # how many times it did
 
@@ -68,27 +88,81 @@ def is_child() -> bool:
 
 def claim() -> None:
     """In the child: take the status descriptor out of the environment (see the module docstring)."""
-    global _status_fd
+    global _status_fd, _status_identity, _status_file
     text = os.environ.pop(ENV_FD, None)
+    path = os.environ.pop(ENV_FILE, None)
     if text is None or not is_child():  # a value left in a user's environment: never write to it
         return
+    _status_file = path or None
     try:
         fd = int(text)
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):  # the watcher's pipe, not a terminal or a file
+        status = os.fstat(fd)
+        if not stat.S_ISFIFO(status.st_mode):  # the watcher's pipe, not a terminal or a file
             return
         os.set_inheritable(fd, False)
-        _status_fd = fd
+        _status_fd, _status_identity = fd, (status.st_dev, status.st_ino)
     except (ValueError, OSError):
         _status_fd = None
 
 
-def _say(message: dict[str, Any]) -> None:
-    if _status_fd is None:
-        return
+def _pipe_is_ours() -> bool:
     try:
-        os.write(_status_fd, (json.dumps(message, default=str) + "\n").encode())
-    except OSError:
-        pass
+        status = os.fstat(_status_fd)
+    except (OSError, TypeError):
+        return False
+    return (status.st_dev, status.st_ino) == _status_identity
+
+
+def _say(message: dict[str, Any]) -> None:
+    global _status_fd
+    if _status_fd is None and _status_file is None:
+        return
+    line = (json.dumps(message, default=str) + "\n").encode()
+    if _status_fd is not None:
+        if _pipe_is_ours():
+            try:
+                os.write(_status_fd, line)
+                return
+            except OSError:
+                pass
+        _status_fd = None  # closed by adapter code, or its number reused: never write there again
+    if _status_file is not None:
+        with contextlib.suppress(OSError):
+            handle = os.open(_status_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                os.write(handle, line)
+            finally:
+                os.close(handle)
+
+
+def watching(who: str, timeout: float | None) -> None:
+    """An adapter call by ``who`` (candidate, reference, construct) starts; the stage timeout it runs under."""
+    if timeout is not None:
+        _say({"watch": float(timeout), "who": who})
+
+
+def unwatched(who: str, timeout: float | None) -> None:
+    if timeout is not None:
+        _say({"unwatch": who})
+
+
+def progress() -> None:
+    """A stage delivered a tap (at most one message a second)."""
+    global _last_beat
+    if _status_fd is None and _status_file is None:
+        return
+    now = time.monotonic()
+    with _watch_lock:
+        if now - _last_beat < BEAT_EVERY:
+            return
+        _last_beat = now
+    _say({"beat": 1})
+
+
+def grace(timeout: float) -> float:
+    """How long past a call's stage timeout the watcher waits before ending the child: the child's own
+    timeout fires first whenever the interpreter is free to run it."""
+    return max(10.0, 0.25 * timeout)
 
 
 def case_started(case: Any, case_dir: Path) -> None:
@@ -103,6 +177,11 @@ def stage_reached(role: str, what: str) -> None:
 
 def case_done(case_dir: Path) -> None:
     _say({"done": str(case_dir)})
+
+
+def terminal_lost() -> None:
+    """Adapter code closed the child's standard output: the watcher says where the results went."""
+    _say({"terminal_lost": True})
 
 
 def exiting(code: int) -> None:
@@ -123,7 +202,9 @@ def supervise(argv: list[str]) -> int:
     """Run ``parity argv`` as a child; its exit code, or 3 (with a report) if it ended abruptly."""
     printable_anywhere()
     read_fd, write_fd = os.pipe()
-    env = dict(os.environ, **{ENV_CHILD: "1", ENV_FD: str(write_fd)})
+    status_dir = tempfile.mkdtemp(prefix="parity-status-")
+    status_file = os.path.join(status_dir, "status.jsonl")
+    env = dict(os.environ, **{ENV_CHILD: "1", ENV_FD: str(write_fd), ENV_FILE: status_file})
     root = str(Path(__file__).resolve().parent.parent)  # the parity the parent runs, whatever the cwd
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # its own process group: a Ctrl-C at the terminal reaches the parent only, which forwards it once
@@ -137,68 +218,176 @@ def supervise(argv: list[str]) -> int:
             child.send_signal(signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    current: dict[str, Any] | None = None
-    said: int | None = None
-    for line in _status_lines(read_fd, child):
-        try:
-            message = json.loads(line)
-        except ValueError:
-            continue
-        if "case" in message:
-            current = message
-        elif "stage" in message and current is not None:
-            current["stage"] = str(message["stage"])
-        elif "done" in message:
-            current = None
-        elif "exit" in message and isinstance(message["exit"], int):
-            said = int(message["exit"])
-    code = child.wait()
+    state = _ChildState()
+    tail = _FileTail(status_file)  # what it says after adapter code closed the pipe
+    try:
+        for line in _status_lines(read_fd, child, state, tail):
+            state.read(line)
+        code = child.wait()
+        for line in tail.lines():
+            state.read(line)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(status_file)
+        with contextlib.suppress(OSError):
+            os.rmdir(status_dir)
     for signum, handler in previous.items():
         signal.signal(signum, handler)
-    if said is not None:  # the verdict stands, whatever status adapter code (a thread, an atexit) ended with
-        return said
+    if state.terminal_lost and state.said is not None:
+        where = f" under {state.last_dir}" if state.last_dir else ""
+        print("parity: adapter code closed the run's standard output, so its results were not shown here; "
+              f"they are in the reports{where} (exit {state.said})", file=sys.stderr)
+    if state.killed is not None:
+        return _ended_hang(state)
+    if state.said is not None:  # the verdict stands, whatever status adapter code (a thread, an atexit) ended with
+        return state.said
     if code < 0 and -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(-code, signal.SIG_DFL)  # stopped from outside: die of the same signal, as it did
         os.kill(os.getpid(), -code)
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code} (os._exit)"
+    current = state.current
     where = f" in case {current['case'].get('name')!r}" if current else ""
     if current and current.get("stage"):
         where += f" (last seen: {current['stage']})"
     print(f"parity: the run ended abruptly{where}: the process {how} before it could report, most likely "
           "inside adapter code; this is not a parity verdict (exit 3)", file=sys.stderr)
     if current is not None:
-        _write_crash_report(current, how)
+        _write_crash_report(current, f"the process {how} during this case, before it could report (adapter code "
+                                     "ending the process: os._exit, a fatal signal, the OOM killer)", "crashed")
     return 3
 
 
-def _status_lines(read_fd: int, child: subprocess.Popen):
+class _ChildState:
+    """What the child said: the case it is in, the adapter calls under way, its exit code."""
+
+    def __init__(self) -> None:
+        self.current: dict[str, Any] | None = None
+        self.said: int | None = None
+        self.terminal_lost = False
+        self.last_dir: str | None = None  # the folder the last case's report folder is in
+        self.calls: list[tuple[str, float]] = []  # (who, stage timeout) of the adapter calls under way
+        self.last_progress = time.monotonic()
+        self.killed: dict[str, Any] | None = None
+
+    def read(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        self.last_progress = time.monotonic()
+        if "case" in message:
+            self.current = message
+            self.last_dir = str(Path(str(message.get("dir"))).parent)
+        elif "stage" in message and self.current is not None:
+            self.current["stage"] = str(message["stage"])
+        elif "done" in message:
+            self.current = None
+        elif "watch" in message and isinstance(message["watch"], (int, float)):
+            self.calls.append((str(message.get("who")), float(message["watch"])))
+        elif "unwatch" in message:
+            who = str(message["unwatch"])
+            for index in range(len(self.calls) - 1, -1, -1):
+                if self.calls[index][0] == who:
+                    del self.calls[index]
+                    break
+        elif "terminal_lost" in message:
+            self.terminal_lost = True
+        elif "exit" in message and isinstance(message["exit"], int):
+            self.said = int(message["exit"])
+
+    def overdue(self) -> dict[str, Any] | None:
+        """The call to end from outside: no progress for its stage timeout plus the grace."""
+        if not self.calls or self.killed is not None:
+            return None
+        who, timeout = max(self.calls, key=lambda call: call[1])
+        idle = time.monotonic() - self.last_progress
+        if idle <= timeout + grace(timeout):
+            return None
+        return {"who": self.calls[-1][0], "timeout": timeout, "idle": idle}
+
+
+def _ended_hang(state: _ChildState) -> int:
+    killed = state.killed
+    who, timeout, idle = killed["who"], killed["timeout"], killed["idle"]
+    if who == "construct":
+        print(f"parity: error: importing or building an adapter made no progress for {idle:.0f} s, past the stage "
+              f"timeout of {timeout:g} s (--stage-timeout, which applies to it too); the watcher ended it (exit 2)",
+              file=sys.stderr)
+        return 2
+    why = (f"no progress for {idle:.0f} s, past the stage timeout of {timeout:g} s (--stage-timeout), and the process "
+           "could not end the call itself (adapter code that holds the interpreter: a C extension or a regular "
+           "expression that never releases the GIL); the watcher ended it (SIGKILL)")
+    current = state.current
+    seen = f" (last seen: {current['stage']})" if current and current.get("stage") else ""
+    code = 1 if who == "candidate" else 3
+    print(f"parity: the {who} hung{seen}: {why} (exit {code})", file=sys.stderr)
+    if current is not None:
+        _write_crash_report(current, f"the {who} hung: {why}", "candidate" if who == "candidate" else "crashed")
+    return code
+
+
+class _FileTail:
+    """Complete lines appended to the status file since the last call."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.offset, self.pending = path, 0, b""
+
+    def lines(self) -> list[bytes]:
+        try:
+            with open(self.path, "rb") as status:
+                status.seek(self.offset)
+                data = status.read()
+        except OSError:
+            return []
+        self.offset += len(data)
+        *lines, self.pending = (self.pending + data).split(b"\n")
+        return lines
+
+
+def _status_lines(read_fd: int, child: subprocess.Popen, state: _ChildState, tail: _FileTail):
     """The child's status lines, until it exits.
 
     Not until end of file: a process the adapter forked (a worker pool, a DataLoader worker) holds a copy
     of the pipe's write end and may outlive the child; the command must end with the child all the same.
+    Nor does end of file end the wait: adapter code may close the pipe in the child (it then goes on in
+    the status file).
     """
     os.set_blocking(read_fd, False)
     pending = b""
     stopped_since: float | None = None
+    open_pipe = True
     try:
         while True:
             exited = child.poll() is not None  # read after this: whatever it wrote before exiting is in the pipe
             if not exited:
                 stopped_since = _resume_if_stopped(child, stopped_since)
-            select.select([read_fd], [], [], 0.2)
-            ended = False
-            while True:
+                overdue = state.overdue()
+                if overdue is not None:
+                    state.killed = overdue
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(child.pid, signal.SIGKILL)  # its group: what the stage started goes too
+                    child.wait()
+                    exited = True
+            if open_pipe:
+                select.select([read_fd], [], [], 0.2)
+            else:
+                time.sleep(0.2)
+            while open_pipe:
                 try:
                     data = os.read(read_fd, 65536)
                 except BlockingIOError:
                     break
                 if not data:
-                    ended = True
+                    open_pipe = False
                     break
                 pending += data
             *lines, pending = pending.split(b"\n")
             yield from lines
-            if ended or exited:
+            if not open_pipe and not exited:
+                yield from tail.lines()
+            if exited:
                 return
     finally:
         os.close(read_fd)
@@ -235,16 +424,14 @@ def _resume_if_stopped(child: subprocess.Popen, stopped_since: float | None) -> 
     return None
 
 
-def _write_crash_report(started: dict[str, Any], how: str) -> None:
+def _write_crash_report(started: dict[str, Any], stopped: str, stop_kind: str) -> None:
     from .report import write_report
     from .results import RunReport
 
     report = RunReport(case=started["case"], pipeline=started["pipeline"], config=started["config"], reference={},
                        candidate={}, device="", modes=[], audits=[], taps=[], first_divergence=None, provenance={},
-                       timing={}, stopped=f"the process {how} during this case, before it could report (adapter "
-                                       "code ending the process: os._exit, a fatal signal, the OOM killer)"
-                                       + (f"; last seen: {started['stage']}" if started.get("stage") else ""),
-                       stop_kind="crashed")
+                       timing={}, stopped=stopped + (f"; last seen: {started['stage']}" if started.get("stage") else ""),
+                       stop_kind=stop_kind)
     try:
         path = write_report(report, Path(started["dir"]))
         print(f"parity: report of the interrupted case written to {path}", file=sys.stderr)

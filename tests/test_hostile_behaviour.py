@@ -62,4 +62,4 @@ def test_a_graph_that_is_not_a_list_of_taps_is_a_usage_error(tmp_path):
 
 def test_a_name_that_would_write_control_characters_to_the_terminal_is_refused(tmp_path):
     result, report = _check(tmp_path, "EscapesInItsName")
-    assert result.returncode == 2 and "not printable text" in result.stderr and "\x1b" not in result.stderr
+    assert result.returncode == 2 and "not a printable one-line name" in result.stderr and "\x1b" not in result.stderr

@@ -1,0 +1,108 @@
+"""Candidate adapters that tamper with the process they share with the harness, loaded by the tests as
+``tests.hostile_process_adapters:NAME``: numpy's functions, descriptors, standard streams, interpreter
+settings, exception messages, names and construction. Each is the Torch port with one stage (farfield) or
+one attribute changed; those whose farfield is wrong by a factor of 2 must fail, never pass.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+
+from backends.torch import TorchBackend
+from backends.torch.stages import STAGES
+
+STAGE = "farfield"
+
+
+def _port(function, label: str) -> type:
+    """The Torch port whose farfield stage is ``function``."""
+
+    class Port(TorchBackend):
+        name = label
+
+        def __init__(self, device: str = "cpu") -> None:
+            super().__init__(device)
+            self.stages[STAGE] = function
+
+    return Port
+
+
+def _zeros_for_abs(ctx, wave):
+    np.abs = np.absolute = lambda x, *args, **kwargs: np.zeros(np.shape(x))  # every error would read as 0
+    return STAGES[STAGE](ctx, wave) * 2
+
+
+def _closes_descriptors(ctx, wave):
+    os.closerange(3, 4096)  # what a daemonising library does: the watcher's pipe, the log, the terminal's copy
+    return STAGES[STAGE](ctx, wave) * 2
+
+
+def _closes_standard_streams(ctx, wave):
+    sys.__stdout__.close()
+    sys.__stderr__.close()
+    return STAGES[STAGE](ctx, wave) * 2
+
+
+def _lowers_recursion_limit(ctx, wave):
+    sys.setrecursionlimit(60)
+    return STAGES[STAGE](ctx, wave)
+
+
+def _holds_the_interpreter(ctx, wave):
+    import re
+
+    re.match(r"(a+)+$", "a" * 64 + "b")  # catastrophic backtracking in C: the GIL is never released
+    return STAGES[STAGE](ctx, wave)
+
+
+def _raises_a_hostile_message(ctx, wave):
+    raise RuntimeError("boom\x1b[2J\x1b[H\rPASS: 9/9 taps within tolerance\n\x1b]0;title\x07" + "X" * (8 << 20))
+
+
+ZeroesNumpyAbs = _port(_zeros_for_abs, "zeroes-numpy-abs")
+ClosesDescriptors = _port(_closes_descriptors, "closes-descriptors")
+ClosesStandardStreams = _port(_closes_standard_streams, "closes-standard-streams")
+LowersRecursionLimit = _port(_lowers_recursion_limit, "lowers-recursion-limit")
+HoldsTheInterpreter = _port(_holds_the_interpreter, "holds-the-interpreter")
+RaisesAHostileMessage = _port(_raises_a_hostile_message, "raises-a-hostile-message")
+
+
+class NameIsAnArray(TorchBackend):
+    name = np.array([1, 2])
+
+
+class _SneakyName(str):
+    def __str__(self) -> str:
+        return "\x1b[2Jsneaky"
+
+    def __format__(self, spec: str) -> str:
+        return "\x1b[2Jsneaky"
+
+
+class NameIsAStrSubclass(TorchBackend):
+    name = _SneakyName("plain-name")
+
+
+class _NotAnException(BaseException):
+    pass
+
+
+class RaisesABaseExceptionWhileBuilt(TorchBackend):
+    def __init__(self, device: str = "cpu") -> None:
+        raise _NotAnException("raised while built")
+
+
+class RaisesKeyboardInterruptWhileBuilt(TorchBackend):
+    def __init__(self, device: str = "cpu") -> None:
+        raise KeyboardInterrupt
+
+
+class HangsWhileBuilt(TorchBackend):
+    def __init__(self, device: str = "cpu") -> None:
+        import time
+
+        while True:
+            time.sleep(0.1)

@@ -1,0 +1,102 @@
+"""Adapter code that tampers with the process it shares with the harness (``tests/hostile_process_adapters``):
+each runs ``parity run`` as a user would (the Torch port as the reference, a tampering port as the
+candidate) and checks the exit code, the report and what reached the terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from tests.hostile import assert_refused, parity_process
+
+ADAPTERS = "tests.hostile_process_adapters"
+
+
+def _run(tmp_path, adapter, *extra, timeout=300):
+    result = parity_process("run", "--case", "physics-default", "--set", "N=32", "--reference", "torch",
+                            "--candidate", f"{ADAPTERS}:{adapter}", "--out", "out", *extra, cwd=tmp_path,
+                            timeout=timeout)
+    path = tmp_path / "out" / "physics-default" / "report.json"
+    return result, (json.loads(path.read_text()) if path.is_file() else None)
+
+
+def _farfield_failed(report) -> bool:
+    tap = next(tap for tap in report["taps"] if tap["name"] == "farfield")
+    return tap["status"] == "failed"
+
+
+def test_a_port_that_replaces_numpy_abs_cannot_pass(tmp_path):
+    result, report = _run(tmp_path, "ZeroesNumpyAbs")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert report["passed"] is False and _farfield_failed(report)
+    assert any("numpy.abs" in note and "put the originals back" in note for note in report["notes"]), report["notes"]
+
+
+def test_a_port_that_lowers_the_recursion_limit_does_not_crash_the_harness(tmp_path):
+    result, report = _run(tmp_path, "LowersRecursionLimit")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report["passed"] is True and "Traceback" not in result.stderr
+    assert any("recursion limit" in note for note in report["notes"]), report["notes"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="closes descriptors the way a Linux daemon does")
+def test_a_port_that_closes_every_descriptor_gets_its_verdict_and_keeps_its_report(tmp_path):
+    result, report = _run(tmp_path, "ClosesDescriptors")
+    assert result.returncode == 1, result.stderr  # its farfield is wrong: a failure, not a crash (3)
+    assert report is not None and report["stop_kind"] is None and _farfield_failed(report), report
+    assert "closed the run's standard output" in result.stderr and "out" in result.stderr
+
+
+def test_a_port_that_closes_the_standard_streams_gets_its_verdict_printed(tmp_path):
+    result, report = _run(tmp_path, "ClosesStandardStreams")
+    assert result.returncode == 1, result.stderr
+    assert report["passed"] is False and _farfield_failed(report)
+    assert "FAIL" in result.stdout
+
+
+def test_a_hostile_exception_message_is_escaped_and_cut(tmp_path):
+    result, report = _run(tmp_path, "RaisesAHostileMessage")
+    assert result.returncode == 1, result.stderr
+    assert "\x1b" not in result.stdout + result.stderr and "\r" not in result.stdout + result.stderr
+    assert len(result.stdout) < 200_000 and "\\x1b[2J" in result.stdout
+    assert "more characters not shown" in json.dumps(report)
+    assert not any(line.startswith("PASS") for line in result.stdout.splitlines())
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watcher's SIGKILL of a process group")
+def test_a_stage_that_never_releases_the_interpreter_is_ended_by_the_watcher(tmp_path):
+    began = time.monotonic()
+    result, report = _run(tmp_path, "HoldsTheInterpreter", "--stage-timeout", "2", timeout=120)
+    assert time.monotonic() - began < 60
+    assert result.returncode == 1, result.stderr  # the candidate hung: a failure with a report
+    assert "the watcher ended it" in result.stderr
+    assert report["stop_kind"] == "candidate" and "hung" in report["stopped"]
+
+
+@pytest.mark.parametrize("adapter, words", [
+    ("NameIsAnArray", "name is a ndarray; expected a str"),
+    ("RaisesABaseExceptionWhileBuilt", "building it failed: _NotAnException: raised while built"),
+    ("RaisesKeyboardInterruptWhileBuilt", "building it failed: raised KeyboardInterrupt"),
+])
+def test_an_adapter_that_cannot_be_built_or_named_is_bad_input(tmp_path, adapter, words):
+    result, _ = _run(tmp_path, adapter)
+    assert_refused(result, words)
+
+
+def test_a_name_that_is_a_str_subclass_is_printed_as_its_text(tmp_path):
+    result, report = _run(tmp_path, "NameIsAStrSubclass")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout and "plain-name" in result.stdout
+    assert report["candidate"]["name"] == "plain-name"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the watcher's SIGKILL of a process group")
+def test_an_adapter_that_hangs_while_built_is_ended_as_bad_input(tmp_path):
+    began = time.monotonic()
+    result, _ = _run(tmp_path, "HangsWhileBuilt", "--stage-timeout", "1", timeout=120)
+    assert time.monotonic() - began < 60
+    assert result.returncode == 2, result.stderr
+    assert "importing or building an adapter made no progress" in result.stderr
