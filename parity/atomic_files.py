@@ -154,7 +154,12 @@ def atomic_target(path: str | Path) -> Iterator[Path]:
     if path.is_dir():  # os.replace would fail only after the whole file was written
         raise ParityInputError(f"{path}: is a folder, so the file cannot be written there; expected no folder of "
                                "that name (move it away)")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # e.g. the folder was removed and a file put in its place while the run went on
+        raise WriteRefusedError(f"{path}: not written, its folder {path.parent} cannot be made "
+                                f"({error.strerror or error}); expected a folder there (was it removed or replaced "
+                                "during the run?)") from None
     sweep_stale_temporaries(path.parent)
     temporary = temporary_path(path)
     limit = _name_limit(path.parent)

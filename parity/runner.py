@@ -185,6 +185,9 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
             graphs[role] = (reference.graph() if golden and role == "reference" else
                             graph_of(adapter, case.pipeline, case.config, guards[role]))
         except AdapterFault as fault:
+            if fault.kind in ("timeout", "stuck"):  # it hung in describe(), resolve_config() or graph(): a verdict
+                return _finish(_hung_before_stages(case, role, fault, reference_info, candidate_info, device,
+                                                   options, audits, timing), log)
             if isinstance(fault.original, StageError):  # the adapter's own word: it cannot run this pipeline
                 why = f"the {role} cannot run the {case.pipeline} pipeline: {fault.original}"
                 raise PipelineNotCovered(f"case {case.name!r}: {why}; choose the cases it covers with --pipeline "
@@ -286,6 +289,18 @@ def _stand_in_rerun(case: Case):
             backend.append(TorchBackend("cpu"))
         return backend[0].run_stage(tap, case.pipeline, case.config, inputs, case.weights)
     return rerun
+
+
+def _hung_before_stages(case, role, fault, reference_info, candidate_info, device, options, audits,
+                        timing) -> RunReport:
+    """A side that hangs before any stage ran: the candidate's hang is its failure (exit 1), the
+    reference's leaves no verdict (exit 3); either way a report says where."""
+    return RunReport(case=case.summary() | {"hashes": case.hashes()}, pipeline=case.pipeline,
+                     config=case.config.to_dict(), reference=reference_info, candidate=candidate_info, device=device,
+                     modes=list(options.modes), audits=audits, taps=[], first_divergence=None,
+                     provenance=provenance.collect(device), timing=timing,
+                     stopped=f"the {role} hung before any stage ran: {fault}",
+                     stop_kind="candidate" if role == "candidate" else "reference")
 
 
 def _finish(report: RunReport, log: OutputLog | None) -> RunReport:

@@ -202,8 +202,11 @@ def supervise(argv: list[str]) -> int:
     """Run ``parity argv`` as a child; its exit code, or 3 (with a report) if it ended abruptly."""
     printable_anywhere()
     read_fd, write_fd = os.pipe()
-    status_dir = tempfile.mkdtemp(prefix="parity-status-")
-    status_file = os.path.join(status_dir, "status.jsonl")
+    try:
+        status_dir = tempfile.mkdtemp(prefix="parity-status-")
+    except OSError:  # no writable temporary folder: the pipe alone, as before the fallback existed
+        status_dir = None
+    status_file = os.path.join(status_dir, "status.jsonl") if status_dir else ""
     env = dict(os.environ, **{ENV_CHILD: "1", ENV_FD: str(write_fd), ENV_FILE: status_file})
     root = str(Path(__file__).resolve().parent.parent)  # the parity the parent runs, whatever the cwd
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -227,10 +230,11 @@ def supervise(argv: list[str]) -> int:
         for line in tail.lines():
             state.read(line)
     finally:
-        with contextlib.suppress(OSError):
-            os.remove(status_file)
-        with contextlib.suppress(OSError):
-            os.rmdir(status_dir)
+        if status_dir:
+            with contextlib.suppress(OSError):
+                os.remove(status_file)
+            with contextlib.suppress(OSError):
+                os.rmdir(status_dir)
     for signum, handler in previous.items():
         signal.signal(signum, handler)
     if state.terminal_lost and state.said is not None:
@@ -335,6 +339,8 @@ class _FileTail:
         self.path, self.offset, self.pending = path, 0, b""
 
     def lines(self) -> list[bytes]:
+        if not self.path:
+            return []
         try:
             with open(self.path, "rb") as status:
                 status.seek(self.offset)

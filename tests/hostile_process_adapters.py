@@ -106,3 +106,26 @@ class HangsWhileBuilt(TorchBackend):
 
         while True:
             time.sleep(0.1)
+
+
+class HangsInDescribe(TorchBackend):
+    name = "hangs-in-describe"
+
+    def describe(self):
+        import time
+
+        while True:
+            time.sleep(0.1)
+
+
+def _replaces_the_out_folder(ctx, wave):
+    import shutil
+
+    out = os.environ["PARITY_TEST_OUT"]
+    shutil.rmtree(out, ignore_errors=True)
+    with open(out, "w") as replacement:
+        replacement.write("not a folder")
+    return STAGES[STAGE](ctx, wave)
+
+
+ReplacesTheOutFolder = _port(_replaces_the_out_folder, "replaces-the-out-folder")

@@ -100,3 +100,23 @@ def test_an_adapter_that_hangs_while_built_is_ended_as_bad_input(tmp_path):
     assert time.monotonic() - began < 60
     assert result.returncode == 2, result.stderr
     assert "importing or building an adapter made no progress" in result.stderr
+
+
+def test_an_adapter_that_hangs_before_any_stage_fails_with_a_report(tmp_path):
+    result, report = _run(tmp_path, "HangsInDescribe", "--stage-timeout", "1", timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert report["stop_kind"] == "candidate" and "hung before any stage ran" in report["stopped"]
+    assert "describe()" in report["stopped"]
+
+
+def test_an_out_folder_replaced_during_the_run_is_a_clear_write_error(tmp_path):
+    result = parity_process("run", "--case", "physics-default", "--set", "N=32", "--reference", "torch",
+                            "--candidate", f"{ADAPTERS}:ReplacesTheOutFolder", "--out", "out", cwd=tmp_path,
+                            env={"PARITY_TEST_OUT": str(tmp_path / "out")}, timeout=300)
+    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
+    assert "cannot be made" in result.stderr and "removed or replaced" in result.stderr
+
+
+def test_the_watcher_works_without_a_writable_temporary_folder(tmp_path):
+    result = parity_process("cases", env={"TMPDIR": str(tmp_path / "missing")})
+    assert result.returncode == 0 and "physics-default" in result.stdout, result.stderr
