@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import logging
 import math
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -210,7 +213,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         determinism.settings()  # PARITY_THREADS: a bad value is bad input, said before any work
         # the harness counts NaN/Inf and names overflows itself: numpy's warnings would only leak noise before
         # its messages (errstate is per thread: adapter code on its own thread keeps numpy's defaults)
-        with terminate_as_interrupt(), np.errstate(all="ignore"):  # SIGTERM / SIGHUP: cleaned up like Ctrl-C
+        # warnings of the libraries the harness calls itself (Keras when it checks a weight mapping) are not the
+        # user's to see, and PYTHONWARNINGS=error must not turn them into a crash; adapter code's own warnings
+        # are captured into its log with the filter it had (parity.capture)
+        # likewise matplotlib's log lines (a temporary config folder when HOME is not writable: removed at exit)
+        logging.getLogger("matplotlib").setLevel(logging.ERROR)
+        with terminate_as_interrupt(), np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             return COMMANDS[args.command](args)
     except (ParityInputError, determinism.SettingsError) as error:
         print(f"parity: error: {_one_line(error)}", file=sys.stderr)
@@ -225,13 +234,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+            return _crashed()
+        with contextlib.suppress(Exception):  # the standard output (a full disk, /dev/full) or a file refused
+            print(f"parity: error: a write was refused ({error.strerror or error}); reports written before it "
+                  "are intact (exit 3)", file=sys.stderr)
+        return EXIT_CRASHED
     except SystemExit:
         raise
     except BaseException:  # not a verdict (a harness bug, or an exotic BaseException): keep exit 1 for "parity fails"
+        return _crashed()
+
+
+def _crashed() -> int:
+    with contextlib.suppress(Exception):
+        traceback.print_exc()
+        print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
+    return EXIT_CRASHED
+
+
+def _remove_matplotlib_temporaries() -> None:
+    """Without a writable config or cache folder, matplotlib makes temporary ones it removes at exit; the
+    command ends with ``os._exit`` (see ``run``), so they are removed here."""
+    matplotlib = sys.modules.get("matplotlib")
+    if matplotlib is None:
+        return
+    import shutil
+    import tempfile
+
+    temporary = os.path.realpath(tempfile.gettempdir())
+    for where in ("get_configdir", "get_cachedir"):
         with contextlib.suppress(Exception):
-            traceback.print_exc()
-            print("parity: crashed (exit 3); this is not a parity verdict", file=sys.stderr)
-        return EXIT_CRASHED
+            folder = os.path.realpath(getattr(matplotlib, where)())
+            if os.path.dirname(folder) == temporary and os.path.basename(folder).startswith("matplotlib-"):
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def run() -> None:
@@ -250,6 +287,7 @@ def run() -> None:
     if terminal_was_lost():
         supervise.terminal_lost()
     supervise.exiting(code)
+    _remove_matplotlib_temporaries()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken stream: the code still goes out
             stream.flush()

@@ -38,8 +38,12 @@ def _output_folder(path: str) -> Path:
     """The --out folder, refused up front if it cannot be written (before any comparison runs)."""
     folder = Path(path)
     existing = folder
-    while not existing.exists() and existing != existing.parent:  # nearest existing ancestor
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing != existing.parent:  # nearest existing ancestor
+            existing = existing.parent
+    except OSError as error:  # a name longer than the file system takes, a loop of links
+        raise ParityInputError(f"--out {path}: cannot be used ({error.strerror or error}); expected a folder the "
+                               "reports can be written to") from None
     if not existing.is_dir():
         where = "exists and is not a folder" if existing == folder else f"{existing} is a file, not a folder"
         raise ParityInputError(f"--out {path}: {where}; expected a folder the reports can be written to")
@@ -81,7 +85,9 @@ def _each_case(cases):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+    console = Console(stderr=True)
+    # not on a terminal (a CI log, a redirect), a transient bar would only leave an empty line behind
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
         task = progress.add_task("cases", total=len(cases))
         for case in cases:
             progress.update(task, description=f"running {case.name}")

@@ -16,13 +16,17 @@ import os
 import queue
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
+
+from backends.common.backend import StageError
 
 from . import integrity, supervise
 from .capture import OutputLog
 from .shown_text import shown
 
+TRACEBACK_LIMIT = 64_000  # characters of one traceback written to the log (head and tail kept)
 DEFAULT_STAGE_TIMEOUT = 600.0  # seconds without a tap; a sane stage of a sane case takes well under this
 
 
@@ -34,11 +38,14 @@ class AdapterFault(Exception):
     earlier call never returned, so this adapter cannot be called again).
     """
 
-    def __init__(self, message: str, kind: str, original: BaseException | None = None) -> None:
+    def __init__(self, message: str, kind: str, original: BaseException | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.original = original
         self.tap = getattr(original, "tap", None)
+        # what the original said, safe to print (``describe_exception``, read on the worker under the timeout),
+        # and where its traceback went
+        self.detail = detail if detail is not None else message
 
 
 def describe_exception(error: BaseException) -> str:
@@ -90,6 +97,20 @@ class Guard:
             if name not in self.replaced:
                 self.replaced.append(name)
 
+    def _log_traceback(self, what: str, error: BaseException) -> bool:
+        """The adapter's traceback into the run's log (a one-line message cannot say which line raised)."""
+        if self.log is None or isinstance(error, KeyboardInterrupt) or _a_word_to_the_harness(error):
+            return False
+        try:
+            text = "".join(traceback.format_exception(error))
+        except BaseException:  # noqa: BLE001 - formatting runs the exception's own __str__
+            return False
+        if len(text) > TRACEBACK_LIMIT:
+            half = TRACEBACK_LIMIT // 2
+            text = f"{text[:half]}\n[... {len(text) - TRACEBACK_LIMIT} characters cut ...]\n{text[-half:]}"
+        self.log.note(f"[parity: the {self.label}'s {what} raised; its traceback:]\n{text.rstrip()}")
+        return True
+
     def _worker(self) -> None:
         while True:
             job = self._jobs.get()
@@ -107,6 +128,7 @@ class Guard:
                     box["message"] = describe_exception(error)
                 except BaseException:  # noqa: BLE001 - a __str__ that exits or is interrupted
                     box["message"] = f"{type(error).__name__} (its message could not be read)"
+                box["traceback"] = self._log_traceback(box.get("what", "a call"), error)
             finally:
                 _restore_working_folder(folder)  # an adapter's os.chdir must not move the run's outputs
                 done.set()
@@ -123,7 +145,7 @@ class Guard:
         if self._thread is None:
             self._thread = threading.Thread(target=self._worker, name=f"parity-{self.label}", daemon=True)
             self._thread.start()
-        box: dict[str, Any] = {}
+        box: dict[str, Any] = {"what": what}
         done = threading.Event()
         self.tick()
         # said before the job is queued: a stage that holds the interpreter would leave no chance after
@@ -149,7 +171,9 @@ class Guard:
             error = box["error"]
             kind = ("exit" if isinstance(error, SystemExit) else
                     "interrupt" if isinstance(error, KeyboardInterrupt) else "raised")
-            raise AdapterFault(f"{self.label} {what}: {box['message']}", kind, error) from (
+            where = f" (traceback in {self.log.path.name})" if box.get("traceback") else ""
+            raise AdapterFault(f"{self.label} {what}: {box['message']}{where}", kind, error,
+                               detail=box["message"] + where) from (
                 error if isinstance(error, Exception) else None)
         return box.get("value")
 
@@ -158,6 +182,13 @@ class Guard:
             self._jobs.put(None)
             self._thread.join(timeout=5)
         self._thread = None
+
+
+def _a_word_to_the_harness(error: BaseException) -> bool:
+    """An exception an adapter raises on purpose to tell the harness something (it cannot run a pipeline,
+    cannot isolate a stage), not a failure whose line anyone needs."""
+    return isinstance(error, NotImplementedError) or (isinstance(error, StageError) and error.__cause__ is None
+                                                      and error.__context__ is None)
 
 
 def _working_folder() -> str | None:

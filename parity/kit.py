@@ -45,6 +45,7 @@ from backends.common.taps import (TapSpec, canonical_layouts, matches_a_tap, pip
 from backends.common.weights import weights_fingerprint
 
 from .errors import AdapterSetupError, did_you_mean
+from .guard import describe_exception
 from .layouts import Layout, LayoutError, as_layout
 
 TENSOR_KINDS = ("numpy", "torch", "tf")
@@ -224,8 +225,7 @@ class PluginAdapter(Backend):
             try:
                 self.setup(cfg, weights)
             except Exception as error:
-                text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-                raise AdapterSetupError(f"{self.name}.setup() raised {text}") from error
+                raise AdapterSetupError(f"{self.name}.setup() raised {describe_exception(error)}") from error
             self._setup_key = key
 
     def _invoke(self, spec: TapSpec, ctx: StageContext, inputs: list[Any]) -> Any:

@@ -116,6 +116,10 @@ class AxesLayout(Layout):
                 sizes[unknown[0]] = size // known
             elif len(unknown) > 1:
                 raise LayoutError(f"layout {self.text!r}: cannot split axis {group} of size {size}")
+            elif not unknown and int(size) != known and len(real) == 1:
+                # one axis: its size is the tensor's; the comparison then reports the shape that differs (and
+                # what would give it, e.g. a buffer or padding of another size) instead of a layout error
+                sizes[real[0]] = int(size)
             elif not unknown and int(size) != known:
                 raise LayoutError(f"a tensor declared {self.text!r} has shape {tuple(value.shape)}; axis "
                                   f"{'*'.join(group)} should have {known} elements")

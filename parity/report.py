@@ -26,7 +26,8 @@ from .results import SCHEMA_NAME, SCHEMA_VERSION, ModeResult, RunReport
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a text file through a temporary file and a rename: never a half-written report."""
-    write_bytes_atomically(path, text.encode("utf-8"))
+    # surrogateescape: a path the locale could not decode (a non-UTF-8 locale, PYTHONUTF8=0) goes back as its bytes
+    write_bytes_atomically(path, text.encode("utf-8", "surrogateescape"))
     return Path(path)
 
 
@@ -297,7 +298,20 @@ def make_console() -> Console:
     ``[...]`` in them is text (rich would drop it, or raise on ``[/...]``); styles are set explicitly.
     """
     width = Console().width
-    return Console(width=max(width, 120), markup=False)
+    return _Console(width=max(width, 120), markup=False)
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """The reader left (``parity run ... | head``): the rest goes nowhere and the verdict's exit code stands
+        (rich's own handler exits with 1, which would read as "parity fails")."""
+        self.quiet = True
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.file.fileno())
+            os.close(null)
+        except (OSError, ValueError, AttributeError):
+            pass
 
 
 def print_report(report: RunReport, console: Console | None = None) -> None:

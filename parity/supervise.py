@@ -212,7 +212,8 @@ def supervise(argv: list[str]) -> int:
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     # its own process group: a Ctrl-C at the terminal reaches the parent only, which forwards it once
     # -P: no current folder ahead of that root (a parity.py or backends/ of the user's would shadow the harness)
-    child = subprocess.Popen([sys.executable, "-P", "-m", "parity", *argv], env=env, pass_fds=(write_fd,),
+    child = subprocess.Popen([sys.executable, *_interpreter_flags(), "-P", "-m", "parity", *argv], env=env,
+                             pass_fds=(write_fd,),
                              process_group=0, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     os.close(write_fd)
 
@@ -259,6 +260,14 @@ def supervise(argv: list[str]) -> int:
         _write_crash_report(current, f"the process {how} during this case, before it could report (adapter code "
                                      "ending the process: os._exit, a fatal signal, the OOM killer)", "crashed")
     return 3
+
+
+def _interpreter_flags() -> list[str]:
+    """The parent's own -W, -X and -O options, so that ``python -X dev -m parity`` means the same for the child."""
+    flags = [f"-W{option}" for option in sys.warnoptions]
+    for name, value in getattr(sys, "_xoptions", {}).items():
+        flags.append(f"-X{name}" if value is True else f"-X{name}={value}")
+    return flags + ["-O"] * min(sys.flags.optimize, 2)
 
 
 class _ChildState:

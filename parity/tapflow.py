@@ -21,7 +21,7 @@ from .audits import contract_problems
 from .chunks import MeanCombiner, as_array, read_only, slice_inputs, slice_tap
 from .errors import AdapterSetupError
 from .goldens import Golden
-from .guard import AdapterFault, describe_exception
+from .guard import AdapterFault
 from .metrics import ReferenceCache, StreamingComparator
 from .results import NOT_COMPARABLE, NOT_DECLARED, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
 from .supervise import stage_reached
@@ -413,7 +413,7 @@ class CaseRun:
         kind = {"timeout": "timeout", "stuck": "timeout", "exit": "exit", "interrupt": "interrupt"}.get(
             fault.kind, "raised")
         if failing is not None:
-            message = str(fault.original) if isinstance(fault.original, Exception) and fault.tap else str(fault)
+            message = fault.detail if isinstance(fault.original, Exception) and fault.tap else str(fault)
             self._error("propagated", failing, f"stage raised: {message}" if kind == "raised" else str(fault), kind)
             later = names[names.index(failing) + 1:]
             for name in later:
@@ -470,7 +470,7 @@ class CaseRun:
             self.stopped, self.stop_kind = f"the candidate hung: {fault}", "candidate"
             return True
         kind = {"exit": "exit", "interrupt": "interrupt"}.get(fault.kind, "raised")
-        text = describe_exception(original) if original is not None else str(fault)
+        text = fault.detail if original is not None else str(fault)
         self._error("isolated", spec.name, f"stage raised: {text}", kind)
         return False
 

@@ -68,10 +68,16 @@ def test_bad_declarations_say_what_is_wrong(text, message):
 
 
 def test_a_tensor_that_does_not_fit_its_declaration_is_refused():
-    with pytest.raises(LayoutError, match="should have 4 elements"):
-        AxesLayout("BCHW").to_canonical(np.zeros((B, 3, N, N)), "BHWC", (None, N, N, C))
+    with pytest.raises(LayoutError, match="should have 12 elements"):  # a merged axis cannot be split otherwise
+        AxesLayout("(B*C)HW").to_canonical(np.zeros((B * 3, N, N)), "BHWC", (B, N, N, C))
     with pytest.raises(LayoutError, match="has 3 axes"):
         AxesLayout("BCHW").to_canonical(np.zeros((B, N, N)), "BHWC", (None, N, N, C))
+
+
+def test_an_axis_of_another_size_is_converted_so_the_comparison_reports_the_shape():
+    value = np.arange(B * 3 * (N + 2) * N).reshape(B, 3, N + 2, N)
+    canonical = AxesLayout("BCHW").to_canonical(value, "BHWC", (None, N, N, C))
+    assert canonical.shape == (B, N + 2, N, 3) and np.array_equal(canonical, value.transpose(0, 2, 3, 1))
 
 
 def test_as_layout_accepts_strings_layouts_and_none():
