@@ -21,6 +21,7 @@ def test_brackets_in_names_and_reasons_print_verbatim(monkeypatch):
     report.stopped = "the adapter said: never cropped [see design doc] [/acme/ptycho#12]"
     buffer = io.StringIO()
     monkeypatch.setattr("parity.report.Console", lambda **kw: Console(file=buffer, **kw) if kw else Console(file=buffer))
+    monkeypatch.setattr("parity.report._Console", lambda **kw: Console(file=buffer, **kw))
     console = make_console()
     print_report(report, console)  # a "[/...]" read as a closing tag raised MarkupError here
     console.print(cases_table([report]))
