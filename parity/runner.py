@@ -133,8 +133,10 @@ def _blind_spots(case: Case, selected: Sequence[TapSpec], golden: bool = False) 
             if golden:
                 from .builtin_cases import BUILTIN_CASES
 
-                others = [other.name for other in BUILTIN_CASES.values() if getattr(other.config, knob) != value
-                          and any(knob in spec.knobs for spec in pipeline_taps(other.pipeline, other.config))]
+                others = sorted((other for other in BUILTIN_CASES.values() if getattr(other.config, knob) != value
+                                 and any(knob in spec.knobs for spec in pipeline_taps(other.pipeline, other.config))),
+                                key=lambda other: other.pipeline != case.pipeline)  # this pipeline's cases first
+                others = [other.name for other in others]
                 advice = (f"check a case that sets it otherwise too ({', '.join(others[:3])})" if others else
                           f"record a golden with another value too (parity record ... --set {knob}=2.5 --goldens DIR)")
             else:

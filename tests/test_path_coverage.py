@@ -93,6 +93,7 @@ HIDDEN_BUGS = [  # (fault of parity/faults.py, built-in case that must expose it
     ("canvas-recentred-per-batch", "physics-n32-edge-offsets-f64", "object.canvas"),
     ("probe-mask-doubled", "physics-n32-single-object-mask-sigma", "exit_wave"),
     ("decoder-softplus-threshold", "pinn-n32-softplus-switch-f64", "decoder.amp"),
+    ("intensity-scale-dead", "physics-n32-intensity-scale", "amplitude.scaled"),  # s = 1 in every other physics case
 ]
 
 

@@ -17,6 +17,7 @@ import torch
 pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
 from backends.tf import TensorFlowBackend
 from backends.torch import TorchBackend
+from backends.common.taps import pipeline_taps
 from backends.torch import stages as torch_stages
 from parity.adapters import load_adapter
 from parity.builtin_cases import builtin_case
@@ -275,6 +276,15 @@ def test_a_knob_at_a_value_that_hides_its_mistakes_is_noted():
     no_reader = run_case(cast_case(case, small), TorchBackend(), TorchBackend(), tolerance_table(None),
                          RunOptions(taps=("object.*",)))
     assert not any("gives the same numbers" in note for note in no_reader.notes)
+
+
+def test_against_goldens_the_note_names_a_case_of_the_same_pipeline_that_sets_the_knob():
+    from parity.runner import _blind_spots
+
+    case = builtin_case("physics-default")
+    notes = _blind_spots(case, pipeline_taps(case.pipeline, case.config), golden=True)
+    advice = next(note for note in notes if note.startswith("intensity_scale = 1 here"))
+    assert "check a case that sets it otherwise too (physics-n32-intensity-scale" in advice, advice
 
 
 def test_the_public_api_gives_the_first_divergences_diagnoses_and_writes_the_report_files(reference, tolerances,
