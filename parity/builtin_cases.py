@@ -6,6 +6,7 @@ Each builder is a pure function of its case's seed (numpy PCG64 only) and carrie
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Mapping
 
 import numpy as np
@@ -163,4 +164,18 @@ def builtin_case(name: str) -> Case:
 
 
 def select_cases(names: list[str] | None) -> list[Case]:
-    return [builtin_case(name) for name in names] if names else list(BUILTIN_CASES.values())
+    """The named cases, in the order named; a name with ``*``, ``?`` or ``[`` is an fnmatch glob (as the
+    pytest plugin's ``--parity-case``), which must match at least one case. None: every case."""
+    if not names:
+        return list(BUILTIN_CASES.values())
+    chosen: dict[str, Case] = {}
+    for name in names:
+        if any(character in name for character in "*?["):
+            matched = fnmatch.filter(BUILTIN_CASES, name)
+            if not matched:
+                raise ParityInputError(f"--case {name!r} matches no built-in case; built-in cases: "
+                                       f"{sorted(BUILTIN_CASES)}")
+            chosen.update((match, BUILTIN_CASES[match]) for match in matched)
+        else:
+            chosen[name] = builtin_case(name)
+    return list(chosen.values())

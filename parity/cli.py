@@ -61,7 +61,8 @@ def _path(text: str) -> str:
 
 def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True) -> None:
     parser.add_argument("--case", action="append", dest="cases", metavar="NAME",
-                        help="built-in case (repeatable; default: all; see `parity cases`)")
+                        help="built-in case or fnmatch glob, e.g. 'physics-n32-*' (repeatable; default: all; "
+                             "see `parity cases`)")
     parser.add_argument("--config", metavar="FILE.toml", type=_path, help="knobs from a TOML file")
     parser.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE", dest="assignments",
                         help="override one knob (repeatable)")

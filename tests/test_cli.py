@@ -274,6 +274,7 @@ def _not_toml(tmp_path: Path) -> Path:
 
 BAD_USAGE = {
     "unknown case": (lambda tmp: ["run", "--case", "physics-nope"], "unknown case 'physics-nope'"),
+    "glob matching no case": (lambda tmp: ["run", "--case", "physics-nope*"], "--case 'physics-nope*' matches no"),
     "bad --set value": (lambda tmp: ["run", *CASE, "--set", "N=abc"], "N must be an integer, got 'abc'"),
     "bad --set syntax": (lambda tmp: ["run", *CASE, "--set", "N"], "expected knob=value"),
     "unknown knob": (lambda tmp: ["run", *CASE, "--set", "colour=red"], "unknown knob(s) ['colour']"),
@@ -506,3 +507,10 @@ def test_goldens_of_your_own_inputs_are_recorded_and_checked(capsys, tmp_path):
     code, _, err = cli(capsys, "check", *own, "--goldens", str(folder), "--candidate", "torch",
                        "--out", str(tmp_path / "out2"), "--quiet")
     assert code == EXIT_BAD_INPUT and "user-mine.h5" in err
+
+
+def test_case_globs_choose_the_built_in_cases_they_match_once_each():
+    from parity.builtin_cases import BUILTIN_CASES, select_cases
+
+    chosen = [case.name for case in select_cases(["physics-n32-*", "physics-n32-intensity-scale", "pinn-default"])]
+    assert chosen == [name for name in BUILTIN_CASES if name.startswith("physics-n32-")] + ["pinn-default"]
