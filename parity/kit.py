@@ -58,6 +58,17 @@ class TapDeclaration:
     layout: str | Layout | None
 
 
+def _inherited_declaration(cls: type, attribute: str) -> TapDeclaration | None:
+    """A subclass that overrides a ``@tap`` method without the decorator (to try a fix, to inject a bug)
+    means the same tap: the nearest base's declaration stands."""
+    for base in cls.__mro__[1:]:
+        if attribute in vars(base):
+            declaration = getattr(vars(base)[attribute], "__parity_tap__", None)
+            if isinstance(declaration, TapDeclaration):
+                return declaration
+    return None
+
+
 def tap(*names: str, inputs: Sequence[str] | None = None, layout: str | Layout | None = None) -> Callable:
     """Mark a method as the stage that computes the tap(s) ``names``.
 
@@ -131,6 +142,8 @@ class PluginAdapter(Backend):
         for attribute in dir(type(self)):
             member = getattr(type(self), attribute, None)
             declaration = getattr(member, "__parity_tap__", None)
+            if declaration is None and callable(member):
+                declaration = _inherited_declaration(type(self), attribute)
             if isinstance(declaration, TapDeclaration):
                 found.append((declaration, getattr(self, attribute)))
         return found

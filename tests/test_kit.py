@@ -86,6 +86,15 @@ def test_isolated_mode_localises_a_fault_in_a_port(reference, tolerances, case):
     assert report.tap("patches.extracted").modes["isolated"].passed  # ... isolated does not
 
 
+def test_an_override_without_the_decorator_serves_the_same_tap(reference, tolerances, case):
+    class Swapped(TorchPort):  # the same fault, written as a plain override of the base's @tap method
+        def canvas(self, patches, offsets):
+            return self.model.reassemble(patches, offsets.flip(-1))
+
+    report = run_case(case, reference, Swapped(), tolerances)
+    assert report.first_divergence.tap == "object.canvas" and report.first_divergence.mode == "isolated"
+
+
 def test_per_knob_audit_compares_what_the_knob_does_not_touch(reference, tolerances, case):
     """Point 6: a port that ignores buffer makes the canvas and everything after it not comparable."""
     class NoBuffer(TorchPort):
