@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     selftest.add_argument("--seeds", type=_positive_int, default=20,
                           help="seeds per built-in case for the clean candidate (default 20)")
     selftest.add_argument("--fast", action="store_true", help="one seed per built-in case (what `nox -s tests` runs)")
-    selftest.add_argument("--only", action="append", metavar="GLOB", help="faults/refactors whose id matches")
+    selftest.add_argument("--only", action="append", metavar="GLOB",
+                          help="faults/refactors whose id matches (the clean candidate's runs are then skipped)")
     selftest.add_argument("--no-clean", action="store_true", help="skip the clean candidate's runs")
     selftest.add_argument("--out", metavar="DIR", type=_path, help="also write DIR/selftest.json")
     return parser

@@ -261,6 +261,11 @@ def summary_lines(report: RunReport) -> list[str]:
     verdict = "PASS" if report.passed else "FAIL"
     if report.stop_kind in ("reference", "crashed", "interrupted"):  # exit 3 or 130: no verdict on the candidate
         verdict = f"NO VERDICT (stopped: {report.stop_kind})"
+    elif not report.passed and not counts.get("failed"):  # every judged tap passed: say what failed instead
+        why = [f"the {audit.name} audit failed" for audit in report.audits if not audit.passed]
+        why += ["the candidate stopped"] if report.stopped else []
+        why += ["no tap was judged"] if not judged and not why else []
+        verdict += f" ({', '.join(why)})" if why else ""
     extra = [f"{counts[key]} {label}" for key, label in (
         ("not_compared", "not compared (not provided)"), ("not_comparable", "not comparable (configuration)"),
         ("unjudged", "not judged")) if counts.get(key)]
