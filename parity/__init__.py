@@ -32,6 +32,7 @@ _EXPORTS = {
     "RunReport": "parity.results",
     "load_tolerances": "parity.tolerances",
     "write_case_outputs": "parity.report",
+    "weight_specs": "backends.common.weights",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
+
 from backends.common.config import ForwardConfig
 from backends.common.taps import TapSpec
 from backends.common.weights import weight_problems
@@ -116,6 +118,42 @@ def contract_problems(spec: TapSpec, cfg: ForwardConfig, batch: int, value: Any)
     if got_shape != shape or got_dtype != dtype:
         return (f"reference tap {spec.name!r} is {got_dtype} {got_shape}, the registry declares {dtype} {shape}")
     return None
+
+
+def port_weights_audit(expected: Mapping[str, np.ndarray], returned: Any) -> Audit:
+    """The candidate's own parameters, mapped back to the canonical names and Keras layout by its
+    ``canonical_weights()``, against the weights it was given: a mapping (a transposed kernel, a bias
+    left out) is a copy, so every parameter must come back bit for bit."""
+    if isinstance(returned, BaseException):
+        return Audit("port weights", False, [f"canonical_weights() raised: {returned}"])
+    if not isinstance(returned, Mapping):
+        return Audit("port weights", False, [f"canonical_weights() returned {type(returned).__name__}; expected a "
+                                             "mapping of canonical parameter names to arrays"])
+    problems = [f"parameter {name!r}: missing from canonical_weights()" for name in expected if name not in returned]
+    problems += [f"{name!r}: not a parameter of the network (canonical names: encoder.block0.conv0.kernel, ...)"
+                 for name in returned if name not in expected]
+    rows = []
+    for name, want in expected.items():
+        if name not in returned:
+            continue
+        try:
+            got = np.asarray(returned[name].detach().cpu().numpy() if hasattr(returned[name], "detach")
+                             else returned[name])
+        except Exception as error:  # noqa: BLE001 - whatever the port handed back
+            problems.append(f"parameter {name!r}: not an array ({type(error).__name__})")
+            continue
+        if got.shape != want.shape:
+            problems.append(f"parameter {name!r}: shape {got.shape} mapped back, expected {want.shape} (Keras layout, "
+                            "kernels (H, W, in, out))")
+            continue
+        difference = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if want.size else 0.0
+        rows.append({"name": name, "max_abs_diff": difference})
+        if not difference == 0.0:
+            problems.append(f"parameter {name!r}: the port's differs from the one it was given by up to "
+                            f"{difference:.3g} (max |given| {float(np.max(np.abs(want))):.3g})"
+                            + (": the port has zeros" if not np.any(got) and np.any(want) else ""))
+    return Audit("port weights", not problems, problems[:20] + ([f"... {len(problems) - 20} more"]
+                                                                 if len(problems) > 20 else []), {"parameters": rows})
 
 
 def reference_audit(problems: list[str]) -> Audit:

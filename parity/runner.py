@@ -25,7 +25,7 @@ from backends.common.taps import TapSpec, pipeline_taps
 
 from . import provenance
 from .adapters import Adapter, graph_of
-from .audits import affected_taps, config_audit, reference_audit, resolve_all, weights_audit
+from .audits import affected_taps, config_audit, port_weights_audit, reference_audit, resolve_all, weights_audit
 from .capture import OutputLog
 from .cases import Case
 from .chunks import DEFAULT_CHUNK_BYTES, batch_of, plan
@@ -39,7 +39,7 @@ from .global_taps import needs_pinning, pin_global_taps
 from .goldens import Golden
 from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
 from .jsonable import to_jsonable
-from .results import MODES, NOT_COMPARABLE, NOT_REACHED, ModeResult, RunReport, TapResult
+from .results import MODES, NOT_COMPARABLE, NOT_REACHED, Audit, ModeResult, RunReport, TapResult
 from .tapflow import CaseRun
 from .tolerances import ToleranceTable
 
@@ -254,6 +254,9 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
     contract = flow.contract_problems
     if contract:
         audits.append(reference_audit(contract))
+    if case.weights and callable(getattr(candidate, "canonical_weights", None)) and report.stop_kind is None \
+            and guards["candidate"].stuck is None:
+        audits.append(_port_weights(case, candidate, guards["candidate"]))
     by_mode = flow.results()
     errors = {name: result.rel_error for name, result in by_mode.get("propagated", {}).items()}
     for tap in results:
@@ -276,6 +279,15 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         attach_diagnoses(report, keeper, case, {spec.name: spec for spec in graphs["candidate"].specs}, rerun,
                          stand_in=stand_in)
     return _finish(report, log)
+
+
+def _port_weights(case: Case, candidate: Any, guard: Guard) -> Audit:
+    """The candidate's ``canonical_weights()`` (its parameters mapped back), after its taps ran."""
+    try:
+        returned: Any = guard.call("canonical_weights()", candidate.canonical_weights)
+    except AdapterFault as fault:
+        returned = RuntimeError(fault.detail)
+    return port_weights_audit(case.weights, returned)
 
 
 def _stand_in_rerun(case: Case):

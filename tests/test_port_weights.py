@@ -1,0 +1,75 @@
+"""A candidate's ``canonical_weights()`` (its parameters mapped back to the canonical names and the Keras
+layout) is audited against the weights it was given: a bias never loaded, a kernel mapped one way and back
+another, a parameter left out are named before any tap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from backends.torch import TorchBackend
+from parity.audits import port_weights_audit
+from parity.builtin_cases import builtin_case
+from parity.runner import RunOptions, run_case
+from parity.workflows import tolerance_table
+
+CASE = "pinn-n32-single-patch"
+
+
+class MapsBack(TorchBackend):
+    """The Torch port, with a mapping back that loses what ``damage`` says."""
+
+    name = "maps-back"
+    damage: str | None = None
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        self.given = dict(weights or {})
+        return super().run_pipeline(pipeline, cfg, inputs, weights, sink, taps)
+
+    def canonical_weights(self):
+        mapped = {name: value.copy() for name, value in self.given.items()}
+        if self.damage == "bias":
+            mapped["encoder.block0.conv0.bias"][...] = 0  # a strict=False load that left the bias at zero
+        elif self.damage == "transpose":
+            mapped["encoder.block0.conv1.kernel"] = mapped["encoder.block0.conv1.kernel"].transpose(1, 0, 2, 3)
+        elif self.damage == "missing":
+            del mapped["decoder.amp.block0.conv0.kernel"]
+        return mapped
+
+
+@pytest.fixture(scope="module")
+def case():
+    return builtin_case(CASE)
+
+
+def _run(case, damage):
+    candidate = MapsBack()
+    candidate.damage = damage
+    return run_case(case, TorchBackend(), candidate, tolerance_table(None), RunOptions(modes=("propagated",)))
+
+
+def test_a_mapping_that_gives_every_parameter_back_passes(case):
+    report = _run(case, None)
+    audit = next(audit for audit in report.audits if audit.name == "port weights")
+    assert report.passed and audit.passed and len(audit.details["parameters"]) == len(case.weights)
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("bias", "parameter 'encoder.block0.conv0.bias': the port's differs"),
+    ("transpose", "parameter 'encoder.block0.conv1.kernel': the port's differs"),
+    ("missing", "parameter 'decoder.amp.block0.conv0.kernel': missing from canonical_weights()"),
+])
+def test_a_parameter_that_does_not_come_back_fails_the_audit_first(case, damage, words):
+    report = _run(case, damage)
+    assert not report.passed
+    assert report.first_divergence.kind == "audit" and report.first_divergence.mode == "port weights"
+    assert any(words in message for message in report.first_divergence.messages), report.first_divergence.messages
+
+
+def test_junk_from_canonical_weights_is_a_failed_audit_not_a_crash():
+    expected = {"a.kernel": np.ones((3, 3, 1, 2), np.float32)}
+    assert "returned list" in port_weights_audit(expected, [1, 2]).messages[0]
+    assert "raised" in port_weights_audit(expected, RuntimeError("boom")).messages[0]
+    audit = port_weights_audit(expected, {"a.kernel": np.ones((2, 3, 3, 1)), "b": np.zeros(1)})
+    assert not audit.passed and any("shape (2, 3, 3, 1)" in text for text in audit.messages)
+    assert any("'b': not a parameter" in text for text in audit.messages)
