@@ -178,6 +178,31 @@ def _relative_errors(p: Problem, other: np.ndarray) -> np.ndarray:
     return (other[significant] - p.a[significant]) / p.a[significant]
 
 
+SHOT_NOISE_SLOPE = (0.35, 0.7)
+
+
+def _grows_slower_than_the_values(p: Problem) -> bool:
+    """Whether the error's size grows as the square root of the values' (log-log slope of binned medians
+    within SHOT_NOISE_SLOPE over at least a decade): noise added to them, not their rounding."""
+    values = np.abs(p.a[p.finite]).ravel()
+    errors = np.abs((p.b - p.a)[p.finite]).ravel()
+    keep = values > 0
+    values, errors = values[keep], errors[keep]
+    if values.size < 256:
+        return False
+    bins = np.array_split(np.argsort(values), 8)
+    sizes = np.log([float(np.median(values[index])) for index in bins])
+    if sizes[-1] - sizes[0] < math.log(10):
+        return False  # too little range in the values to tell
+    typical = np.array([float(np.median(errors[index])) for index in bins])
+    if not np.all(typical > 0):
+        return False
+    slope = float(np.polyfit(sizes, np.log(typical), 1)[0])
+    # shot noise: slope 1/2 (0.53 measured on Poisson-noised intensities); rounding of the values: 1; an error
+    # set by the terms of a sum rather than by its value (TF32 convolutions: ~0.2) is not claimed here
+    return SHOT_NOISE_SLOPE[0] <= slope <= SHOT_NOISE_SLOPE[1]
+
+
 def _neighbour_correlation(p: Problem) -> float:
     """Correlation of the relative error between horizontally adjacent pixels (rounding noise: ~0)."""
     axis = {"BHWC": 2, "HW": 1}.get(p.layout)
@@ -216,6 +241,8 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
         return []
     texture = _neighbour_correlation(p)
     if abs(texture) > 0.5:  # rounding noise is (nearly) white; a smooth error is a structural difference
+        return []
+    if _grows_slower_than_the_values(p):  # shot noise (Poisson) grows as sqrt(value), rounding as the value
         return []
     own = float(np.finfo(reference_type).eps) / 2
     fits = []

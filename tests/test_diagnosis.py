@@ -358,6 +358,17 @@ def test_a_smooth_error_at_float32_level_is_not_a_downcast():
     assert "dtype_narrowing" not in kinds(run(a, a * (1 + bump), tolerance=1e-12))
 
 
+def test_shot_noise_at_a_rounding_level_is_not_a_downcast():
+    """Poisson-like noise grows as sqrt(value), rounding as the value: at 1e9 photons the first can have the
+    size of the second (a port that adds noise the reference does not)."""
+    rng = generator(45)
+    a = np.exp(rng.uniform(np.log(1e3), np.log(1e8), size=(4, 32, 32, 1)))
+    scale = 6e-8 / (0.67 * float(np.median(a ** -0.5)))  # median relative error ~ float32's unit roundoff
+    noisy = a + np.sqrt(a) * scale * rng.normal(size=a.shape)
+    assert "dtype_narrowing" not in kinds(run(a, noisy, tolerance=1e-12))
+    assert "dtype_narrowing" in kinds(run(a, a.astype(np.float32).astype(np.float64), tolerance=1e-12))
+
+
 # ---- input hypotheses through a rerun of the reference stage ----
 
 def placement_stage(inputs) -> np.ndarray:
