@@ -148,9 +148,12 @@ BUILTIN_CASES: dict[str, Case] = {case.name: case for case in [
           "uncentred offsets", "physics", {"N": 32, "object_big": False, "probe_mask": True, "gaussian_sigma": 0.5},
           seed=14, build=_uncentred),
     # intensity_scale is 1 in every other physics case, where a scale applied twice, inverted or forgotten
-    # gives the same numbers: a physics-only port checked against the goldens needs one case that sets it
-    _case("physics-n32-intensity-scale", "N=32, intensity_scale 2.5: a scale applied twice, inverted or not at "
-          "all shows at amplitude.scaled", "physics", {"N": 32, "intensity_scale": 2.5}, seed=15),
+    # gives the same numbers: a physics-only port checked against the goldens needs one case that sets it.
+    # Batch 16 (64 patches): a port that takes another path for large batches (one shared canvas, chunks)
+    # is not seen with the 2 samples of the other cases
+    _case("physics-n32-intensity-scale", "N=32, intensity_scale 2.5, batch 16 (64 patches): a scale applied twice, "
+          "inverted or not at all; a path taken for large batches only", "physics",
+          {"N": 32, "intensity_scale": 2.5}, batch=16, seed=15),
     _case("pinn-dataset-moon", "fixtures/datasets/moon.npz (PtychoPINN contract), K-NN groups", "pinn", dataset.MOON_KNOBS, batch=dataset.MOON_GROUPS, seed=10, build=dataset.build_moon_inputs, tags=("real-data", "dataset")),
     _case("simulate-dataset-moon", "fixtures/datasets/moon.npz objectGuess at its scan positions", "simulate", dataset.MOON_KNOBS, batch=dataset.MOON_POSITIONS, seed=11, build=dataset.build_moon_inputs, tags=("real-data", "dataset")),
 ]}

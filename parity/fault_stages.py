@@ -94,6 +94,24 @@ def canvas_batch_centred(ctx, patches, offsets):
     return _canvas(ctx, patches, -(offsets - offsets.mean(dim=(0, 1), keepdim=True)))
 
 
+LARGE_BATCH_PATCHES = 64
+
+
+def canvas_shared_large_batch(ctx, patches, offsets):
+    """Right for small batches; from 64 patches on, every sample's patches go onto one canvas shared by the
+    batch (a path a port takes for large batches only: the built-in cases but one hold 2 samples)."""
+    cfg = ctx.cfg
+    if patches.shape[0] * cfg.C < LARGE_BATCH_PATCHES:
+        return S.object_canvas(ctx, patches, offsets)
+    k = cfg.k
+    flat = (-centred_offsets(offsets)).reshape(-1, 2)
+    placed = translate_complex(F.pad(patches, (k, k, k, k)).reshape(-1, cfg.P, cfg.P), flat)
+    window = torch.as_tensor(centre_mask(cfg.N), dtype=patches.real.dtype)
+    coverage = translate(F.pad(window, (k, k, k, k))[None], flat)
+    shared = divide_complex_by_real(placed.sum(dim=0), coverage.sum(dim=0) + CANVAS_EPSILON)
+    return shared.expand(patches.shape[0], 1, cfg.P, cfg.P).clone()
+
+
 def _grid_translate(images, shifts):
     """Bilinear zero-fill translation through grid_sample (align_corners=True), coordinates in the image dtype."""
     batch = shifts.shape[0]

@@ -197,6 +197,9 @@ FAULTS: tuple[Fault, ...] = (
       "object_canvas", "canvas_pad_off_by_one", PHYSICS, ("shift",), "padding"),
     F("canvas-recentred-per-batch", "offsets centred on the batch mean instead of each sample's mean",
       "object_canvas", "canvas_batch_centred", PHYSICS_UNCENTRED, ("shift",), "recentring per batch vs per sample"),
+    F("canvas-shared-large-batch", "from 64 patches on, every sample's patches reassembled onto one canvas "
+      "shared by the batch", "object_canvas", "canvas_shared_large_batch", CaseRecipe("physics-n32-intensity-scale"),
+      None, "a path for large batches only"),
     F("canvas-grid-sample", "translation with grid_sample (float32 coordinate normalisation): a valid alternative",
       "object_canvas", "canvas_grid_sample", PHYSICS, ("numerical_alternative",), "explained equivalence"),
     F("trim-off-by-one", "central window cut one pixel off: canvas[k+1 : k+1+N]",

@@ -94,6 +94,7 @@ HIDDEN_BUGS = [  # (fault of parity/faults.py, built-in case that must expose it
     ("probe-mask-doubled", "physics-n32-single-object-mask-sigma", "exit_wave"),
     ("decoder-softplus-threshold", "pinn-n32-softplus-switch-f64", "decoder.amp"),
     ("intensity-scale-dead", "physics-n32-intensity-scale", "amplitude.scaled"),  # s = 1 in every other physics case
+    ("canvas-shared-large-batch", "physics-n32-intensity-scale", "object.canvas"),  # B*C = 64: no other case
 ]
 
 
