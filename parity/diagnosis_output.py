@@ -186,6 +186,9 @@ def shift(p: Problem) -> list[Diagnosis]:
     # residual of the prediction (reference moved) against the candidate, outside the band that entered
     keep = p.finite & ~exclude
     residual = float(np.abs(corrected[keep] - p.b[keep]).max()) / p.peak if keep.any() else math.nan
+    unmoved = float(np.abs(p.a[keep] - p.b[keep]).max()) / p.peak if keep.any() else math.nan
+    if p.explains(unmoved):
+        return []  # outside the band the two agree unmoved: a difference at the edges (border_only), not a shift
     channels = p.a.shape[3] if p.layout == "BHWC" else 1
     text = _describe_shifts(shifts, channels)
     relation = relate_to_offsets(shifts, channels, p.inputs_of("B12C"))

@@ -344,6 +344,11 @@ def encoder_kernel_flipped(ctx, x, index):
     return _encoder(ctx, x, index, lambda h, layer: F.conv2d(h, layer.weight.flip(-2, -1), layer.bias, padding=1))
 
 
+def encoder_reflect_padding(ctx, x, index):
+    return _encoder(ctx, x, index, lambda h, layer: F.conv2d(F.pad(h, (1, 1, 1, 1), mode="reflect"), layer.weight,
+                                                             layer.bias))
+
+
 def _tf32(tensor):
     """Round float32 to TF32 (10 explicit mantissa bits), nearest-even."""
     bits = tensor.contiguous().view(torch.int32)

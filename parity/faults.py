@@ -266,6 +266,10 @@ FAULTS: tuple[Fault, ...] = (
       {"index": 0}),
     F("encoder-kernel-flipped", "Keras kernels rotated by 180 degrees when mapped (convolution vs cross-correlation)",
       "encoder_block", "encoder_kernel_flipped", PINN, ("kernel_flip",), "kernel rotated 180 degrees", {"index": 0}),
+    F("encoder-reflect-padding", "convolutions padded by reflection ('reflect' padding_mode) instead of zeros "
+      "('same')", "encoder_block", "encoder_reflect_padding", CaseRecipe("pinn-n32-single-patch"), ("border_only",),
+      "padding at the edges",
+      {"index": 0}),
     F("encoder-tf32", "convolutions with TF32 inputs (10-bit mantissa), as on a GPU with TF32 on",
       "encoder_block", "encoder_tf32", PINN, ("dtype_narrowing",), "TF32 or reduced-precision matmul", {"index": 0}),
     F("encoder-attention", "a squeeze-excitation attention gate present on the Torch side only",

@@ -11,6 +11,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from backends.common.config import resolve_config
 from parity.diagnosis import UNEXPLAINED, diagnose
@@ -250,6 +251,16 @@ def test_a_border_band():
     b[:, :, -1] += 0.1
     found = run(a, b)
     assert found[0].kind == "border_only" and found[0].evidence["band_px"] == 1
+
+
+def test_an_edge_difference_in_many_channels_is_not_called_a_shift():
+    """A convolution padded by reflection instead of zeros: every channel differs on its 1-px border only."""
+    rng = generator(46)
+    a = ndimage.gaussian_filter(rng.normal(size=(2, 16, 16, 64)), (0, 1.5, 1.5, 0))
+    b = a.copy()
+    b[:, 0], b[:, -1], b[:, :, 0], b[:, :, -1] = a[:, 1], a[:, -2], a[:, :, 1], a[:, :, -2]
+    found = kinds(run(a, b, tolerance=1e-5))
+    assert "shift" not in found and found[0] == "border_only", found
 
 
 def test_a_border_band_with_an_interior_pixel_is_not_border_only():
