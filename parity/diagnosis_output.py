@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
+from .diagnosis_activations import activation_pair
 from .diagnosis_blur import smoothing
 from .diagnosis_channels import channel_permutation
 from .diagnosis_core import SPATIAL, Diagnosis, Problem, from_images, to_images
@@ -363,9 +364,14 @@ def elementwise(p: Problem) -> list[Diagnosis]:
     local = _local_prediction_error(values, mean)[1:-1]  # an end value can only be extrapolated to: any f fits it
     residual = max(spread, float(local.max(initial=0.0))) / p.peak
     low, high = float(mean.min()), float(mean.max())
+    pair = activation_pair(a, b, p.peak, 0.01 * min(p.error, 1.0))  # the pair must remove 99% of the error
+    named = (f": the reference's values are {pair[0]}(x), the candidate's {pair[1]}(x) of the same x ({pair[1]} "
+             f"where {pair[0]} is meant, e.g. a default activation that differs)" if pair else
+             ": an activation, its switch point or another pointwise nonlinearity differs")
     return [Diagnosis("elementwise", f"candidate = f(reference) for one function f of the value (f(x) - x spans "
-                      f"{low:.3g} .. {high:.3g}): an activation, its switch point or another pointwise nonlinearity "
-                      f"differs", residual, {"deviation_min": low, "deviation_max": high})]
+                      f"{low:.3g} .. {high:.3g}){named}", residual,
+                      {"deviation_min": low, "deviation_max": high,
+                       "activations": {"reference": pair[0], "candidate": pair[1]} if pair else None})]
 
 
 def overflow(p: Problem) -> list[Diagnosis]:

@@ -310,6 +310,21 @@ def test_an_activation_that_differs():
     assert kinds(run(sigmoid, x * sigmoid, tolerance=1e-5))[0] == "elementwise"
 
 
+def test_the_activations_of_each_side_are_named_where_a_known_pair_fits():
+    x = 4 * field(36, complex_=False)
+    sigmoid = 1 / (1 + np.exp(-x))
+    sigmoid[:, :8], x[:, :8] = 0.0, 0.0  # zero padding around the object, as with pad_object: both sides agree
+    swish = x * sigmoid
+    found = run(sigmoid, swish, tolerance=1e-5)[0]
+    assert found.kind == "elementwise" and found.evidence["activations"] == {"reference": "sigmoid",
+                                                                             "candidate": "swish"}
+    softplus = np.logaddexp(0, x)
+    relu = run(softplus, np.maximum(x, 0), tolerance=1e-5)[0]
+    assert relu.evidence["activations"] == {"reference": "softplus", "candidate": "relu"}, relu.summary
+    other = run(sigmoid, np.tanh(sigmoid), tolerance=1e-5)[0]  # a function of the value, not a known pair
+    assert other.kind == "elementwise" and other.evidence["activations"] is None
+
+
 def test_an_activation_plus_a_spatial_error_is_not_elementwise():
     x = 4 * field(34, complex_=False)
     sigmoid = 1 / (1 + np.exp(-x))
