@@ -198,11 +198,17 @@ def command_run(args) -> int:
 
 
 def _print_case_notes(reports, skip=()) -> None:
-    """Each case's notes, a note shared by several cases once with their names."""
+    """Each case's notes, a note shared by several cases once with their names. A knob-at-a-neutral-value note
+    is left out where another case of the same pipeline in this command sets that knob otherwise (and passed)."""
+    from backends.common.config import NEUTRAL_VALUES
+
+    covered = {(report.pipeline, knob) for report in reports for knob, (value, _) in NEUTRAL_VALUES.items()
+               if report.passed and report.config.get(knob, value) != value}
     cases_of: dict[str, list[str]] = {}
     for report in reports:
         for line in report.notes:
-            if line not in skip:
+            neutral = next((knob for knob in NEUTRAL_VALUES if line.startswith(f"{knob} = ")), None)
+            if line not in skip and (neutral is None or (report.pipeline, neutral) not in covered):
                 cases_of.setdefault(line, []).append(report.case["name"])
     for line, names in cases_of.items():
         print(f"note: {', '.join(names)}: {line}")

@@ -514,3 +514,11 @@ def test_case_globs_choose_the_built_in_cases_they_match_once_each():
 
     chosen = [case.name for case in select_cases(["physics-n32-*", "physics-n32-intensity-scale", "pinn-default"])]
     assert chosen == [name for name in BUILTIN_CASES if name.startswith("physics-n32-")] + ["pinn-default"]
+
+
+def test_a_knob_note_is_left_out_where_another_case_of_the_command_sets_the_knob(capsys, tmp_path):
+    args = ["run", "--reference", "torch", "--candidate", "torch", "--out", str(tmp_path), "--quiet"]
+    assert main([*args, "--case", "physics-n32-edge-offsets-f64"]) == 0
+    assert "intensity_scale = 1 here" in capsys.readouterr().out
+    assert main([*args, "--case", "physics-n32-edge-offsets-f64", "--case", "physics-n32-intensity-scale"]) == 0
+    assert "intensity_scale = 1 here" not in capsys.readouterr().out
