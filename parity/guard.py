@@ -27,6 +27,7 @@ from .capture import OutputLog
 from .shown_text import shown
 
 TRACEBACK_LIMIT = 64_000  # characters of one traceback written to the log (head and tail kept)
+TRACEBACK_FRAMES = 40  # the innermost frames of each exception (a recursion a million deep would take minutes)
 DEFAULT_STAGE_TIMEOUT = 600.0  # seconds without a tap; a sane stage of a sane case takes well under this
 
 
@@ -101,8 +102,10 @@ class Guard:
         """The adapter's traceback into the run's log (a one-line message cannot say which line raised)."""
         if self.log is None or isinstance(error, KeyboardInterrupt) or _a_word_to_the_harness(error):
             return False
+        if self.stuck is not None:  # an abandoned call ended at last: nobody waits for it, and formatting a
+            return False            # recursion millions deep would hold the interpreter from the run's own work
         try:
-            text = "".join(traceback.format_exception(error))
+            text = "".join(traceback.format_exception(error, limit=-TRACEBACK_FRAMES))
         except BaseException:  # noqa: BLE001 - formatting runs the exception's own __str__
             return False
         if len(text) > TRACEBACK_LIMIT:
