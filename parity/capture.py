@@ -64,9 +64,18 @@ def _identity(fd: int) -> tuple[int, int]:
     return status.st_dev, status.st_ino
 
 
+def same_file(fd: int | None, identity: tuple[int, int] | None) -> bool:
+    """Whether descriptor ``fd`` is still the file it was when ``identity`` was taken: adapter code may have
+    closed it (``os.closerange``) and the number gone to another file."""
+    try:
+        return fd is not None and identity is not None and _identity(fd) == identity
+    except OSError:
+        return False
+
+
 def _still(stream: Any, identity: tuple[int, int] | None) -> bool:
     try:
-        return identity is not None and _identity(stream.fileno()) == identity
+        return same_file(stream.fileno(), identity)
     except (AttributeError, OSError, ValueError):
         return False
 
@@ -82,13 +91,6 @@ def check_terminal() -> None:
         _terminal = io.TextIOWrapper(open(os.devnull, "wb", buffering=0), encoding="utf-8",  # noqa: SIM115
                                      errors="replace", write_through=True)
         _terminal_identity, _terminal_lost = None, True
-
-
-def _still_fd(fd: int, identity: tuple[int, int]) -> bool:
-    try:
-        return _identity(fd) == identity
-    except OSError:
-        return False
 
 
 def _lose_standard_descriptor(fd: int) -> None:
@@ -249,7 +251,7 @@ class OutputLog:
         sys.stdout, sys.stderr = previous
         for fd, duplicate, identity in saved:
             with contextlib.suppress(OSError):
-                if _still_fd(duplicate, identity):  # not closed by adapter code, its number not reused
+                if same_file(duplicate, identity):  # not closed by adapter code, its number not reused
                     os.dup2(duplicate, fd)
                     os.close(duplicate)
                 else:  # where 1 or 2 pointed is gone from this process: not the log, nowhere

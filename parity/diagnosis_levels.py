@@ -181,7 +181,7 @@ def _relative_errors(p: Problem, other: np.ndarray) -> np.ndarray:
 SHOT_NOISE_SLOPE = (0.35, 0.7)
 
 
-def _grows_slower_than_the_values(p: Problem) -> bool:
+def _grows_as_square_root(p: Problem) -> bool:
     """Whether the error's size grows as the square root of the values' (log-log slope of binned medians
     within SHOT_NOISE_SLOPE over at least a decade): noise added to them, not their rounding."""
     values = np.abs(p.a[p.finite]).ravel()
@@ -242,7 +242,7 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
     texture = _neighbour_correlation(p)
     if abs(texture) > 0.5:  # rounding noise is (nearly) white; a smooth error is a structural difference
         return []
-    if _grows_slower_than_the_values(p):  # shot noise (Poisson) grows as sqrt(value), rounding as the value
+    if _grows_as_square_root(p):  # shot noise (Poisson) grows as sqrt(value), rounding as the value
         return []
     own = float(np.finfo(reference_type).eps) / 2
     fits = []

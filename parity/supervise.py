@@ -45,6 +45,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .capture import same_file
+
 ENV_CHILD = "PARITY_SUPERVISED"
 ENV_FD = "PARITY_STATUS_FD"
 ENV_FILE = "PARITY_STATUS_FILE"
@@ -105,21 +107,13 @@ def claim() -> None:
         _status_fd = None
 
 
-def _pipe_is_ours() -> bool:
-    try:
-        status = os.fstat(_status_fd)
-    except (OSError, TypeError):
-        return False
-    return (status.st_dev, status.st_ino) == _status_identity
-
-
 def _say(message: dict[str, Any]) -> None:
     global _status_fd
     if _status_fd is None and _status_file is None:
         return
     line = (json.dumps(message, default=str) + "\n").encode()
     if _status_fd is not None:
-        if _pipe_is_ours():
+        if same_file(_status_fd, _status_identity):
             try:
                 os.write(_status_fd, line)
                 return
@@ -314,7 +308,7 @@ class _ChildState:
         """The call to end from outside: no progress for its stage timeout plus the grace."""
         if not self.calls or self.killed is not None:
             return None
-        who, timeout = max(self.calls, key=lambda call: call[1])
+        timeout = max(call_timeout for _, call_timeout in self.calls)
         idle = time.monotonic() - self.last_progress
         if idle <= timeout + grace(timeout):
             return None
