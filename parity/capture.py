@@ -53,13 +53,13 @@ def terminal() -> io.TextIOBase:
                 _terminal = io.TextIOWrapper(os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0),
                                              encoding=getattr(sys.stdout, "encoding", None) or "utf-8",
                                              errors="replace", line_buffering=True, write_through=True)
-                _terminal_identity = _identity(_terminal.fileno())
+                _terminal_identity = file_identity(_terminal.fileno())
             except (AttributeError, OSError, io.UnsupportedOperation, ValueError):
                 _terminal = sys.stdout  # no real descriptor (pytest capture, notebooks): write where Python does
         return _terminal
 
 
-def _identity(fd: int) -> tuple[int, int]:
+def file_identity(fd: int) -> tuple[int, int]:
     status = os.fstat(fd)
     return status.st_dev, status.st_ino
 
@@ -68,7 +68,7 @@ def same_file(fd: int | None, identity: tuple[int, int] | None) -> bool:
     """Whether descriptor ``fd`` is still the file it was when ``identity`` was taken: adapter code may have
     closed it (``os.closerange``) and the number gone to another file."""
     try:
-        return fd is not None and identity is not None and _identity(fd) == identity
+        return fd is not None and identity is not None and file_identity(fd) == identity
     except OSError:
         return False
 
@@ -128,7 +128,7 @@ class OutputLog:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "ab")  # noqa: SIM115 - kept open for the run, closed by close()
-        self._file_identity = _identity(self._file.fileno())
+        self._file_identity = file_identity(self._file.fileno())
         self._restore: list = []  # how to undo the capture in progress (any thread may: see release())
         self._restore_lock = threading.Lock()
         self.limit = log_limit()
@@ -144,7 +144,7 @@ class OutputLog:
         _abandoned.append(self._file)
         with contextlib.suppress(OSError):
             self._file = open(self.path, "ab")  # noqa: SIM115
-            self._file_identity = _identity(self._file.fileno())
+            self._file_identity = file_identity(self._file.fileno())
 
     def bound(self) -> None:
         """Cut the log back to its limit (plus the line saying so) when it has grown past it."""
@@ -201,7 +201,7 @@ class OutputLog:
         for fd in (1, 2):
             try:
                 duplicate = os.dup(fd)
-                saved.append((fd, duplicate, _identity(duplicate)))
+                saved.append((fd, duplicate, file_identity(duplicate)))
                 os.dup2(self._file.fileno(), fd)
             except OSError:
                 continue

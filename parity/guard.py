@@ -22,7 +22,7 @@ from typing import Any
 
 from backends.common.backend import StageError
 
-from . import integrity, supervise
+from . import integrity, process_end, supervise
 from .capture import OutputLog
 from .shown_text import shown
 
@@ -52,6 +52,8 @@ class AdapterFault(Exception):
 def describe_exception(error: BaseException) -> str:
     """One message for what adapter code raised: safe to print (``shown``), whatever its ``__str__`` does
     (raises, returns escape sequences or megabytes)."""
+    if isinstance(error, process_end.ProcessEndRefused):
+        return f"called os._exit({shown(_safe_repr(error.status), 200)}) (refused: the run goes on to its report)"
     if isinstance(error, SystemExit):
         return f"called sys.exit({shown(_safe_repr(error.code), 200)})"
     if isinstance(error, KeyboardInterrupt):
@@ -85,11 +87,13 @@ class Guard:
         self._progress = time.monotonic()
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        process_end.install()  # an adapter built by the caller, not by load_adapter
 
     def tick(self) -> None:
         """A stage finished: the per-stage timer starts again (here and in the watcher, ``supervise``)."""
         self._progress = time.monotonic()
         supervise.progress()
+        process_end.progress()
         self._put_back_namespaces()
 
     def _put_back_namespaces(self) -> None:
@@ -122,7 +126,8 @@ class Guard:
             function, args, kwargs, box, done = job
             folder = _working_folder()
             try:
-                with self.log.capture() if self.log is not None else contextlib.nullcontext():
+                with (self.log.capture() if self.log is not None else contextlib.nullcontext(),
+                      process_end.adapter_code()):
                     box["value"] = function(*args, **kwargs)
             except BaseException as error:  # noqa: BLE001 - adapter code may raise anything, exits included
                 box["error"] = error
@@ -153,6 +158,7 @@ class Guard:
         self.tick()
         # said before the job is queued: a stage that holds the interpreter would leave no chance after
         supervise.watching(self.label, self.stage_timeout)  # past it (and a grace) the watcher ends the process
+        process_end.watching(id(box), self.stage_timeout)  # no watcher: faulthandler's timer does it
         self._jobs.put((function, args, kwargs, box, done))
         try:
             while not done.wait(0.1):
@@ -169,6 +175,7 @@ class Guard:
             raise
         finally:
             supervise.unwatched(self.label, self.stage_timeout)
+            process_end.unwatched(id(box))
             self._put_back_namespaces()
         if "error" in box:
             error = box["error"]

@@ -85,12 +85,32 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in MARKERS:
         config.addinivalue_line("markers", line)
     config.stash[ACTIVE] = configured(config)
+    if _faulthandler_timeout(config):  # pytest arms faulthandler's one timer per test: the harness leaves it alone
+        from . import process_end
+
+        process_end.leave_the_timer()
     if config.stash[ACTIVE]:  # bad values stop the session now, with a usage error naming the setting
         settings_of(config)
     # One id per session, handed to xdist workers, so runs recorded by an earlier session are never reused.
     config.stash[SESSION] = getattr(config, "workerinput", {}).get("parity_session") or uuid.uuid4().hex
     config.stash[DUMP_CASES] = set()
     config.pluginmanager.register(_Summary(config), "parity-summary")
+
+
+def _faulthandler_timeout(config: pytest.Config) -> bool:
+    try:
+        return float(config.getini("faulthandler_timeout") or 0) > 0
+    except (ValueError, KeyError):
+        return False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The session's status is the verdict an adapter's later ``os._exit(0)`` (an atexit handler, a thread of
+    its own) may not replace (``parity.process_end``; loaded only once an adapter was)."""
+    process_end = sys.modules.get("parity.process_end")
+    if process_end is not None:
+        process_end.said(int(exitstatus))
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -1,0 +1,156 @@
+"""Adapter code that ends the process (``os._exit``) where no watcher stands outside it.
+
+Under the command line a watcher process turns an abrupt end into exit 3 and a report
+(``parity.supervise``). The pytest plugin, the library API and ``PARITY_SUPERVISE=0`` run adapter
+code in the very process whose exit status the user reads: a port's ``os._exit(0)`` in a stage, in
+a thread of its own or in an ``atexit`` handler would end a failing session with 0. So the first
+time an adapter is loaded in such a process, ``os._exit`` is replaced by a function that
+
+- on a thread running adapter code for the harness (a guard's call, importing or building an
+  adapter), raises ``ProcessEndRefused``, a ``SystemExit``: the guard reports it as that adapter's
+  fault, like ``sys.exit``, and the run goes on to its report;
+- elsewhere in this process ends it, but never with 0 when the harness knows of a worse verdict (the
+  pytest session's status, said by ``said``), and never with 0 from a thread other than the main one
+  before any verdict is known (exit 3, "not a parity verdict");
+- in a forked child (another process id: a DataLoader's worker, a pool) is the original.
+
+A non-zero status always goes through (pytest-timeout and execnet end a process with 1 on purpose).
+
+The same processes have no watcher to end a stage that never gives the interpreter back (a C
+extension or a regular expression that holds the GIL): no Python timer can fire. There the stage
+timeout is backed by ``faulthandler``'s timer, a C thread that needs no interpreter: once no adapter
+call has made progress for its stage timeout plus the watcher's grace, it prints every thread's
+traceback to standard error and ends the process with status 1 (a hang, never a pass). A pytest
+session that set ``faulthandler_timeout`` owns that timer, and it is left to pytest.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import sys
+import threading
+import time
+
+from . import supervise
+from .capture import file_identity, same_file
+
+EXIT_ABRUPT = 3
+_original = os._exit
+_harness_pid = os.getpid()
+_local = threading.local()
+_verdict: int | None = None
+_installed = False
+_timer_file = None  # a copy of standard error as it was at install (not a stage's captured output)
+_timer_identity: tuple[int, int] | None = None
+_timer_owned_elsewhere = False
+_watched: dict[int, float] = {}  # one entry per adapter call in progress: its stage timeout
+_watch_lock = threading.Lock()
+_armed_at = 0.0
+REARM_EVERY = 1.0  # seconds: progress re-arms the timer at most this often
+
+
+class ProcessEndRefused(SystemExit):
+    """Adapter code called ``os._exit(status)`` while the harness was running it."""
+
+    def __init__(self, status: object) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def install() -> None:
+    """Replace ``os._exit`` (once per process; see the module docstring), unless a watcher runs this process."""
+    global _installed, _harness_pid
+    if _installed or supervise.is_child():
+        return
+    _installed, _harness_pid = True, os.getpid()
+    os._exit = _guarded_exit
+    global _timer_file, _timer_identity
+    try:
+        descriptor = os.dup(2)
+        os.set_inheritable(descriptor, False)
+        _timer_file = os.fdopen(descriptor, "w")
+        _timer_identity = file_identity(descriptor)
+    except OSError:  # no standard error: the hang timer has nowhere to say what hung, and is not armed
+        _timer_file = None
+
+
+def said(code: int) -> None:
+    """The harness's verdict for this process (a pytest session's exit status, a command's exit code)."""
+    global _verdict
+    _verdict = int(code)
+
+
+def leave_the_timer() -> None:
+    """Someone else (pytest's ``faulthandler_timeout``) uses faulthandler's one timer: never arm it here."""
+    global _timer_owned_elsewhere
+    _timer_owned_elsewhere = True
+
+
+def watching(key: int, timeout: float | None) -> None:
+    """An adapter call (``key``: any id unique while it runs) starts under ``timeout``."""
+    if timeout is None or not _installed or _timer_owned_elsewhere:
+        return
+    with _watch_lock:
+        _watched[key] = float(timeout)
+        _arm()
+
+
+def unwatched(key: int) -> None:
+    with _watch_lock:
+        if _watched.pop(key, None) is None:
+            return
+        if _watched:
+            _arm()
+        else:
+            faulthandler.cancel_dump_traceback_later()
+
+
+def progress() -> None:
+    """A stage delivered a tap: the hang timer starts again (at most once a second)."""
+    if not _watched or time.monotonic() - _armed_at < REARM_EVERY:
+        return
+    with _watch_lock:
+        if _watched:
+            _arm()
+
+
+def _arm() -> None:
+    global _armed_at
+    longest = max(_watched.values())
+    # adapter code may have closed the copy and its number gone to another file: never write tracebacks there
+    if _timer_file is None or not same_file(_timer_file.fileno(), _timer_identity):
+        faulthandler.cancel_dump_traceback_later()
+        return
+    try:
+        faulthandler.dump_traceback_later(longest + supervise.grace(longest), exit=True, file=_timer_file)
+    except (ValueError, OSError, RuntimeError):
+        return
+    _armed_at = time.monotonic()
+
+
+class adapter_code:  # noqa: N801 - used as a context manager, named for what runs inside it
+    """Marks the current thread as running adapter code for the harness (nestable)."""
+
+    def __enter__(self) -> None:
+        _local.depth = getattr(_local, "depth", 0) + 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        _local.depth -= 1
+
+
+def _guarded_exit(status: int) -> None:
+    if os.getpid() != _harness_pid:
+        _original(status)
+    if getattr(_local, "depth", 0) > 0:
+        raise ProcessEndRefused(status)
+    if status == 0 and _verdict:
+        _original(_verdict)
+    if status == 0 and _verdict is None and threading.current_thread() is not threading.main_thread():
+        try:
+            print(f"parity: adapter code ended the process with os._exit(0) from thread "
+                  f"{threading.current_thread().name!r} before the harness had a verdict; exit {EXIT_ABRUPT} "
+                  "(not a parity verdict)", file=sys.__stderr__ or sys.stderr, flush=True)
+        finally:
+            _original(EXIT_ABRUPT)
+    _original(status)

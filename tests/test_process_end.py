@@ -1,0 +1,105 @@
+"""Adapter code ending the process with ``os._exit`` where no watcher stands outside it (``parity.process_end``):
+the pytest plugin, ``PARITY_SUPERVISE=0``, the library API. Each check runs a fresh interpreter, since
+the replacement of ``os._exit`` lasts for the process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from tests.hostile import parity_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=os.environ | {"PYTHONPATH": str(ROOT)})
+
+
+def test_os_exit_in_adapter_code_is_refused_and_elsewhere_never_ends_a_worse_verdict_with_0(tmp_path):
+    result = _python("""
+        import os
+        from parity import process_end
+        process_end.install()
+        with process_end.adapter_code():
+            try:
+                os._exit(0)
+            except process_end.ProcessEndRefused as refused:
+                print("refused", refused.status)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)  # a forked worker: the original
+        print("child", os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+        process_end.said(1)
+        os._exit(0)  # an atexit handler's os._exit(0) after a failing verdict
+    """, tmp_path)
+    assert result.stdout.split() == ["refused", "0", "child", "7"], result.stdout + result.stderr
+    assert result.returncode == 1, result.stderr
+
+
+def test_os_exit_0_from_an_adapter_thread_before_any_verdict_is_exit_3(tmp_path):
+    result = _python("""
+        import os, threading
+        from parity import process_end
+        process_end.install()
+        threading.Thread(target=os._exit, args=(0,)).start()
+        threading.Event().wait(30)
+    """, tmp_path)
+    assert result.returncode == 3, result.stderr
+    assert "os._exit(0)" in result.stderr and "not a parity verdict" in result.stderr
+    same = _python("""
+        import os, threading
+        from parity import process_end
+        process_end.install()
+        threading.Thread(target=os._exit, args=(5,)).start()  # a non-zero status goes through (pytest-timeout)
+        threading.Event().wait(30)
+    """, tmp_path)
+    assert same.returncode == 5, same.stderr
+
+
+def test_unwatched_command_reports_a_stage_that_calls_os_exit_as_the_candidates_fault(tmp_path):
+    result = parity_process("check", "--case", "physics-default", "--candidate",
+                            "tests.hostile_adapters:EndsTheProcess", "--out", tmp_path, env={"PARITY_SUPERVISE": "0"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads((tmp_path / "physics-default" / "report.json").read_text())
+    assert report["passed"] is False
+    assert "called os._exit(0)" in json.dumps(report)
+
+
+def _pytest_session(tmp_path: Path, candidate: str) -> subprocess.CompletedProcess:
+    (tmp_path / "test_nothing.py").write_text("def test_nothing():\n    pass\n")
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                           f"--parity-candidate={candidate}", "--parity-reference=golden",
+                           "--parity-cases=physics-default", "--parity-baselines=off", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)})
+
+
+def test_a_pytest_session_whose_port_calls_os_exit_0_fails_instead_of_passing(tmp_path):
+    result = _pytest_session(tmp_path, "tests.hostile_adapters:EndsTheProcess")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "called os._exit(0)" in result.stdout
+    assert "test_parity[physics-default-intensity]" in result.stdout
+
+
+def test_a_pytest_session_whose_port_ends_with_0_at_exit_keeps_its_failing_status(tmp_path):
+    result = _pytest_session(tmp_path, "tests.hostile_adapters:WrongThenEndsWithZeroAtExit")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "FAILED" in result.stdout
+
+
+def test_unwatched_a_stage_that_holds_the_interpreter_is_ended_by_the_hang_timer_with_its_traceback(tmp_path):
+    started = time.monotonic()
+    result = parity_process("run", "--case", "physics-default", "--set", "N=32", "--reference", "torch",
+                            "--candidate", "tests.hostile_process_adapters:HoldsTheInterpreter", "--stage-timeout", "2",
+                            "--out", tmp_path, env={"PARITY_SUPERVISE": "0"}, timeout=180)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert time.monotonic() - started < 120
+    assert "Timeout" in result.stderr and "in _holds_the_interpreter" in result.stderr, result.stderr[-3000:]
+
