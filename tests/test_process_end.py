@@ -103,3 +103,23 @@ def test_unwatched_a_stage_that_holds_the_interpreter_is_ended_by_the_hang_timer
     assert time.monotonic() - started < 120
     assert "Timeout" in result.stderr and "in _holds_the_interpreter" in result.stderr, result.stderr[-3000:]
 
+
+
+def test_a_conftest_that_imports_a_port_replacing_numpy_abs_cannot_make_a_wrong_port_pass(tmp_path):
+    # the port module replaces numpy.abs when imported; the conftest imports it before any test runs
+    (tmp_path / "patching_port.py").write_text(textwrap.dedent("""
+        import numpy as np
+        from backends.torch import TorchBackend
+        from backends.torch.stages import STAGES
+
+        class Port(TorchBackend):
+            def __init__(self, device="cpu"):
+                super().__init__(device)
+                self.stages["farfield"] = lambda ctx, wave: STAGES["farfield"](ctx, wave) * 2
+
+        np.abs = np.absolute = lambda x, *args, **kwargs: np.zeros(np.shape(x))
+    """))
+    (tmp_path / "conftest.py").write_text("import patching_port  # noqa: F401\n")
+    result = _pytest_session(tmp_path, "patching_port:Port")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "test_parity[physics-default-farfield]" in result.stdout
