@@ -154,6 +154,11 @@ BUILTIN_CASES: dict[str, Case] = {case.name: case for case in [
     _case("physics-n32-intensity-scale", "N=32, intensity_scale 2.5, batch 16 (64 patches): a scale applied twice, "
           "inverted or not at all; a path taken for large batches only", "physics",
           {"N": 32, "intensity_scale": 2.5}, batch=16, seed=15),
+    # buffer is 10 and gridsize at most 2 in every other case: a port that hard-codes the default canvas margin
+    # or a 2x2 group passes them all. buffer 6 with offset 5 at gridsize 3 makes P - N = 16.
+    _case("physics-n32-g3-buffer", "N=32, gridsize 3 (9 patches a sample), offset 5, buffer 6: a margin or a "
+          "group size taken as a constant", "physics", {"N": 32, "gridsize": 3, "offset": 5, "buffer": 6},
+          batch=2, seed=16),
     _case("pinn-dataset-moon", "fixtures/datasets/moon.npz (PtychoPINN contract), K-NN groups", "pinn", dataset.MOON_KNOBS, batch=dataset.MOON_GROUPS, seed=10, build=dataset.build_moon_inputs, tags=("real-data", "dataset")),
     _case("simulate-dataset-moon", "fixtures/datasets/moon.npz objectGuess at its scan positions", "simulate", dataset.MOON_KNOBS, batch=dataset.MOON_POSITIONS, seed=11, build=dataset.build_moon_inputs, tags=("real-data", "dataset")),
 ]}

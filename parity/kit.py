@@ -138,15 +138,32 @@ class PluginAdapter(Backend):
 
     # ---- declarations ----
     def _collect(self) -> list[tuple[TapDeclaration, Callable]]:
+        """The ``@tap`` methods, most derived class first (a subclass's method for a tap serves it, whatever
+        its name); within one class, exact names before globs. Two methods of one class that both name the
+        same tap exactly are refused: which one the run would call is not written anywhere."""
+        cls = type(self)
         found = []
-        for attribute in dir(type(self)):
-            member = getattr(type(self), attribute, None)
+        for attribute in dir(cls):
+            member = getattr(cls, attribute, None)
             declaration = getattr(member, "__parity_tap__", None)
             if declaration is None and callable(member):
-                declaration = _inherited_declaration(type(self), attribute)
+                declaration = _inherited_declaration(cls, attribute)
             if isinstance(declaration, TapDeclaration):
-                found.append((declaration, getattr(self, attribute)))
-        return found
+                level = next(index for index, base in enumerate(cls.__mro__) if attribute in vars(base))
+                globbed = all(any(c in name for c in "*?[") for name in declaration.names)
+                found.append(((level, globbed, attribute), declaration, getattr(self, attribute)))
+        found.sort(key=lambda item: item[0])
+        owners: dict[tuple[int, str], str] = {}
+        for (level, _, attribute), declaration, _ in found:
+            for name in declaration.names:
+                if any(c in name for c in "*?["):
+                    continue
+                other = owners.setdefault((level, name), attribute)
+                if other != attribute:
+                    raise ValueError(f"{self.name}: tap {name!r} is declared by two methods of "
+                                     f"{cls.__mro__[level].__name__}, {other}() and {attribute}(); expected one "
+                                     "method per tap (a subclass's method replaces its base's)")
+        return [(declaration, method) for _, declaration, method in found]
 
     def _method_for(self, name: str) -> tuple[TapDeclaration, Callable, int] | None:
         for declaration, method in self._methods:

@@ -95,6 +95,31 @@ def test_an_override_without_the_decorator_serves_the_same_tap(reference, tolera
     assert report.first_divergence.tap == "object.canvas" and report.first_divergence.mode == "isolated"
 
 
+def test_a_subclass_method_under_another_name_serves_the_tap_its_base_served(reference, tolerances, case):
+    class Swapped(TorchPort):  # a bug planted as a new method: it must be the one that runs
+        @tap("object.canvas")
+        def reassemble_swapped(self, patches, offsets):
+            return self.model.reassemble(patches, offsets.flip(-1))
+
+    report = run_case(case, reference, Swapped(), tolerances)
+    assert report.first_divergence.tap == "object.canvas" and report.first_divergence.mode == "isolated"
+
+
+def test_two_methods_of_one_class_for_one_tap_are_refused():
+    class Twice(TorchPort):
+        @tap("object.canvas")
+        def canvas_a(self, patches, offsets):
+            return self.model.reassemble(patches, offsets)
+
+        @tap("object.canvas")
+        def canvas_b(self, patches, offsets):
+            return self.model.reassemble(patches, offsets) * 3
+
+    with pytest.raises(ValueError, match=r"tap 'object.canvas' is declared by two methods of Twice, "
+                                         r"canvas_a\(\) and canvas_b\(\)"):
+        Twice()
+
+
 def test_per_knob_audit_compares_what_the_knob_does_not_touch(reference, tolerances, case):
     """Point 6: a port that ignores buffer makes the canvas and everything after it not comparable."""
     class NoBuffer(TorchPort):
