@@ -30,7 +30,6 @@ from backends.common.taps import pipeline_taps
 from .adapters import Adapter
 from .cases import Case
 from .errors import ParityInputError
-from .metrics import Criteria
 from .report import write_json_atomic
 from .tolerances import Rule, ToleranceTable, dump_table, load_tolerances
 from .workflows import cast_case
@@ -164,12 +163,16 @@ def calibrate(cases: Sequence[Case], reference: Adapter, candidate: Adapter | No
         else:
             entry.decision = "looser (kept)"
             value = current
-        if base.lookup(entry.tap, entry.dtype, "cpu", entry.mode, entry.pipeline).criteria.max_rel_to_peak == value:
+        standing = base.lookup(entry.tap, entry.dtype, "cpu", entry.mode, entry.pipeline).criteria
+        if standing.max_rel_to_peak == value:
             continue  # the hand-written rules already say this
         sources = ", ".join(f"{name} {noise:.2g}" for name, noise in entry.sources.items())
         note = (f"{CALIBRATED} {stamp}: {sources} (max over {', '.join(sorted(set(entry.cases)))}) "
                 f"x {factor:g}, floor {floors[entry.dtype]:g}; {entry.decision}")
-        new_rules.append(Rule(taps=(entry.tap,), criteria=Criteria(max_rel_to_peak=value), dtype=entry.dtype,
+        # the last matching rule wins, so the new one carries the standing rule's other criteria (its regions,
+        # its phase bound): a calibrated tap-wide bound must not drop the covered region's own check
+        criteria = dataclasses.replace(standing, max_rel_to_peak=value)
+        new_rules.append(Rule(taps=(entry.tap,), criteria=criteria, dtype=entry.dtype,
                               device="cpu", mode=entry.mode, pipeline=entry.pipeline, note=note))
     result = CalibrationResult(sorted(merged.values(), key=lambda m: (m.pipeline, m.dtype, m.mode)), path, False,
                                factor, floors)

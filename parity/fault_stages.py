@@ -78,6 +78,12 @@ def canvas_buffer_0(ctx, patches, offsets):
     return S.object_canvas(_with_cfg(ctx, buffer=0), patches, offsets)
 
 
+def canvas_buffer_default(ctx, patches, offsets):
+    """The canvas margin hard-coded at its default (10) whatever the configuration says: right in every
+    case that keeps the default."""
+    return S.object_canvas(_with_cfg(ctx, buffer=10), patches, offsets)
+
+
 def canvas_wide_mask(ctx, patches, offsets):
     n = ctx.cfg.N
     mask = torch.zeros(n, n)

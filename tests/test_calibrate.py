@@ -66,6 +66,9 @@ def test_calibrate_proposes_and_writes_only_tighter(small_case, table, tmp_path)
     applied = reread.lookup("object.canvas", "float32", "cpu", "propagated", "physics")
     assert applied.criteria.max_rel_to_peak == canvas.proposed
     assert applied.note.startswith("calibrated") and "float32_vs_float64" in applied.note
+    # ... and keeps the standing rule's own check of each region (the last matching rule wins)
+    shipped = load_tolerances(DEFAULT_TOLERANCES).lookup("object.canvas", "float32", "cpu", "propagated", "physics")
+    assert shipped.criteria.regions and applied.criteria.regions == shipped.criteria.regions
     # the looser proposal was not written: the hand-set 1e-20 still rules
     assert reread.lookup("farfield", "float32", "cpu", "isolated", "physics").criteria.max_rel_to_peak == 1e-20
     # other pipelines and devices are untouched
