@@ -39,6 +39,7 @@ class SampleKeeper:
         self.samples = samples
         self.reference: dict[str, np.ndarray] = {}
         self.candidate: dict[tuple[str, str], np.ndarray] = {}
+        self.unbatched: set[str] = set()
         # (mode, tap) -> (sample, reference, candidate, {input: value}), each one sample long
         self.worst: dict[tuple[str, str], tuple[int, np.ndarray, np.ndarray, dict[str, np.ndarray]]] = {}
 
@@ -60,7 +61,7 @@ class SampleKeeper:
         reference, candidate = self.reference.get(name), self.candidate.get((mode, name))
         if reference is None or candidate is None:
             return None
-        samples = list(range(len(reference))) if reference.ndim else []
+        samples = list(range(len(reference))) if reference.ndim and name not in self.unbatched else []
         extra = self.worst.get((mode, name))
         if extra is None or reference.shape[1:] != extra[1].shape[1:] or candidate.shape[1:] != extra[2].shape[1:]:
             return Kept(reference, candidate, dict(inputs), samples)
@@ -83,6 +84,8 @@ class SampleKeeper:
             self.candidate[(mode, spec.name)] = np.array(as_array(candidate), copy=True)
             self.reference[spec.name] = np.array(reference, copy=True)
             return
+        if not batched(spec):  # axis 0 is not the batch (the probe): its rows are not samples
+            self.unbatched.add(spec.name)
         if not (batched(spec) and spec.reduction is None):  # the same for every chunk: kept once
             self.candidate.setdefault((mode, spec.name), np.array(as_array(candidate), copy=True))
             self.reference.setdefault(spec.name, np.array(reference, copy=True))

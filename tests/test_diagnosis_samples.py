@@ -75,3 +75,19 @@ def test_samples_that_all_hold_one_sample_s_values_are_called_a_broadcast():
     subset, fact = Kept(reference, candidate, {}, list(range(5))).only_differing(1e-6)
     assert subset.samples == [1, 2, 3, 4]
     assert fact.evidence["copied_from"] == 0 and "one sample broadcast to the batch" in fact.summary
+
+
+def _probe_half_conjugated(ctx, probe):
+    """A probe fault in rows 16-47 only: the probe has no batch axis, so its rows are not samples."""
+    effective = torch_stages.probe_effective(ctx, probe).clone()
+    effective[16:48] = effective[16:48].conj()
+    return effective
+
+
+def test_a_tap_without_a_batch_axis_is_never_split_into_samples(tolerances, tmp_path):
+    case = builtin_case("physics-fly001-moon")
+    candidate = TorchBackend().with_stage("probe_effective", _probe_half_conjugated)
+    with open_golden(case, DEFAULT_GOLDENS, tolerances) as opened:
+        report = check_against_golden(opened, candidate, tolerances, RunOptions(), tmp_path)
+    assert report.first_divergence.tap == "probe.effective"
+    assert "samples_differ" not in [diagnosis.kind for diagnosis in report.diagnoses]
