@@ -78,6 +78,10 @@ def _select(problem: Problem, candidates: list[Diagnosis]) -> list[Diagnosis]:
                  if not is_fact(d) and (d.kind in LEVELS or problem.explains(d.residual))]
     kinds = {d.kind for d in explained}
     explained = [d for d in explained if not (SUBSUMED_BY.get(d.kind, set()) & kinds)]
+    if any(d.kind == "elementwise" and problem.complete(d.residual) for d in explained):
+        # one function of the value reproduces the candidate: a band grown around the zeros (which can hold most
+        # of a sparse tap, and its largest values) is a coincidence of where those values sit, not a mask
+        explained = [d for d in explained if not (d.kind == "masked_region" and d.evidence.get("dilation_px"))]
     explained = [d if d.kind in LEVELS or problem.complete(d.residual) else dataclasses.replace(
         d, summary=f"{d.summary} (something else differs too: {d.residual:.1e} of the peak is left)")
         for d in explained]

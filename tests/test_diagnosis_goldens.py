@@ -75,3 +75,16 @@ def test_own_goldens_of_another_reference_keep_the_caveat(tolerances, tmp_path):
     assert "offset_swap_xy" not in [d.kind for d in report.diagnoses]
     assert any("not tested here" in d.summary for d in report.diagnoses)
     assert torch.is_tensor(torch.zeros(1))  # Torch ran the candidate; the stand-in was simply refused
+
+
+def test_torch_default_softplus_is_one_function_of_the_value_not_a_masked_region(tolerances, tmp_path, monkeypatch):
+    """F.softplus switches to the identity at x > 20, TensorFlow (and the built-in port) at -(log(eps) + 2):
+    the decoder's large values move by up to 2e-9 next to its zeros. A band grown around those zeros may
+    hold most of the tap and its worst element; the diagnosis must still be the pointwise function."""
+    from backends.torch import network
+
+    monkeypatch.setitem(network.ACTIVATIONS, "softplus", torch.nn.functional.softplus)
+    report = _checked("pinn-n32-softplus-switch-f64", TorchBackend(), tolerances, tmp_path)
+    assert report.first_divergence.tap == "decoder.amp"
+    kinds = [diagnosis.kind for diagnosis in report.diagnoses]
+    assert kinds[0] == "elementwise" and "masked_region" not in kinds, kinds
