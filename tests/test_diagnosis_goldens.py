@@ -88,3 +88,16 @@ def test_torch_default_softplus_is_one_function_of_the_value_not_a_masked_region
     assert report.first_divergence.tap == "decoder.amp"
     kinds = [diagnosis.kind for diagnosis in report.diagnoses]
     assert kinds[0] == "elementwise" and "masked_region" not in kinds, kinds
+
+
+def _fft_over_channels_and_rows(ctx, wave):
+    """fft2 over (C, H) of a channels-first wave: a layout slip, not a padding difference."""
+    return torch_stages.scale_complex(torch.fft.fft2(wave, dim=(1, 2)), torch_stages._scalar(ctx, 1.0 / ctx.cfg.N))
+
+
+def test_a_transform_over_the_wrong_axes_is_not_called_an_edge_difference(tolerances, tmp_path):
+    # an unshifted spectrum holds its largest values at the border, so most of any error is there too
+    candidate = TorchBackend().with_stage("farfield", _fft_over_channels_and_rows)
+    report = _checked("pinn-n32-single-patch", candidate, tolerances, tmp_path)
+    assert report.first_divergence.tap == "farfield"
+    assert "border_only" not in [diagnosis.kind for diagnosis in report.diagnoses]
