@@ -66,6 +66,8 @@ def is_fact(diagnosis: Diagnosis) -> bool:
 
 def _rank(diagnosis: Diagnosis, problem: Problem) -> tuple:
     order = PRIORITY.index(diagnosis.kind) if diagnosis.kind in PRIORITY else len(PRIORITY)
+    if diagnosis.kind in GENERIC:  # two generic descriptions that both fit: the closer fit first
+        order = min(PRIORITY.index(kind) for kind in GENERIC)
     fact = is_fact(diagnosis)
     residual = diagnosis.residual if math.isfinite(diagnosis.residual) else math.inf
     complete = fact or diagnosis.kind in LEVELS or problem.complete(residual)
@@ -76,8 +78,16 @@ def _select(problem: Problem, candidates: list[Diagnosis]) -> list[Diagnosis]:
     facts = [d for d in candidates if is_fact(d)]
     explained = [d for d in candidates
                  if not is_fact(d) and (d.kind in LEVELS or problem.explains(d.residual))]
-    kinds = {d.kind for d in explained}
-    explained = [d for d in explained if not (SUBSUMED_BY.get(d.kind, set()) & kinds)]
+    # a more specific explanation makes a generic one redundant; a pointwise function only where the specific
+    # one explains at least as much (a factor that leaves 4e-4 of the peak does not replace the function of
+    # the value that leaves nothing; a per-element real factor always fits, so it never counts against one)
+    explained = [d for d in explained if not any(
+        e.kind in SUBSUMED_BY.get(d.kind, ()) and (d.kind != "elementwise" or problem.complete(e.residual)
+                                                   or e.residual <= d.residual)
+        for e in explained)]
+    if any(problem.complete(d.residual) for d in explained if d.kind not in LEVELS | GENERIC):
+        # one hypothesis reproduces the candidate: those that leave part of the error are not offered beside it
+        explained = [d for d in explained if d.kind in LEVELS or problem.complete(d.residual)]
     if any(d.kind == "elementwise" and problem.complete(d.residual) for d in explained):
         # one function of the value reproduces the candidate: a band grown around the zeros (which can hold most
         # of a sparse tap, and its largest values) is a coincidence of where those values sit, not a mask

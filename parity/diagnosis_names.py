@@ -18,6 +18,7 @@ SCALE = "one factor intensity_scale too many or too few: the scale applied twice
 SCALE_SQUARED = ("a factor intensity_scale^2: the scale applied the wrong way (x s where / s is meant, or the reverse), "
                  "or applied twice where it belongs once")
 CHANNELS = "a sum over the C channels where a mean is meant (or the reverse)"
+SAMPLE_SUM = "a sum over a sample's C x N x N elements where their mean is meant (or the reverse)"
 FACTOR_2 = "a factor 2 (a doubled sum, a mean over two parts, a missing 1/2)"
 PI = "radians vs half turns (a factor pi)"
 SQRT2 = "a 1/sqrt(2) normalisation (e.g. of a complex Gaussian)"
@@ -35,9 +36,13 @@ def _pair(table, name: str, value: float, hint: str) -> None:
     _add(table, f"1/{name}", 1.0 / value if value else math.nan, hint)
 
 
-def named_values(cfg: Any, inputs: dict[str, np.ndarray] | None = None) -> list[tuple[str, float, str]]:
-    """(name, value, what it usually means), simplest names first."""
+def named_values(cfg: Any, inputs: dict[str, np.ndarray] | None = None,
+                 reduced: bool = False) -> list[tuple[str, float, str]]:
+    """(name, value, what it usually means), simplest names first; ``reduced``: the tap is a reduction of each
+    sample (a loss), where a count of the elements reduced is a likelier reading than an FFT norm."""
     table: list[tuple[str, float, str]] = []
+    if reduced and cfg is not None:
+        _pair(table, "C N^2", float(cfg.C) * float(cfg.N) ** 2, SAMPLE_SUM)
     for name, value, hint in (("2", 2.0, FACTOR_2), ("4", 4.0, FACTOR_2), ("pi", math.pi, PI),
                               ("2pi", 2 * math.pi, PI), ("sqrt(2)", math.sqrt(2.0), SQRT2)):
         _pair(table, name, value, hint)

@@ -47,7 +47,7 @@ def scale(p: Problem) -> list[Diagnosis]:
     if abs(factor - 1) <= p.tolerance or not math.isfinite(residual):
         return []
     rel = min(max(2 * residual, 4 * p.tolerance, 1e-12), 1e-3)  # a name is only given to a precise ratio
-    named = name_ratio(factor, named_values(p.cfg, p.inputs_of("HW")), rel)
+    named = name_ratio(factor, named_values(p.cfg, p.inputs_of("HW"), reduced=p.layout in ("scalar", "B")), rel)
     few = p.layout == "scalar" or p.a.size < 4
     if few and named is None:
         return []  # one number (or a few) always has a ratio: only a named one is evidence

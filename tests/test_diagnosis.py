@@ -105,6 +105,14 @@ def test_a_position_dependent_gain_is_not_a_scale():
     assert kinds(found) == ["normalisation"]
 
 
+def test_a_per_sample_loss_summed_where_it_is_averaged_is_named_as_such():
+    losses = np.abs(generator(11).normal(size=8)) + 0.1
+    elements = CFG.C * CFG.N**2  # 4096 here: not N^2, so no FFT norm can be read into it
+    found = run(losses, losses * elements, layout="B")
+    assert found[0].kind == "scale" and found[0].evidence["named"] == "C N^2", found[0].summary
+    assert "a sum over a sample's C x N x N elements where their mean is meant" in found[0].summary
+
+
 def test_a_small_scale_under_larger_noise_is_not_a_scale():
     a = field(9)
     noise = 0.05 * generator(10).normal(size=a.shape)
