@@ -98,8 +98,7 @@ def shape_mismatch(p: Problem) -> list[Diagnosis]:
             words.append(f"their common {'x'.join(map(str, sizes))} centre differs by {residual:.1e} of the "
                          f"reference's peak")
     evidence["knobs"] = sorted(set(knobs))
-    size = "x".join(map(str, b.shape))
-    what = f"candidate is {size}, the reference {'x'.join(map(str, a.shape))}"
+    what = f"candidate is {_shape_words(b.shape)}, the reference {_shape_words(a.shape)}"
     if knobs:
         what += f": {' or '.join(dict.fromkeys(knobs))} would give that size"
     return [Diagnosis("shape_mismatch", "; ".join([what] + words), residual, evidence)]
@@ -319,3 +318,10 @@ def numerical_alternative(p: Problem) -> list[Diagnosis]:
 
 def level_hypotheses(p: Problem) -> list[Diagnosis]:
     return dtype_narrowing(p) + numerical_alternative(p)
+
+
+def _shape_words(shape: tuple[int, ...]) -> str:
+    """2x32x32x4; "a scalar" for (), "1 value" for (1,): an empty string read as a missing word."""
+    if not shape:
+        return "a scalar"
+    return "x".join(map(str, shape)) + (f" value{'s' if shape[0] != 1 else ''}" if len(shape) == 1 else "")

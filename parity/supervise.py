@@ -243,6 +243,11 @@ def supervise(argv: list[str]) -> int:
     if code < 0 and -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(-code, signal.SIG_DFL)  # stopped from outside: die of the same signal, as it did
         os.kill(os.getpid(), -code)
+    if code > 0 and not state.adapter_code_ran and state.current is None:
+        print(f"parity: the command's process exited with status {code} before any adapter code ran (what it "
+              "printed above says why: an import of the harness or a library failed, or the environment); this is "
+              "not a parity verdict (exit 3)", file=sys.stderr)
+        return 3
     how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code} (os._exit)"
     current = state.current
     where = f" in case {current['case'].get('name')!r}" if current else ""
@@ -275,6 +280,7 @@ class _ChildState:
         self.calls: list[tuple[str, float]] = []  # (who, stage timeout) of the adapter calls under way
         self.last_progress = time.monotonic()
         self.killed: dict[str, Any] | None = None
+        self.adapter_code_ran = False  # an adapter was being built or called at some point
 
     def read(self, line: bytes) -> None:
         try:
@@ -293,6 +299,7 @@ class _ChildState:
             self.current = None
         elif "watch" in message and isinstance(message["watch"], (int, float)):
             self.calls.append((str(message.get("who")), float(message["watch"])))
+            self.adapter_code_ran = True
         elif "unwatch" in message:
             who = str(message["unwatch"])
             for index in range(len(self.calls) - 1, -1, -1):

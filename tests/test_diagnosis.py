@@ -619,3 +619,8 @@ def test_an_intensity_where_an_amplitude_is_meant_is_a_power():
     found = run(amplitude, amplitude**2)
     assert found[0].kind == "power" and found[0].evidence["exponent"] == 2.0, [d.summary for d in found]
     assert run(amplitude**2 + 0.5, np.sqrt(amplitude**2 + 0.5))[0].kind == "power"
+
+
+def test_a_shape_mismatch_with_a_scalar_names_it():
+    found = diagnose(np.float64(0.5), np.array([0.5]), layout="scalar", kind="real", tolerance=1e-6)
+    assert found[0].kind == "shape_mismatch" and "candidate is 1 value, the reference a scalar" in found[0].summary

@@ -123,3 +123,15 @@ def test_a_conftest_that_imports_a_port_replacing_numpy_abs_cannot_make_a_wrong_
     result = _pytest_session(tmp_path, "patching_port:Port")
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "test_parity[physics-default-farfield]" in result.stdout
+
+
+def test_a_watched_child_that_fails_before_any_adapter_code_is_not_blamed_on_adapter_code(tmp_path):
+    # sitecustomize runs in the watched child only (PARITY_SUPERVISED): a broken environment, not a port
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import os, sys\nif os.environ.get('PARITY_SUPERVISED') == '1':\n"
+                                           "    sys.exit('broken environment')\n")
+    result = parity_process("check", "--case", "physics-default", "--out", tmp_path / "out",
+                            env={"PYTHONPATH": f"{ROOT}{os.pathsep}{site}"})
+    assert result.returncode == 3, result.stderr
+    assert "before any adapter code ran" in result.stderr and "adapter code;" not in result.stderr, result.stderr
