@@ -146,6 +146,17 @@ def _blind_spots(case: Case, selected: Sequence[TapSpec], golden: bool = False) 
     return notes
 
 
+def _output_unjudged(results: Sequence[TapResult]) -> list[str]:
+    """A run whose last tap (the pipeline's output) a side does not provide can pass on what came before it
+    alone: say so, so that a pass over a stub port that declares every stage `not_provided` reads as what it is."""
+    if not results or results[-1].status != "not_compared":
+        return []
+    judged = sum(tap.passed is not None for tap in results)
+    why = next((result.skipped for result in results[-1].modes.values() if result.skipped), "")
+    return [f"the last tap, {results[-1].name}, was not compared ({why.removeprefix('not compared: ')}); "
+            f"{judged} of {len(results)} taps were judged, so a pass says nothing about the output"]
+
+
 def _check_region_rules(selected: Sequence[TapSpec], case: Case, tolerances: ToleranceTable, modes: Sequence[str],
                         device: str) -> None:
     """A tolerance rule that judges a region a tap does not have is a mistake in the file (exit 2), found
@@ -268,6 +279,7 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         if finish is not None:
             finish(report)
     report.first_divergence = first_divergence(results, audits, report.stopped)
+    report.notes += _output_unjudged(results)
     if keeper is not None and report.stop_kind is None:
         rerun, stand_in = None, False
         if not golden and guards["reference"].stuck is None:

@@ -160,6 +160,17 @@ def test_an_undeclared_missing_tap_is_not_judged_and_the_run_does_not_pass(refer
     assert declared.passed and declared.tap("farfield").status == "not_compared"
 
 
+def test_a_pass_without_the_pipeline_output_says_so(reference, tolerances, case):
+    class NoOutput(TorchPort):
+        not_provided = {**TorchPort.not_provided, "intensity": "not ported yet"}
+
+    report = run_case(case, reference, NoOutput(), tolerances)
+    assert report.passed and report.tap("intensity").status == "not_compared"
+    note = next(note for note in report.notes if "the last tap, intensity, was not compared" in note)
+    assert "not ported yet" in note and "a pass says nothing about the output" in note
+    assert not any("the last tap" in note for note in run_case(case, reference, TorchPort(), tolerances).notes)
+
+
 def test_base_class_supplies_name_device_describe_and_run_stage(case):
     port = TorchPort(device="cpu")
     described = port.describe()
