@@ -35,7 +35,7 @@ from .dumps import TapDump
 from .evidence import EvidenceSettings
 from .geometry import LAYOUT_AXES
 from .errors import ParityInputError, PipelineNotCovered
-from .global_taps import needs_pinning, pin_global_taps
+from .global_taps import global_specs, needs_pinning, pin_global_taps
 from .goldens import Golden
 from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
 from .jsonable import to_jsonable
@@ -245,6 +245,14 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
                 report.notes.append(f"ran as one chunk of {batch} samples, not in chunks: {why}")
             else:
                 flow.reference, flow.candidate = pinned
+                if len(chunks) > 2:
+                    longest = max(stop - start for start, stop in chunks)
+                    report.notes.append(
+                        f"the whole-batch statistics ({', '.join(spec.name for spec in global_specs(registry))}) "
+                        f"were computed by each side on {len(chunks)} chunks of up to {longest} samples and combined "
+                        f"(the rule checked on the first two chunks joined): a statistic that goes wrong only over "
+                        f"more than {2 * longest} samples at once is not seen; run without --batch-chunk (or with "
+                        "more memory) to judge it over the whole batch")
         for start, stop in chunks:
             if not flow.run_chunk(start, stop, whole=len(chunks) == 1):
                 break

@@ -73,6 +73,10 @@ def test_a_chunked_run_judges_as_the_whole_batch(reference, candidate, tolerance
     chunked = run_case(case, reference, candidate, tolerances, RunOptions(batch_chunk=2))
     assert "global_pass_s" in chunked.timing and "global_pass_s" not in whole.timing
     assert whole.passed and chunked.passed
+    # more chunks than the joined check sees: the report says what a chunked run cannot judge
+    assert any("a statistic that goes wrong only over more than 4 samples at once is not seen" in note
+               for note in chunked.notes), chunked.notes
+    assert not any("whole-batch statistics" in note for note in whole.notes)
     for a, b in zip(whole.taps, chunked.taps):
         for mode in ("propagated", "isolated"):
             ma, mb = a.modes[mode].metrics, b.modes[mode].metrics
