@@ -23,7 +23,7 @@ import numpy as np
 from backends.common import determinism
 from backends.common.determinism import allow_tf32, apply_environment
 
-from . import budget, supervise
+from . import budget, process_end, supervise
 from .atomic_files import terminate_as_interrupt
 from .capture import terminal_was_lost
 from .commands import BENCH_SECTIONS, COMMANDS
@@ -281,14 +281,18 @@ def run() -> None:
         sys.exit(supervise.supervise(sys.argv[1:]))
     supervise.claim()
     supervise.printable_anywhere()
+    process_end.expect_verdict()  # unwatched (PARITY_SUPERVISE=0): no adapter code ends it with 0 before the verdict
     try:
         code = main()
     except SystemExit as ending:  # argparse: --help (0), a usage error (2); said to the watcher like any end
-        supervise.exiting(ending.code if isinstance(ending.code, int) else int(ending.code is not None))
+        code = ending.code if isinstance(ending.code, int) else int(ending.code is not None)
+        supervise.exiting(code)
+        process_end.said(code)
         raise
     if terminal_was_lost():
         supervise.terminal_lost()
     supervise.exiting(code)
+    process_end.said(code)
     _remove_matplotlib_temporaries()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):  # a closed or broken stream: the code still goes out

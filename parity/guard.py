@@ -53,7 +53,7 @@ def describe_exception(error: BaseException) -> str:
     """One message for what adapter code raised: safe to print (``shown``), whatever its ``__str__`` does
     (raises, returns escape sequences or megabytes)."""
     if isinstance(error, process_end.ProcessEndRefused):
-        return f"called os._exit({shown(_safe_repr(error.status), 200)}) (refused: the run goes on to its report)"
+        return f"called {shown(error.what, 200)} (refused: the run goes on to its report)"
     if isinstance(error, SystemExit):
         return f"called sys.exit({shown(_safe_repr(error.code), 200)})"
     if isinstance(error, KeyboardInterrupt):

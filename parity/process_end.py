@@ -9,12 +9,16 @@ time an adapter is loaded in such a process, ``os._exit`` is replaced by a funct
 - on a thread running adapter code for the harness (a guard's call, importing or building an
   adapter), raises ``ProcessEndRefused``, a ``SystemExit``: the guard reports it as that adapter's
   fault, like ``sys.exit``, and the run goes on to its report;
-- elsewhere in this process ends it, but never with 0 when the harness knows of a worse verdict (the
-  pytest session's status, said by ``said``), and never with 0 from a thread other than the main one
-  before any verdict is known (exit 3, "not a parity verdict");
+- elsewhere in this process ends it, but never with a status the shell reads as 0 (256 is 0 too) when
+  the harness knows of a worse verdict (the pytest session's status, said by ``said``), nor before any
+  verdict is known where one is expected (a pytest session, a command: ``expect_verdict``) or on a
+  thread other than the main one: exit 3 then, "not a parity verdict";
 - in a forked child (another process id: a DataLoader's worker, a pool) is the original.
 
-A non-zero status always goes through (pytest-timeout and execnet end a process with 1 on purpose).
+``posix._exit`` (the same function under its own module's name) is replaced too, and the ``exec``
+functions, which replace the process (its exit status then is the new program's), are refused in
+adapter code and, before a verdict, elsewhere. A non-zero status always goes through (pytest-timeout
+and execnet end a process with 1 on purpose).
 
 The same processes have no watcher to end a stage that never gives the interpreter back (a C
 extension or a regular expression that holds the GIL): no Python timer can fire. There the stage
@@ -37,6 +41,9 @@ from .capture import file_identity, same_file
 
 EXIT_ABRUPT = 3
 _original = os._exit
+_EXEC_NAMES = ("execv", "execve")  # os.execl, execlp, execvp, ... call these through os's globals
+_original_exec = {name: getattr(os, name) for name in _EXEC_NAMES if hasattr(os, name)}
+_expecting = False
 _harness_pid = os.getpid()
 _local = threading.local()
 _verdict: int | None = None
@@ -51,11 +58,11 @@ REARM_EVERY = 1.0  # seconds: progress re-arms the timer at most this often
 
 
 class ProcessEndRefused(SystemExit):
-    """Adapter code called ``os._exit(status)`` while the harness was running it."""
+    """Adapter code called ``os._exit(status)`` (or an ``exec`` function) while the harness was running it."""
 
-    def __init__(self, status: object) -> None:
-        super().__init__(status)
-        self.status = status
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
 
 
 def install() -> None:
@@ -65,6 +72,14 @@ def install() -> None:
         return
     _installed, _harness_pid = True, os.getpid()
     os._exit = _guarded_exit
+    for name, original in _original_exec.items():
+        setattr(os, name, _guarded_exec(name, original))
+    posix = sys.modules.get("posix")  # the functions' own module: `import posix; posix._exit(0)`
+    if posix is not None:
+        posix._exit = _guarded_exit
+        for name in _original_exec:
+            if hasattr(posix, name):
+                setattr(posix, name, getattr(os, name))
     global _timer_file, _timer_identity
     try:
         descriptor = os.dup(2)
@@ -73,6 +88,12 @@ def install() -> None:
         _timer_identity = file_identity(descriptor)
     except OSError:  # no standard error: the hang timer has nowhere to say what hung, and is not armed
         _timer_file = None
+
+
+def expect_verdict() -> None:
+    """This process will say a verdict (a pytest session, a command): until it does, nothing ends it with 0."""
+    global _expecting
+    _expecting = True
 
 
 def said(code: int) -> None:
@@ -143,14 +164,35 @@ def _guarded_exit(status: int) -> None:
     if os.getpid() != _harness_pid:
         _original(status)
     if getattr(_local, "depth", 0) > 0:
-        raise ProcessEndRefused(status)
-    if status == 0 and _verdict:
-        _original(_verdict)
-    if status == 0 and _verdict is None and threading.current_thread() is not threading.main_thread():
-        try:
-            print(f"parity: adapter code ended the process with os._exit(0) from thread "
-                  f"{threading.current_thread().name!r} before the harness had a verdict; exit {EXIT_ABRUPT} "
-                  "(not a parity verdict)", file=sys.__stderr__ or sys.stderr, flush=True)
-        finally:
-            _original(EXIT_ABRUPT)
+        raise ProcessEndRefused(f"os._exit({status!r})")
+    if isinstance(status, int) and status % 256 == 0:  # what the shell reads as success (256 wraps to 0)
+        if _verdict:
+            _original(_verdict)
+        if _verdict is None and (_expecting or threading.current_thread() is not threading.main_thread()):
+            _abrupt(f"os._exit({status})")
     _original(status)
+
+
+def _guarded_exec(name: str, original):
+    def guarded(*args, **kwargs):
+        if os.getpid() != _harness_pid:  # a forked child about to run a program: what fork + exec is for
+            return original(*args, **kwargs)
+        if getattr(_local, "depth", 0) > 0:
+            raise ProcessEndRefused(f"os.{name}")  # a new program in place of the harness
+        if _verdict is None and _expecting:
+            _abrupt(f"os.{name} (a new program in place of this process)")
+        return original(*args, **kwargs)
+
+    guarded.__name__ = guarded.__qualname__ = name
+    return guarded
+
+
+def _abrupt(what: str) -> None:
+    """Adapter code (a thread of its own, a signal handler, an atexit handler) ends the process before the
+    harness has a verdict: exit 3, never the status it chose."""
+    try:
+        print(f"parity: adapter code called {what} from thread {threading.current_thread().name!r} before the "
+              f"harness had a verdict; exit {EXIT_ABRUPT} (not a parity verdict)", file=sys.__stderr__ or sys.stderr,
+              flush=True)
+    finally:
+        _original(EXIT_ABRUPT)

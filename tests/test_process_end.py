@@ -31,7 +31,7 @@ def test_os_exit_in_adapter_code_is_refused_and_elsewhere_never_ends_a_worse_ver
             try:
                 os._exit(0)
             except process_end.ProcessEndRefused as refused:
-                print("refused", refused.status)
+                print("refused", refused.what)
         pid = os.fork()
         if pid == 0:
             os._exit(7)  # a forked worker: the original
@@ -39,7 +39,7 @@ def test_os_exit_in_adapter_code_is_refused_and_elsewhere_never_ends_a_worse_ver
         process_end.said(1)
         os._exit(0)  # an atexit handler's os._exit(0) after a failing verdict
     """, tmp_path)
-    assert result.stdout.split() == ["refused", "0", "child", "7"], result.stdout + result.stderr
+    assert result.stdout.split() == ["refused", "os._exit(0)", "child", "7"], result.stdout + result.stderr
     assert result.returncode == 1, result.stderr
 
 
@@ -61,6 +61,34 @@ def test_os_exit_0_from_an_adapter_thread_before_any_verdict_is_exit_3(tmp_path)
         threading.Event().wait(30)
     """, tmp_path)
     assert same.returncode == 5, same.stderr
+
+
+def test_posix_exit_a_status_that_wraps_to_0_and_exec_are_covered_too(tmp_path):
+    result = _python("""
+        import os, posix
+        from parity import process_end
+        process_end.install()
+        with process_end.adapter_code():
+            for call in (lambda: posix._exit(0), lambda: os.execv("/bin/true", ["true"]),
+                         lambda: os.execlp("true", "true")):
+                try:
+                    call()
+                except process_end.ProcessEndRefused as refused:
+                    print("refused", refused.what)
+        process_end.expect_verdict()  # a session under way: 256 (the shell reads 0) before any verdict is exit 3
+        posix._exit(256)
+    """, tmp_path)
+    assert result.stdout.split() == ["refused", "os._exit(0)", "refused", "os.execv", "refused", "os.execv"], (
+        result.stdout + result.stderr)
+    assert result.returncode == 3 and "os._exit(256)" in result.stderr, result.stderr
+    execs = _python("""
+        import os
+        from parity import process_end
+        process_end.install()
+        process_end.expect_verdict()
+        os.execv("/bin/true", ["true"])
+    """, tmp_path)
+    assert execs.returncode == 3 and "os.execv" in execs.stderr, execs.stderr
 
 
 def test_unwatched_command_reports_a_stage_that_calls_os_exit_as_the_candidates_fault(tmp_path):
