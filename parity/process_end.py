@@ -44,6 +44,8 @@ _original = os._exit
 _EXEC_NAMES = ("execv", "execve")  # os.execl, execlp, execvp, ... call these through os's globals
 _original_exec = {name: getattr(os, name) for name in _EXEC_NAMES if hasattr(os, name)}
 _expecting = False
+_running = 0  # runs under way
+_failed_run = False  # some run of this process did not pass
 _harness_pid = os.getpid()
 _local = threading.local()
 _verdict: int | None = None
@@ -96,10 +98,54 @@ def expect_verdict() -> None:
     _expecting = True
 
 
+def run_began() -> None:
+    """A run is under way (the library API included): nothing ends the process with 0 until it ends."""
+    global _running
+    _running += 1
+
+
+def run_ended(passed: bool) -> None:
+    """A run ended; one that did not pass makes a later os._exit(0) from adapter code (its atexit handler) exit 1
+    where nobody says a verdict (a script of the library API's)."""
+    global _running, _failed_run
+    _running = max(0, _running - 1)
+    _failed_run = _failed_run or not passed
+
+
 def said(code: int) -> None:
     """The harness's verdict for this process (a pytest session's exit status, a command's exit code)."""
     global _verdict
     _verdict = int(code)
+
+
+THREAD_GRACE = 10.0  # seconds the threads left running at the end of a session get to finish
+
+
+def end_despite_threads() -> None:
+    """At the very end of a session whose verdict is said: the interpreter would wait for every non-daemon
+    thread still running (one adapter code started and never stopped hangs it forever). They get
+    ``THREAD_GRACE`` seconds together; then the process ends with the verdict."""
+    if not _installed or _verdict is None or os.getpid() != _harness_pid:
+        return
+    deadline = time.monotonic() + THREAD_GRACE
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    left = [thread.name for thread in threading.enumerate()
+            if thread is not threading.current_thread() and not thread.daemon and thread.is_alive()]
+    if not left:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream: the status still goes out
+            pass
+    try:
+        print(f"parity: {len(left)} thread(s) still running after the session ({', '.join(left[:4])}), started by "
+              f"adapter or test code, would keep the process from ending; it ends now with the session's status "
+              f"{_verdict}", file=sys.__stderr__ or sys.stderr, flush=True)
+    finally:
+        _original(_verdict)
 
 
 def leave_the_timer() -> None:
@@ -168,8 +214,10 @@ def _guarded_exit(status: int) -> None:
     if isinstance(status, int) and status % 256 == 0:  # what the shell reads as success (256 wraps to 0)
         if _verdict:
             _original(_verdict)
-        if _verdict is None and (_expecting or threading.current_thread() is not threading.main_thread()):
+        if _verdict is None and (_expecting or _running or threading.current_thread() is not threading.main_thread()):
             _abrupt(f"os._exit({status})")
+        if _verdict is None and _failed_run:
+            _abrupt(f"os._exit({status})", code=1, when="after a run of this process failed")
     _original(status)
 
 
@@ -187,12 +235,12 @@ def _guarded_exec(name: str, original):
     return guarded
 
 
-def _abrupt(what: str) -> None:
+def _abrupt(what: str, code: int = EXIT_ABRUPT, when: str = "before the harness had a verdict") -> None:
     """Adapter code (a thread of its own, a signal handler, an atexit handler) ends the process before the
-    harness has a verdict: exit 3, never the status it chose."""
+    harness has a verdict (exit 3), or after a failed run where nobody said one (exit 1): never with 0."""
     try:
-        print(f"parity: adapter code called {what} from thread {threading.current_thread().name!r} before the "
-              f"harness had a verdict; exit {EXIT_ABRUPT} (not a parity verdict)", file=sys.__stderr__ or sys.stderr,
+        print(f"parity: adapter code called {what} from thread {threading.current_thread().name!r} {when}; exit "
+              f"{code}" + (" (not a parity verdict)" if code == EXIT_ABRUPT else ""), file=sys.__stderr__ or sys.stderr,
               flush=True)
     finally:
-        _original(EXIT_ABRUPT)
+        _original(code)

@@ -127,6 +127,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         process_end.said(int(exitstatus))
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A thread adapter code left running would hang the interpreter's exit: see ``process_end``. xdist
+    workers are left to xdist, which ends them itself."""
+    process_end = sys.modules.get("parity.process_end")
+    if process_end is not None and not hasattr(config, "workerinput"):
+        process_end.end_despite_threads()
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     node.workerinput["parity_session"] = node.config.stash[SESSION]

@@ -91,16 +91,25 @@ def framework_missing(spec: str | None) -> str | None:
         return None
     module = BUILTIN_ADAPTERS.get(spec)
     if module is None and ":" in spec:
+        from . import process_end
+        from .guard import DEFAULT_STAGE_TIMEOUT
+
+        process_end.install()  # importing the module runs adapter code: its os._exit is refused, a hang timed
+        process_end.expect_verdict()
+        process_end.watching(id(spec), DEFAULT_STAGE_TIMEOUT)
         try:
-            importlib.import_module(spec.partition(":")[0])
+            with process_end.adapter_code():
+                importlib.import_module(spec.partition(":")[0])
         except ModuleNotFoundError as error:
             module = (error.name or "").partition(".")[0]
             if module not in FRAMEWORKS:
                 return None  # some other missing module: load_adapter reports it as bad input
-        except Exception:  # a broken module: loading the adapter reports it
+        except (Exception, SystemExit):  # a broken module, or one that exits: loading the adapter reports it
             return None
         else:
             return None
+        finally:
+            process_end.unwatched(id(spec))
     if module is None or _installed(module):
         return None
     return (f"{FRAMEWORKS[module]} is not installed here, and {spec!r} needs it; the golden checks "

@@ -199,7 +199,17 @@ def _suite_dir(config: pytest.Config, source: _Source) -> Path:
     if configured:
         return (source.ini_dir / configured).resolve()
     testpaths = config.getini("testpaths")
-    return (Path(config.rootpath) / testpaths[0]).resolve() if testpaths else Path(config.rootpath).resolve()
+    if testpaths:
+        return (Path(config.rootpath) / testpaths[0]).resolve()
+    # no testpaths: the first folder the session collects (`pytest tests`), else the invocation folder. The
+    # rootdir may be a folder the session never collects (an option's value taken for a path moves it up to a
+    # common ancestor): a suite generated there would not run, and a configured candidate never be judged.
+    invoked = Path(config.invocation_params.dir)
+    for argument in config.args:
+        folder = (invoked / str(argument).split("::")[0]).resolve()
+        if folder.is_dir():
+            return folder
+    return invoked.resolve()
 
 
 def _kib(text: str) -> int:

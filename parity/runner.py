@@ -23,7 +23,7 @@ from backends.common.config import NEUTRAL_VALUES
 from backends.common.regions import region_names
 from backends.common.taps import TapSpec, pipeline_taps
 
-from . import provenance
+from . import process_end, provenance
 from .adapters import Adapter, graph_of
 from .audits import affected_taps, config_audit, port_weights_audit, reference_audit, resolve_all, weights_audit
 from .capture import OutputLog
@@ -110,13 +110,17 @@ def run_case(case: Case, reference: Adapter | Golden, candidate: Adapter, tolera
     if options.dump_dir is not None:
         dump = TapDump(options.dump_dir, case.batch, options.modes)
         observers.append(dump)
+    process_end.run_began()
+    report = None
     try:
-        return _run(case, reference, candidate, tolerances, options, observers, registry, selected, guards, log)
+        report = _run(case, reference, candidate, tolerances, options, observers, registry, selected, guards, log)
+        return report
     except BaseException:
         if dump is not None:
             dump.abort()
         raise
     finally:
+        process_end.run_ended(report is not None and report.passed)
         for guard in guards.values():
             guard.close()
         if log is not None:

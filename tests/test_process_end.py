@@ -163,3 +163,48 @@ def test_a_watched_child_that_fails_before_any_adapter_code_is_not_blamed_on_ada
                             env={"PYTHONPATH": f"{ROOT}{os.pathsep}{site}"})
     assert result.returncode == 3, result.stderr
     assert "before any adapter code ran" in result.stderr and "adapter code;" not in result.stderr, result.stderr
+
+
+def test_a_port_module_that_calls_os_exit_0_when_imported_fails_the_session(tmp_path):
+    (tmp_path / "exits_on_import.py").write_text("import os\nos._exit(0)\n")
+    result = _pytest_session(tmp_path, "exits_on_import:Port")
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "called os._exit(0)" in result.stdout
+
+
+def test_a_thread_the_port_leaves_running_does_not_hang_the_session(tmp_path):
+    started = time.monotonic()
+    result = _pytest_session(tmp_path, "tests.hostile_adapters:LeavesAThreadRunning")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]  # a correct port: the verdict stands
+    assert "thread(s) still running after the session" in result.stderr
+    assert time.monotonic() - started < 120
+
+
+def test_a_script_of_the_library_api_keeps_a_failing_verdict_when_the_port_exits_0_at_exit(tmp_path):
+    result = _python("""
+        import sys
+        from pathlib import Path
+        import parity
+        from parity.adapters import load_adapter
+        from parity.workflows import DEFAULT_GOLDENS, DEFAULT_TOLERANCES, check_against_golden, open_golden
+        from parity.tolerances import load_tolerances
+        tolerances = load_tolerances(DEFAULT_TOLERANCES)
+        candidate = load_adapter("tests.hostile_adapters:WrongThenEndsWithZeroAtExit")
+        with open_golden(parity.builtin_case("physics-default"), DEFAULT_GOLDENS, tolerances) as opened:
+            report = check_against_golden(opened, candidate, tolerances, parity.RunOptions(), Path("out"))
+        print("passed", report.passed)
+        sys.exit(0 if report.passed else 1)
+    """, tmp_path)
+    assert "passed False" in result.stdout, result.stdout + result.stderr
+    assert result.returncode == 1, result.stderr[-2000:]
+
+
+def test_without_testpaths_the_suite_is_generated_in_the_folder_the_session_collects(tmp_path):
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "tests").mkdir()
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "--parity-candidate=tests.hostile_adapters:ScalesWaveInFarfield",
+                             "--parity-reference=golden", "--parity-cases=physics-default", "--parity-baselines=off",
+                             "--collect-only", "tests"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert "tests/parity::test_parity[physics-default-farfield]" in result.stdout, result.stdout[-3000:]
