@@ -208,7 +208,10 @@ class OutputLog:
         text = io.TextIOWrapper(_Unclosable(self._file), encoding="utf-8", errors="replace", write_through=True)
         previous = sys.stdout, sys.stderr
         sys.stdout = sys.stderr = text
-        token = (text, previous, saved)
+        # the warnings state too: a call abandoned inside its catch_warnings block never restores it, and its
+        # showwarning would go on writing to a log that is closed (a later warning then crashes the run)
+        warning_state = (list(warnings.filters), warnings.showwarning)
+        token = (text, previous, saved, warning_state)
         with self._restore_lock:
             self._restore.append(token)
             if self._watching is None:  # one watcher while any capture is open
@@ -245,10 +248,15 @@ class OutputLog:
             if not self._restore and self._watching is not None:
                 self._watching.set()
                 self._watching = None
-        text, previous, saved = token
+        text, previous, saved, (filters, showwarning) = token
         with contextlib.suppress(Exception):
             text.flush()
         sys.stdout, sys.stderr = previous
+        warnings.filters[:] = filters
+        warnings.showwarning = showwarning
+        mutated = getattr(warnings, "_filters_mutated", None)  # the module's cache of filter decisions
+        if mutated is not None:
+            mutated()
         for fd, duplicate, identity in saved:
             with contextlib.suppress(OSError):
                 if same_file(duplicate, identity):  # not closed by adapter code, its number not reused

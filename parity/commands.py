@@ -86,8 +86,10 @@ def _each_case(cases):
 
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     console = Console(stderr=True)
-    # not on a terminal (a CI log, a redirect), a transient bar would only leave an empty line behind
-    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as progress:
+    if not console.is_terminal:  # a CI log, a redirect: no bar (rich before 14.3 printed an empty line even disabled)
+        yield from cases
+        return
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("cases", total=len(cases))
         for case in cases:
             progress.update(task, description=f"running {case.name}")

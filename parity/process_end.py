@@ -50,7 +50,7 @@ _harness_pid = os.getpid()
 _local = threading.local()
 _verdict: int | None = None
 _installed = False
-_timer_file = None  # a copy of standard error as it was at install (not a stage's captured output)
+_timer_file: int | None = None  # a copy of standard error's descriptor at install (not a stage's captured output)
 _timer_identity: tuple[int, int] | None = None
 _timer_owned_elsewhere = False
 _watched: dict[int, float] = {}  # one entry per adapter call in progress: its stage timeout
@@ -83,11 +83,10 @@ def install() -> None:
             if hasattr(posix, name):
                 setattr(posix, name, getattr(os, name))
     global _timer_file, _timer_identity
-    try:
-        descriptor = os.dup(2)
-        os.set_inheritable(descriptor, False)
-        _timer_file = os.fdopen(descriptor, "w")
-        _timer_identity = file_identity(descriptor)
+    try:  # a bare descriptor (faulthandler takes one), not a file object the interpreter would call unclosed
+        _timer_file = os.dup(2)
+        os.set_inheritable(_timer_file, False)
+        _timer_identity = file_identity(_timer_file)
     except OSError:  # no standard error: the hang timer has nowhere to say what hung, and is not armed
         _timer_file = None
 
@@ -186,7 +185,7 @@ def _arm() -> None:
     global _armed_at
     longest = max(_watched.values())
     # adapter code may have closed the copy and its number gone to another file: never write tracebacks there
-    if _timer_file is None or not same_file(_timer_file.fileno(), _timer_identity):
+    if _timer_file is None or not same_file(_timer_file, _timer_identity):
         faulthandler.cancel_dump_traceback_later()
         return
     try:

@@ -62,3 +62,17 @@ def test_a_path_the_locale_cannot_decode_is_written_back_as_its_bytes(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (out / "physics-default" / "report.html").is_file()
+
+
+@pytest.mark.parametrize("command, code", [("cases", 0), ("run", 3)])
+def test_a_broken_pipe_that_reaches_the_command_line_never_reads_as_a_verdict(monkeypatch, command, code):
+    """rich >= 13.8 lets a command with a verdict finish quietly when its reader leaves (report._Console); a
+    BrokenPipeError that still reaches the command line stopped it before its verdict: not 0 ("parity holds")."""
+    from parity import cli, commands
+
+    def leaves(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setitem(commands.COMMANDS, command, leaves)
+    monkeypatch.setattr(cli, "COMMANDS", commands.COMMANDS)
+    assert cli.main([command] + (["--case", "physics-default"] if command == "run" else [])) == code

@@ -143,3 +143,23 @@ def test_a_crashing_reference_still_writes_a_report(tmp_path, capsys):
     report = json.loads((tmp_path / "physics-default" / "report.json").read_text())
     assert report["passed"] is False and report["stop_kind"] == "reference"
     assert "reference farfield exploded" in report["stopped"]
+
+
+def test_an_abandoned_call_gives_the_warnings_state_back(tmp_path):
+    import warnings
+
+    from parity.capture import OutputLog
+    from parity.guard import AdapterFault, Guard
+
+    log = OutputLog(tmp_path / "adapter.log")
+    guard = Guard("candidate", log, stage_timeout=0.5)
+    before = (list(warnings.filters), warnings.showwarning)
+    with pytest.raises(AdapterFault, match="stage timeout"):
+        guard.call("a hanging stage", time.sleep, 3)
+    # the abandoned call is still inside its capture: the filters and showwarning are the harness's again
+    assert (list(warnings.filters), warnings.showwarning) == before
+    log.close()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("after the log was closed", UserWarning)  # used to go to the closed log and raise
+    assert [str(warning.message) for warning in caught] == ["after the log was closed"]

@@ -111,7 +111,8 @@ def test_check_on_a_machine_that_rounds_differently_passes_and_reports_the_drift
             assert np.array_equal(opened.case.inputs[key], stored[key]), key  # ... and the golden's are used
         assert opened.drift.status == "within tolerance"
         assert sorted(row["input"] for row in opened.drift.differences) == sorted(stored)
-        bound = 1e-15 if BUILTIN_CASES[name].config.dtype == "float64" else 1e-6
+        # a few ulps for float64: numpy and scipy builds (1.26 / 1.11) already round the regenerated inputs differently
+        bound = 1e-14 if BUILTIN_CASES[name].config.dtype == "float64" else 1e-6
         assert all(0 < row["max_rel_to_peak"] <= bound for row in opened.drift.differences)
         [note] = opened.notes
         assert note.startswith("inputs regenerated here differ from the golden's by ")
