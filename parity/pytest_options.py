@@ -29,7 +29,7 @@ INI_ONLY = (
     ("parity_baseline_array_kib", "cases whose taps total at most this many KiB keep every tap "
      "(ndarrays_regression); larger ones keep per-tap statistics (data_regression); default 1024"),
     ("parity_suite_dir", "the folder the generated tests appear in (default: the first testpaths "
-     "entry, else the rootdir)"),
+     "entry, else the first folder the session collects)"),
 )
 
 
