@@ -101,6 +101,8 @@ def check_header(path: str, key: str, value: _Header, spec: TapSpec, cfg: Forwar
         hint = ""
         if spec.layout == "BHWC" and len(shape) == 4 and shape[1:] == (expected[3], expected[1], expected[2]):
             hint = " (channels-first data? the canonical layout is channels last: (B, N, N, C))"
+        elif (knobs := _knobs_giving(shape, spec, cfg, batch)) is not None:
+            hint = f" (the shape {', '.join(knobs)} would give: --set {' --set '.join(knobs)})"
         raise ParityInputError(f"{where}: expected shape {_shape_text(expected)} ({spec.layout}: "
                                f"{spec.description}) under N={cfg.N}, gridsize={cfg.gridsize}, "
                                f"object_big={cfg.object_big}; got {shape}{hint}")
@@ -110,6 +112,29 @@ def check_header(path: str, key: str, value: _Header, spec: TapSpec, cfg: Forwar
         raise ParityInputError(f"{where}: expected a real array, got {dtype}")
     if spec.kind == "complex" and dtype.kind != "c":
         raise ParityInputError(f"{where}: expected a complex array ({spec.dtype(cfg)}), got {dtype}")
+
+
+def _knobs_giving(shape: tuple[int, ...], spec: TapSpec, cfg: ForwardConfig, batch: int | None) -> list[str] | None:
+    """The fewest changes of N, gridsize and object_big under which ``shape`` is what the registry expects (own
+    inputs at N=32 read under the default N=64), or None."""
+    found = []
+    for n in (32, 64, 128, 256, 512):
+        for gridsize in (1, 2, 3):
+            for object_big in (cfg.object_big, not cfg.object_big):
+                changes = {key: value for key, value in (("N", n), ("gridsize", gridsize), ("object_big", object_big))
+                           if getattr(cfg, key) != value}
+                if not changes:
+                    continue
+                try:
+                    expected = _expected_shape(spec, cfg.replace(**changes), batch)
+                except Exception:  # noqa: BLE001 - a combination the configuration refuses
+                    continue
+                if len(expected) == len(shape) and all(e is None or e == got for e, got in zip(expected, shape)):
+                    found.append(changes)
+    if not found:
+        return None
+    best = min(found, key=len)
+    return [f"{key}={value}" for key, value in best.items()]
 
 
 def cast_checked(path: str, key: str, value: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -107,6 +107,13 @@ def test_wrong_shape_names_the_knobs_that_shape_it(tmp_path):
     message = _error("pinn", arrays, tmp_path)
     assert "key 'X'" in message and f"expected shape ({BATCH}, 32, 32, 4)" in message
     assert "gridsize=2" in message and "N=32" in message and f"got ({BATCH}, 32, 32, 1)" in message
+    assert "(the shape gridsize=1 would give: --set gridsize=1)" in message
+
+
+def test_wrong_probe_size_suggests_the_n_that_fits(tmp_path):
+    arrays = _inputs("physics")
+    arrays["probe"] = np.ones((64, 64), np.complex64)  # N=64 data under the N=32 these tests use
+    assert "--set N=64" in _error("physics", arrays, tmp_path)
 
 
 def test_wrong_probe_size(tmp_path):
