@@ -26,7 +26,7 @@ from backends.common import determinism
 from backends.common.config import ForwardConfig
 from backends.common.taps import TapSpec, pipeline_taps
 
-from . import integrity, process_end, supervise  # integrity: its snapshot precedes any adapter import
+from . import integrity, process_end  # integrity: its snapshot precedes any adapter import
 from .errors import ParityInputError
 from .shown_text import is_safe_name, plain_str, shown
 
@@ -176,15 +176,10 @@ def load_adapter(spec: str, device: str = "cpu", timeout: float | None = None) -
         from .guard import DEFAULT_STAGE_TIMEOUT
 
         timeout = DEFAULT_STAGE_TIMEOUT
-    process_end.install()  # where no watcher stands outside this process, adapter code's os._exit is refused
-    supervise.watching("construct", timeout)
-    process_end.watching(id(spec), timeout)
     try:
-        with process_end.adapter_code():
+        with process_end.running_adapter_code("construct", timeout):  # timed; its os._exit refused where unwatched
             adapter = _load_adapter(spec, device)
     finally:
-        supervise.unwatched("construct", timeout)
-        process_end.unwatched(id(spec))
         replaced = integrity.restore()
         if replaced:
             print(f"parity: warning: importing or building adapter {spec!r} replaced {', '.join(replaced[:8])}; "

@@ -22,7 +22,7 @@ from typing import Any
 
 from backends.common.backend import StageError
 
-from . import integrity, process_end, supervise
+from . import integrity, process_end
 from .capture import OutputLog
 from .shown_text import shown
 
@@ -92,8 +92,7 @@ class Guard:
     def tick(self) -> None:
         """A stage finished: the per-stage timer starts again (here and in the watcher, ``supervise``)."""
         self._progress = time.monotonic()
-        supervise.progress()
-        process_end.progress()
+        process_end.progress()  # the watcher's clock (supervise) and, without one, the hang timer's
         self._put_back_namespaces()
 
     def _put_back_namespaces(self) -> None:
@@ -157,8 +156,8 @@ class Guard:
         done = threading.Event()
         self.tick()
         # said before the job is queued: a stage that holds the interpreter would leave no chance after
-        supervise.watching(self.label, self.stage_timeout)  # past it (and a grace) the watcher ends the process
-        process_end.watching(id(box), self.stage_timeout)  # no watcher: faulthandler's timer does it
+        # past it (and a grace) the watcher ends the process; without one, faulthandler's timer does (process_end)
+        process_end.watching(self.label, self.stage_timeout)
         self._jobs.put((function, args, kwargs, box, done))
         try:
             while not done.wait(0.1):
@@ -174,8 +173,7 @@ class Guard:
                 self.log.release()
             raise
         finally:
-            supervise.unwatched(self.label, self.stage_timeout)
-            process_end.unwatched(id(box))
+            process_end.unwatched(self.label, self.stage_timeout)
             self._put_back_namespaces()
         if "error" in box:
             error = box["error"]

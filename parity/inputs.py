@@ -8,6 +8,7 @@ unpickled. Finiteness is judged after the cast to the run's dtype.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -97,7 +98,7 @@ def check_header(path: str, key: str, value: _Header, spec: TapSpec, cfg: Forwar
     if dtype.hasobject or dtype.kind not in "fciu" or dtype.names is not None:
         raise ParityInputError(f"{where}: expected a numeric array, got dtype {dtype}")
     expected = _expected_shape(spec, cfg, batch)
-    if len(shape) != len(expected) or any(e is not None and e != got for e, got in zip(expected, shape)):
+    if not _fits(shape, expected):
         hint = ""
         if spec.layout == "BHWC" and len(shape) == 4 and shape[1:] == (expected[3], expected[1], expected[2]):
             hint = " (channels-first data? the canonical layout is channels last: (B, N, N, C))"
@@ -114,23 +115,25 @@ def check_header(path: str, key: str, value: _Header, spec: TapSpec, cfg: Forwar
         raise ParityInputError(f"{where}: expected a complex array ({spec.dtype(cfg)}), got {dtype}")
 
 
+def _fits(shape: tuple[int, ...], expected: tuple[int | None, ...]) -> bool:
+    return len(shape) == len(expected) and all(e is None or e == got for e, got in zip(expected, shape))
+
+
 def _knobs_giving(shape: tuple[int, ...], spec: TapSpec, cfg: ForwardConfig, batch: int | None) -> list[str] | None:
     """The fewest changes of N, gridsize and object_big under which ``shape`` is what the registry expects (own
     inputs at N=32 read under the default N=64), or None."""
     found = []
-    for n in (32, 64, 128, 256, 512):
-        for gridsize in (1, 2, 3):
-            for object_big in (cfg.object_big, not cfg.object_big):
-                changes = {key: value for key, value in (("N", n), ("gridsize", gridsize), ("object_big", object_big))
-                           if getattr(cfg, key) != value}
-                if not changes:
-                    continue
-                try:
-                    expected = _expected_shape(spec, cfg.replace(**changes), batch)
-                except Exception:  # noqa: BLE001 - a combination the configuration refuses
-                    continue
-                if len(expected) == len(shape) and all(e is None or e == got for e, got in zip(expected, shape)):
-                    found.append(changes)
+    for n, gridsize, object_big in itertools.product((32, 64, 128, 256, 512), (1, 2, 3), (True, False)):
+        changes = {key: value for key, value in (("N", n), ("gridsize", gridsize), ("object_big", object_big))
+                   if getattr(cfg, key) != value}
+        if not changes:
+            continue
+        try:
+            expected = _expected_shape(spec, cfg.replace(**changes), batch)
+        except Exception:  # noqa: BLE001 - a combination the configuration refuses
+            continue
+        if _fits(shape, expected):
+            found.append(changes)
     if not found:
         return None
     best = min(found, key=len)

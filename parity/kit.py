@@ -58,6 +58,10 @@ class TapDeclaration:
     layout: str | Layout | None
 
 
+def _is_glob(pattern: str) -> bool:
+    return any(character in pattern for character in "*?[")
+
+
 def _inherited_declaration(cls: type, attribute: str) -> TapDeclaration | None:
     """A subclass that overrides a ``@tap`` method without the decorator (to try a fix, to inject a bug)
     means the same tap: the nearest base's declaration stands."""
@@ -150,13 +154,13 @@ class PluginAdapter(Backend):
                 declaration = _inherited_declaration(cls, attribute)
             if isinstance(declaration, TapDeclaration):
                 level = next(index for index, base in enumerate(cls.__mro__) if attribute in vars(base))
-                globbed = all(any(c in name for c in "*?[") for name in declaration.names)
+                globbed = all(_is_glob(name) for name in declaration.names)
                 found.append(((level, globbed, attribute), declaration, getattr(self, attribute)))
         found.sort(key=lambda item: item[0])
         owners: dict[tuple[int, str], str] = {}
         for (level, _, attribute), declaration, _ in found:
             for name in declaration.names:
-                if any(c in name for c in "*?["):
+                if _is_glob(name):
                     continue
                 other = owners.setdefault((level, name), attribute)
                 if other != attribute:
@@ -168,7 +172,7 @@ class PluginAdapter(Backend):
     def _method_for(self, name: str) -> tuple[TapDeclaration, Callable, int] | None:
         for declaration, method in self._methods:
             for position, pattern in enumerate(declaration.names):
-                if pattern == name or (any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern)):
+                if pattern == name or (_is_glob(pattern) and fnmatch.fnmatchcase(name, pattern)):
                     return declaration, method, position
         return None
 
@@ -264,7 +268,7 @@ class PluginAdapter(Backend):
             raise StageError(f"{self.name} has no @tap method for {spec.name!r}", spec.name)
         declaration, method, position = declared
         keywords = {}
-        if any(any(c in pattern for c in "*?[") for pattern in declaration.names) and "tap" in _parameters(method):
+        if any(_is_glob(pattern) for pattern in declaration.names) and "tap" in _parameters(method):
             keywords["tap"] = spec.name
         if len(declaration.names) == 1:
             return self._as_kind(method(*inputs, **keywords))

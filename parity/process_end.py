@@ -30,11 +30,13 @@ session that set ``faulthandler_timeout`` owns that timer, and it is left to pyt
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 from . import supervise
 from .capture import file_identity, same_file
@@ -53,7 +55,7 @@ _installed = False
 _timer_file: int | None = None  # a copy of standard error's descriptor at install (not a stage's captured output)
 _timer_identity: tuple[int, int] | None = None
 _timer_owned_elsewhere = False
-_watched: dict[int, float] = {}  # one entry per adapter call in progress: its stage timeout
+_watched: list[tuple[str, float]] = []  # (who, stage timeout) of each adapter call in progress
 _watch_lock = threading.Lock()
 _armed_at = 0.0
 REARM_EVERY = 1.0  # seconds: progress re-arms the timer at most this often
@@ -153,19 +155,24 @@ def leave_the_timer() -> None:
     _timer_owned_elsewhere = True
 
 
-def watching(key: int, timeout: float | None) -> None:
-    """An adapter call (``key``: any id unique while it runs) starts under ``timeout``."""
+def watching(who: str, timeout: float | None) -> None:
+    """An adapter call by ``who`` (candidate, reference, construct) starts under ``timeout``: the watcher hears
+    of it (``supervise``) and, where there is none, the hang timer is armed."""
+    supervise.watching(who, timeout)
     if timeout is None or not _installed or _timer_owned_elsewhere:
         return
     with _watch_lock:
-        _watched[key] = float(timeout)
+        _watched.append((who, float(timeout)))
         _arm()
 
 
-def unwatched(key: int) -> None:
+def unwatched(who: str, timeout: float | None) -> None:
+    supervise.unwatched(who, timeout)
     with _watch_lock:
-        if _watched.pop(key, None) is None:
+        index = next((i for i in range(len(_watched) - 1, -1, -1) if _watched[i][0] == who), None)
+        if index is None:
             return
+        del _watched[index]
         if _watched:
             _arm()
         else:
@@ -173,7 +180,8 @@ def unwatched(key: int) -> None:
 
 
 def progress() -> None:
-    """A stage delivered a tap: the hang timer starts again (at most once a second)."""
+    """A stage delivered a tap: the watcher's and the hang timer's clocks start again (at most once a second)."""
+    supervise.progress()
     if not _watched or time.monotonic() - _armed_at < REARM_EVERY:
         return
     with _watch_lock:
@@ -181,9 +189,21 @@ def progress() -> None:
             _arm()
 
 
+@contextlib.contextmanager
+def running_adapter_code(who: str, timeout: float | None) -> Iterator[None]:
+    """Adapter code run on this thread (importing or building an adapter): its exits refused, its hangs timed."""
+    install()
+    watching(who, timeout)
+    try:
+        with adapter_code():
+            yield
+    finally:
+        unwatched(who, timeout)
+
+
 def _arm() -> None:
     global _armed_at
-    longest = max(_watched.values())
+    longest = max(timeout for _, timeout in _watched)
     # adapter code may have closed the copy and its number gone to another file: never write tracebacks there
     if _timer_file is None or not same_file(_timer_file, _timer_identity):
         faulthandler.cancel_dump_traceback_later()

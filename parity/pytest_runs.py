@@ -94,11 +94,8 @@ def framework_missing(spec: str | None) -> str | None:
         from . import process_end
         from .guard import DEFAULT_STAGE_TIMEOUT
 
-        process_end.install()  # importing the module runs adapter code: its os._exit is refused, a hang timed
-        process_end.expect_verdict()
-        process_end.watching(id(spec), DEFAULT_STAGE_TIMEOUT)
-        try:
-            with process_end.adapter_code():
+        try:  # importing the module runs adapter code: its os._exit is refused, a hang timed
+            with process_end.running_adapter_code("construct", DEFAULT_STAGE_TIMEOUT):
                 importlib.import_module(spec.partition(":")[0])
         except ModuleNotFoundError as error:
             module = (error.name or "").partition(".")[0]
@@ -108,8 +105,6 @@ def framework_missing(spec: str | None) -> str | None:
             return None
         else:
             return None
-        finally:
-            process_end.unwatched(id(spec))
     if module is None or _installed(module):
         return None
     return (f"{FRAMEWORKS[module]} is not installed here, and {spec!r} needs it; the golden checks "
@@ -249,6 +244,9 @@ class ParityRuns:
                 outcome.report_path = Path(saved["report"])
                 outcome.document = read_document(outcome.report_path)
             return outcome
+        from . import process_end
+
+        process_end.expect_verdict()  # until pytest_sessionfinish says it, adapter code never ends the session with 0
         outcome.skip = framework_missing(reference.adapter) or framework_missing(candidate)
         if outcome.skip is None:
             self._run(case, reference, candidate, device, out, outcome)
@@ -261,10 +259,7 @@ class ParityRuns:
 
     def _run(self, case: Case, reference: Reference, candidate: str, device: str, out: Path,
              outcome: ParityOutcome) -> None:
-        from . import process_end
         from .adapters import load_adapter  # adapters import frameworks: only when a test runs
-
-        process_end.expect_verdict()  # until pytest_sessionfinish says it, adapter code never ends the session with 0
 
         dump = self.dump_cases is None or case.name in self.dump_cases
         options = RunOptions(dump_dir=out if dump else None)
