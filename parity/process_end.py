@@ -54,6 +54,8 @@ _verdict: int | None = None
 _installed = False
 _timer_file: int | None = None  # a copy of standard error's descriptor at install (not a stage's captured output)
 _timer_identity: tuple[int, int] | None = None
+_terminal: int | None = None  # standard error before a test runner captured descriptor 2 (remember_terminal)
+_terminal_identity: tuple[int, int] | None = None
 _timer_owned_elsewhere = False
 _watched: list[tuple[str, float]] = []  # (who, stage timeout) of each adapter call in progress
 _watch_lock = threading.Lock()
@@ -85,12 +87,47 @@ def install() -> None:
             if hasattr(posix, name):
                 setattr(posix, name, getattr(os, name))
     global _timer_file, _timer_identity
+    terminal = _terminal if same_file(_terminal, _terminal_identity) else 2
     try:  # a bare descriptor (faulthandler takes one), not a file object the interpreter would call unclosed
-        _timer_file = os.dup(2)
+        _timer_file = os.dup(terminal)
         os.set_inheritable(_timer_file, False)
         _timer_identity = file_identity(_timer_file)
     except OSError:  # no standard error: the hang timer has nowhere to say what hung, and is not armed
         _timer_file = None
+
+
+def remember_terminal() -> None:
+    """Keep a copy of standard error as it is now, before pytest captures descriptor 2 into a file of its own: a
+    process ended by ``os._exit`` never prints that file, so the line saying why it ended, and the hang timer's
+    tracebacks, go to the copy."""
+    global _terminal, _terminal_identity
+    if _terminal is not None:
+        return
+    try:
+        _terminal = os.dup(2)
+        os.set_inheritable(_terminal, False)
+        _terminal_identity = file_identity(_terminal)
+    except OSError:  # no standard error at all
+        _terminal = None
+
+
+def _tell(line: str) -> None:
+    """One line about how the process ends, where a person sees it (see ``remember_terminal``)."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - a closed stream: the line and the status still go out
+            pass
+    if same_file(_timer_file, _timer_identity):
+        try:
+            os.write(_timer_file, (line + "\n").encode("utf-8", "replace"))
+            return
+        except OSError:
+            pass
+    try:
+        print(line, file=sys.__stderr__ or sys.stderr, flush=True)
+    except Exception:  # noqa: BLE001 - nowhere to say it: the status still goes out
+        pass
 
 
 def expect_verdict() -> None:
@@ -136,15 +173,10 @@ def end_despite_threads() -> None:
             if thread is not threading.current_thread() and not thread.daemon and thread.is_alive()]
     if not left:
         return
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:  # noqa: BLE001 - a closed stream: the status still goes out
-            pass
     try:
-        print(f"parity: {len(left)} thread(s) still running after the session ({', '.join(left[:4])}), started by "
+        _tell(f"parity: {len(left)} thread(s) still running after the session ({', '.join(left[:4])}), started by "
               f"adapter or test code, would keep the process from ending; it ends now with the session's status "
-              f"{_verdict}", file=sys.__stderr__ or sys.stderr, flush=True)
+              f"{_verdict}")
     finally:
         _original(_verdict)
 
@@ -225,6 +257,12 @@ class adapter_code:  # noqa: N801 - used as a context manager, named for what ru
         _local.depth -= 1
 
 
+def _verdict_pending() -> bool:
+    """A verdict is expected (a session, a command), a run is under way, or this is not the main thread (whose
+    end the script that started the thread would see): no adapter code may end the process as a success now."""
+    return _expecting or _running > 0 or threading.current_thread() is not threading.main_thread()
+
+
 def _guarded_exit(status: int) -> None:
     if os.getpid() != _harness_pid:
         _original(status)
@@ -233,7 +271,7 @@ def _guarded_exit(status: int) -> None:
     if isinstance(status, int) and status % 256 == 0:  # what the shell reads as success (256 wraps to 0)
         if _verdict:
             _original(_verdict)
-        if _verdict is None and (_expecting or _running or threading.current_thread() is not threading.main_thread()):
+        if _verdict is None and _verdict_pending():
             _abrupt(f"os._exit({status})")
         if _verdict is None and _failed_run:
             _abrupt(f"os._exit({status})", code=1, when="after a run of this process failed")
@@ -246,7 +284,7 @@ def _guarded_exec(name: str, original):
             return original(*args, **kwargs)
         if getattr(_local, "depth", 0) > 0:
             raise ProcessEndRefused(f"os.{name}")  # a new program in place of the harness
-        if _verdict is None and _expecting:
+        if _verdict is None and _verdict_pending():
             _abrupt(f"os.{name} (a new program in place of this process)")
         return original(*args, **kwargs)
 
@@ -258,8 +296,7 @@ def _abrupt(what: str, code: int = EXIT_ABRUPT, when: str = "before the harness 
     """Adapter code (a thread of its own, a signal handler, an atexit handler) ends the process before the
     harness has a verdict (exit 3), or after a failed run where nobody said one (exit 1): never with 0."""
     try:
-        print(f"parity: adapter code called {what} from thread {threading.current_thread().name!r} {when}; exit "
-              f"{code}" + (" (not a parity verdict)" if code == EXIT_ABRUPT else ""), file=sys.__stderr__ or sys.stderr,
-              flush=True)
+        _tell(f"parity: adapter code called {what} from thread {threading.current_thread().name!r} {when}; exit "
+              f"{code}" + (" (not a parity verdict)" if code == EXIT_ABRUPT else ""))
     finally:
         _original(code)

@@ -59,18 +59,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]):
     """A session that configures a candidate takes its snapshot of numpy and the builtins (``parity.integrity``)
     before the first conftest is imported: a conftest that imports a port which replaces ``numpy.abs`` at
-    import would otherwise have the harness snapshot, and compute its errors with, the replacement."""
+    import would otherwise have the harness snapshot, and compute its errors with, the replacement. It also
+    keeps standard error as it is before pytest's capture (outside it: tryfirst), so that a process adapter
+    code ends outright still says why on the terminal (``process_end.remember_terminal``)."""
     try:
         wanted = bool(getattr(early_config.known_args_namespace, "parity_candidate", None)
                       or early_config.getini("parity_candidate"))
     except (ValueError, KeyError, AttributeError):
-        return
+        wanted = False
     if wanted:
         from . import integrity  # noqa: F401 - imported for its snapshot
+        from . import process_end
+
+        process_end.remember_terminal()
+    return (yield)
 
 
 def pytest_plugin_registered(plugin: Any, plugin_name: str, manager: Any) -> None:

@@ -402,3 +402,18 @@ def _flooding_stage(ctx, wave):
     for _ in range(total // len(line) // 2):
         print(line.decode(), end="")
     return STAGES[STAGE](ctx, wave)
+
+
+class ExitsFromItsOwnThread(TorchBackend):
+    """A thread of the port's own (not adapter code the harness runs) ends the process with status 0 mid-run."""
+
+    name = "exits-from-its-own-thread"
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        import os
+        import threading
+
+        worker = threading.Thread(target=os._exit, args=(0,), name="port-worker")
+        worker.start()
+        worker.join()
+        return super().run_pipeline(pipeline, cfg, inputs, weights, sink=sink, taps=taps)

@@ -89,6 +89,17 @@ def test_posix_exit_a_status_that_wraps_to_0_and_exec_are_covered_too(tmp_path):
         os.execv("/bin/true", ["true"])
     """, tmp_path)
     assert execs.returncode == 3 and "os.execv" in execs.stderr, execs.stderr
+    # a script of the library API: a thread of the port's replacing the process while a run is under way
+    during_a_run = _python("""
+        import os, threading
+        from parity import process_end
+        process_end.install()
+        process_end.run_began()
+        worker = threading.Thread(target=os.execv, args=("/bin/true", ["true"]))
+        worker.start()
+        worker.join()
+    """, tmp_path)
+    assert during_a_run.returncode == 3 and "os.execv" in during_a_run.stderr, during_a_run.stderr
 
 
 def test_unwatched_command_reports_a_stage_that_calls_os_exit_as_the_candidates_fault(tmp_path):
@@ -114,6 +125,14 @@ def test_a_pytest_session_whose_port_calls_os_exit_0_fails_instead_of_passing(tm
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     assert "called os._exit(0)" in result.stdout
     assert "test_parity[physics-default-intensity]" in result.stdout
+
+
+def test_a_pytest_session_ended_by_a_thread_of_the_port_says_why_on_the_terminal(tmp_path):
+    # pytest captures descriptor 2 into a file that a process ended by os._exit never prints: the line goes to
+    # standard error as it was before the capture
+    result = _pytest_session(tmp_path, "tests.hostile_adapters:ExitsFromItsOwnThread")
+    assert result.returncode == 3, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "os._exit(0) from thread 'port-worker'" in result.stderr and "not a parity verdict" in result.stderr
 
 
 def test_a_pytest_session_whose_port_ends_with_0_at_exit_keeps_its_failing_status(tmp_path):
