@@ -248,9 +248,13 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
         tolerance = criteria.max_rel_to_peak or criteria.max_rel_to_sample_peak or criteria.rtol or 1e-6
         kept, subset_fact = keeper.arrays(mode, name, inputs).only_differing(tolerance)
         rerun = None
-        if mode == "isolated" and rerun_stage is not None:
-            def rerun(transformed, tap=name):
-                return as_array(rerun_stage(tap, transformed))
+        # the reference's stage reads the registry's inputs: a candidate that declares others in their place (a
+        # fused or whole forward) gives nothing the reference's stage could be rerun on
+        stage_reads = set(index[name].inputs)
+        fused = not stage_reads <= set(spec.inputs)
+        if mode == "isolated" and rerun_stage is not None and not fused:
+            def rerun(transformed, tap=name, reads=stage_reads):
+                return as_array(rerun_stage(tap, {item: value for item, value in transformed.items() if item in reads}))
             if stand_in and not _reproduces(rerun, kept, tolerance):
                 rerun = None
         try:
@@ -261,7 +265,12 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
                                         candidate_dtype=result.metrics.candidate_dtype)
             if subset_fact is not None:
                 result.diagnoses = [subset_fact] + list(result.diagnoses)
-            if rerun is None and mode == "isolated" and inputs:  # a golden: nothing could be rerun
+            if rerun is None and mode == "isolated" and inputs and fused:
+                declared = ", ".join(spec.inputs)
+                result.diagnoses = caveat_untested(
+                    result.diagnoses, why=f"the candidate computes {name} from {declared}, where the reference's "
+                    f"stage reads {', '.join(index[name].inputs)}", how="; a tap method per stage lets it be tested")
+            elif rerun is None and mode == "isolated" and inputs:  # a golden: nothing could be rerun
                 result.diagnoses = caveat_untested(result.diagnoses)
         except Exception as error:  # noqa: BLE001 - a diagnosis bug must never hide the verdict
             result.diagnoses = [Diagnosis("diagnosis_failed", f"diagnosis raised {type(error).__name__}: {error}",

@@ -162,14 +162,19 @@ def _diagnose(a, b, layout, kind, tolerance, cfg, stage_inputs, input_layouts, r
     return chosen
 
 
-UNTESTED = ("; not tested here: the reference's stage could not be rerun (a golden holds no code), so neither "
+GOLDEN_HOLDS_NO_CODE = "a golden holds no code"
+UNTESTED = ("; not tested here: the reference's stage could not be rerun ({why}), so neither "
             "a changed input (offset sign, order) nor a numerically equivalent implementation (float32 "
-            "coordinates) can be ruled out; `parity run` with the reference tests them")
+            "coordinates) can be ruled out{how}")
+RUN_TESTS_THEM = "; `parity run` with the reference tests them"
 
 
-def caveat_untested(chosen: list[Diagnosis]) -> list[Diagnosis]:
-    """Against a golden only output hypotheses run: a generic answer (or none) says what went untested."""
+def caveat_untested(chosen: list[Diagnosis], why: str = GOLDEN_HOLDS_NO_CODE, how: str = RUN_TESTS_THEM
+                    ) -> list[Diagnosis]:
+    """Where the reference's stage could not be rerun (a golden; a candidate that reads other inputs than the
+    stage) only output hypotheses ran: a generic answer (or none) says what went untested, and why."""
     if any(not is_fact(d) and d.kind not in GENERIC and d.kind != UNEXPLAINED for d in chosen):
         return chosen
-    return [dataclasses.replace(d, summary=d.summary + UNTESTED) if d.kind in GENERIC | {UNEXPLAINED} else d
+    caveat = UNTESTED.format(why=why, how=how)
+    return [dataclasses.replace(d, summary=d.summary + caveat) if d.kind in GENERIC | {UNEXPLAINED} else d
             for d in chosen]

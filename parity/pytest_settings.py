@@ -169,16 +169,16 @@ def parse_reference(value: str | None, base: Path | None) -> Reference:
     """``tf`` / ``torch`` / ``MODULE:ATTR`` (an adapter), ``golden`` (the shipped goldens) or a goldens folder."""
     if value is None:
         return Reference(adapter="tf")
-    if value in (GOLDEN, "goldens"):
-        return Reference(goldens=DEFAULT_GOLDENS)
     if value in BUILTIN_ADAPTERS or (":" in value and not value.startswith("golden:")):
         return Reference(adapter=value)
-    folder = (base or Path.cwd()) / value.removeprefix("golden:")
-    if folder.is_dir():
+    folder = (base or Path.cwd()) / Path(value.removeprefix("golden:")).expanduser()
+    if folder.is_dir():  # a folder of the user's own, even one named `goldens`, is theirs
         return Reference(goldens=folder.resolve())
-    if value.startswith("golden:"):
-        raise pytest.UsageError(f"parity plugin: --parity-reference {value}: {folder} is not a folder")
-    return Reference(adapter=value)  # not a folder: loading it as an adapter says what is accepted
+    if value in (GOLDEN, "goldens"):
+        return Reference(goldens=DEFAULT_GOLDENS)
+    raise pytest.UsageError(
+        f"parity plugin: --parity-reference {value!r}: expected tf, torch, MODULE:ATTR (an adapter), golden (the "
+        f"shipped goldens) or a goldens folder; there is no folder {folder}")
 
 
 def _inputs(lines: list[str], base: Path) -> tuple[UserInputs, ...]:

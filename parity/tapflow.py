@@ -192,6 +192,12 @@ class CaseRun:
             self.isolable[spec.name] = None if not lacking else (
                 f"not run in isolation: the reference does not provide {', '.join(map(repr, lacking))}, which this "
                 f"stage reads ({reference_graph.unprovided.get(lacking[0], 'not computed')}); judged propagated only")
+        # taps the candidate computes from the pipeline's own inputs where the registry has a stage in between
+        # (a whole-forward adapter): their isolated run is their propagated one, rounding of every upstream stage
+        # included, so the propagated tolerance judges it, not a single stage's
+        self.from_the_start = {spec.name for spec in self.compared
+                               if spec.inputs and all(name in self.input_names for name in spec.inputs)
+                               and not all(name in self.input_names for name in self.index[spec.name].inputs)}
         self.propagated_alive = "propagated" in options.modes
         self.compared_names = {spec.name for spec in self.compared}
         self.reference_specs = {spec.name: spec for spec in reference_graph.specs}
@@ -202,6 +208,8 @@ class CaseRun:
             self.final[mode][tap] = ModeResult(mode, None, skipped=reason, skip_kind=kind)
 
     def _tolerance(self, spec: TapSpec, mode: str):
+        if mode == "isolated" and spec.name in self.from_the_start:
+            mode = "propagated"
         return self.tolerances.lookup(spec.name, self.case.config.dtype, self.device, mode, self.case.pipeline)
 
     def _judge(self, spec: TapSpec, mode: str) -> TapJudge:
@@ -489,5 +497,10 @@ class CaseRun:
                 continue
             if getattr(judge, "shared", False):
                 measured.note = "its inputs equal the propagated run's bitwise: the propagated output is reused"
+            if mode == "isolated" and tap in self.from_the_start:
+                inputs = ", ".join(self.candidate_specs[tap].inputs)
+                measured.note = (f"the candidate computes it from the pipeline's inputs ({inputs}), not from the "
+                                 "stage before it: its isolated value is its propagated one, judged by the "
+                                 "propagated tolerance")
             by_mode[mode][tap] = measured
         return by_mode

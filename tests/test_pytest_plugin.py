@@ -274,7 +274,9 @@ def test_without_tensorflow_tf_tests_skip_with_a_reason_and_golden_checks_still_
     (["--parity-device", "gpu"], "*--parity-device 'gpu': expected one of*"),
     (["--parity-cases", "no-such-case"], "*--parity-cases ?'no-such-case'?: match no built-in case*"),
     (["--parity-tolerances", "missing.toml"], "*missing.toml*"),
-], ids=["device", "cases", "tolerances"])
+    (["--parity-reference", "no_such_dir"], "*--parity-reference 'no_such_dir': expected tf, torch, MODULE:ATTR*"
+                                            "no folder*no_such_dir*"),
+], ids=["device", "cases", "tolerances", "reference"])
 def test_bad_settings_stop_the_session_with_a_usage_error(port, args, complaint):
     result = port.runpytest("--parity-candidate", "torch", *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
@@ -347,3 +349,14 @@ def test_load_case_names_a_case_built_from_an_inputs_file(tmp_path):
     case = load_case("acme-physics", inputs=path, pipeline="physics", assignments=("N=32",))
     assert (case.name, case.pipeline, case.batch) == ("acme-physics", "physics", 2)
     assert load_case(inputs=path, pipeline="physics", assignments=("N=32",)).name == "user-mine"
+
+
+def test_a_goldens_folder_of_the_users_own_is_read_even_when_named_like_the_keyword(tmp_path):
+    from parity.pytest_settings import parse_reference
+
+    assert parse_reference("goldens", tmp_path).goldens == DEFAULT_GOLDENS  # no such folder: the shipped ones
+    (tmp_path / "goldens").mkdir()
+    assert parse_reference("goldens", tmp_path).goldens == (tmp_path / "goldens").resolve()
+    assert parse_reference("golden:goldens", tmp_path).goldens == (tmp_path / "goldens").resolve()
+    assert parse_reference("golden", tmp_path).goldens == DEFAULT_GOLDENS
+    assert parse_reference("torch", tmp_path).adapter == "torch"
