@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import importlib
 import os
 import signal
@@ -215,7 +216,9 @@ def _load_adapter(spec: str, device: str) -> Adapter:
         try:
             target = getattr(target, part)
         except AttributeError:
-            raise ParityInputError(f"adapter {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+            close = difflib.get_close_matches(part, [name for name in dir(target) if not name.startswith("_")], n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise ParityInputError(f"adapter {spec!r}: module {module_name!r} has no attribute {attr!r}{hint}") from None
     try:  # the determinism switch, for every framework the adapter declares, before any of its code runs
         determinism.configure_frameworks(frameworks_of(target))
     except ValueError as error:

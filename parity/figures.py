@@ -317,7 +317,7 @@ def error_vs_depth(names: Sequence[str], errors: Mapping[str, Sequence[Any]], li
     A zero error is drawn at the bottom edge; an error that is NaN/Inf, or a stage that raised, as a red
     cross at the top edge; a tap not judged in a mode leaves a gap. Every failing point is ringed in red:
     a tap can fail on NaN positions, cosine or phase while its plotted error is below the line."""
-    width = max(7.5, 0.42 * len(names) + 2.0)
+    width = max(7.5, 0.42 * len(names) + 2.0) + 1.8  # the legend's column
     figure = Figure(figsize=(width, 3.9), dpi=DPI, layout="constrained")
     ax = figure.add_subplot()
     x = np.arange(len(names))
@@ -354,5 +354,6 @@ def error_vs_depth(names: Sequence[str], errors: Mapping[str, Sequence[Any]], li
     ax.set_title("error vs depth, stage order (0 at the bottom edge; NaN/Inf/raised: red cross at the top)",
                  fontsize=9)
     ax.grid(True, which="major", axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncols=3, loc="upper left")
+    # beside the axes, not over them: inside, it covered the first taps' points
+    ax.legend(fontsize=7, ncols=1, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     return _render(figure, "error vs depth")

@@ -9,6 +9,8 @@ first divergence of a case says ``FIRST DIVERGENCE``.
 
 from __future__ import annotations
 
+import fnmatch
+
 import json
 from pathlib import Path
 from typing import Any
@@ -198,8 +200,15 @@ def assert_parity(report: Any, taps: list[str] | None = None, modes: tuple[str, 
     outcome = _as_outcome(report)
     if outcome.skip:
         pytest.skip(outcome.skip)
-    names = taps if taps is not None else [tap["name"] for tap in (outcome.document or {}).get("taps", [])]
+    present = [tap["name"] for tap in (outcome.document or {}).get("taps", [])]
     failures = []
+    names = present if taps is None else []
+    for wanted in [taps] if isinstance(taps, str) else (taps or []):  # names or fnmatch globs, as in --taps
+        matched = fnmatch.filter(present, wanted) if any(char in wanted for char in "*?[") else [wanted]
+        if not matched and outcome.document is not None and not outcome.skip:
+            failures.append((True, f"{outcome.label}: no tap of the report matches {wanted!r} (its taps: "
+                                   f"{', '.join(present[:12])}{', ...' if len(present) > 12 else ''})"))
+        names += [name for name in matched if name not in names]
     for name in names:
         for mode in modes:
             status, message = tap_verdict(outcome, name, mode)
@@ -213,9 +222,13 @@ def assert_parity(report: Any, taps: list[str] | None = None, modes: tuple[str, 
     if not failures:
         return
     failures.sort(key=lambda item: item[0])  # the first divergence first
-    headline = first_divergence(outcome) or failures[0][1].splitlines()[0]
+    first = failures[0][1]
+    divergent = ((outcome.document or {}).get("first_divergence") or {}).get("tap")
+    headline = first_divergence(outcome) if taps is None or divergent is None or divergent in names else None
+    if headline is None:  # the first failure is the headline: said once, without the label twice
+        headline, _, first = first.removeprefix(f"{outcome.label}: ").partition("\n")
     others = [message.splitlines()[0] for _, message in failures[1:]]
-    raise AssertionError(f"parity fails for {outcome.label}: {headline}\n{failures[0][1]}\n"
+    raise AssertionError(f"parity fails for {outcome.label}: {headline}\n" + (f"{first}\n" if first else "")
                          + "".join(f"  - {line}\n" for line in others[:30])
                          + (f"  ... and {len(others) - 30} more\n" if len(others) > 30 else ""))
 

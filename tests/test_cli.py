@@ -290,6 +290,8 @@ BAD_USAGE = {
                                "cannot import 'tests.no_such_module'"),
     "unknown adapter attribute": (lambda tmp: ["run", *CASE, *SMALL, "--candidate", "tests.faulty_adapters:Nope"],
                                   "has no attribute 'Nope'"),
+    "misspelt adapter attribute": (lambda tmp: ["run", *CASE, *SMALL, "--candidate", "tests.faulty_adapters:FaultyTorh"],
+                                   "has no attribute 'FaultyTorh'; did you mean 'FaultyTorch'?"),
     "object that is no adapter": (lambda tmp: ["run", *CASE, *SMALL, "--candidate",
                                                "tests.faulty_adapters:not_an_adapter"], "lacks ['run_pipeline'"),
     "adapter name without module": (lambda tmp: ["run", *CASE, *SMALL, "--candidate", "jax"], "adapter 'jax'"),

@@ -143,6 +143,13 @@ def test_assert_parity_names_the_first_divergence_its_metrics_and_a_diagnosis_wh
     assert "max|a-b|/max|a| = 1.00e-02" in text and "diagnosis: a scale factor: the error is 1% everywhere" in text
     assert f"{SMALL}: intensity (isolated)" not in text and f"{SMALL}: intensity (propagated) fails" in text
     assert_parity(report, taps=["object.canvas", "exit_wave"])  # the taps upstream of the fault hold
+    assert_parity(report, taps=["object.*", "exit_*"])  # globs, as --taps takes them
+    with pytest.raises(AssertionError, match="farfield"):
+        assert_parity(report, taps=["far*"])
+    with pytest.raises(AssertionError) as unmatched:
+        assert_parity(report, taps=["encoder.*"])  # a physics case has none: never a vacuous pass
+    said = str(unmatched.value)
+    assert "no tap of the report matches 'encoder.*'" in said and said.count(f"{SMALL} (golden") == 1, said
     with pytest.raises(AssertionError, match="FIRST DIVERGENCE"):
         assert_parity(tmp_path / SMALL / "report.json")  # the document on disk judges the same
 
