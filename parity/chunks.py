@@ -43,7 +43,8 @@ def plan(pipeline: str, specs: list[TapSpec], cfg: ForwardConfig, batch: int, ma
          max_samples: int | None = None, split_global: bool = False) -> list[tuple[int, int]]:
     """[(start, stop), ...] covering ``range(batch)``.
 
-    ``split_global``: cut a pipeline with batch-global taps too (the caller runs the two passes of
+    ``max_samples`` (``--batch-chunk``) sets the samples per chunk, above or below the default that keeps
+    ``max_bytes`` of taps per chunk. ``split_global``: cut a pipeline with batch-global taps too (the caller runs the two passes of
     ``parity.global_taps``); otherwise such a pipeline is one chunk.
     """
     if batch <= 0:
@@ -51,8 +52,8 @@ def plan(pipeline: str, specs: list[TapSpec], cfg: ForwardConfig, batch: int, ma
     if not split_global and any(spec.reduction == "global" for spec in specs):
         return [(0, batch)]
     per_chunk = max(1, (max_bytes or DEFAULT_CHUNK_BYTES) // sample_bytes(specs, cfg))
-    if max_samples is not None:
-        per_chunk = max(1, min(per_chunk, int(max_samples)))
+    if max_samples is not None:  # the user's choice, above the memory-bounded default too: a port's code path
+        per_chunk = max(1, int(max_samples))  # that changes with the batch size is exercised only at the size it gets
     return [(start, min(start + per_chunk, batch)) for start in range(0, batch, per_chunk)]
 
 

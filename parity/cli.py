@@ -91,7 +91,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dump-taps", action="store_true", help="also write both backends' taps to HDF5")
     parser.add_argument("--chunk-mb", type=_positive_int, default=64, help="comparison chunk size per side in MiB")
     parser.add_argument("--batch-chunk", type=_positive_int, default=None, metavar="N",
-                        help="run at most N samples at a time (default: sized to keep memory bounded)")
+                        help="run N samples per call (default: as many as keep 16 MiB of taps per side; more "
+                             "exercises a port's large-batch code, within --max-memory)")
     parser.add_argument("--stage-timeout", type=_positive_float, default=DEFAULT_STAGE_TIMEOUT, metavar="SECONDS",
                         help=f"give up on a stage that runs this long without a result "
                              f"(default {DEFAULT_STAGE_TIMEOUT:g})")

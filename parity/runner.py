@@ -257,6 +257,13 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
                         f"(the rule checked on the first two chunks joined): a statistic that goes wrong only over "
                         f"more than {2 * longest} samples at once is not seen; run without --batch-chunk (or with "
                         "more memory) to judge it over the whole batch")
+        if len(chunks) > 1:
+            longest = max(stop - start for start, stop in chunks)
+            report.notes.append(
+                f"the batch of {batch} samples ran in {len(chunks)} chunks: each side saw at most {longest} samples "
+                f"per call, so a code path that changes with the batch size (another branch from some number of "
+                f"patterns on, a state kept between calls) was exercised only up to {longest}; --batch-chunk N sets "
+                f"the samples per call (--batch-chunk {batch}: the whole batch at once)")
         for start, stop in chunks:
             if not flow.run_chunk(start, stop, whole=len(chunks) == 1):
                 break

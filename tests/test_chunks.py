@@ -21,6 +21,8 @@ def test_plan_covers_the_batch_and_respects_the_limits():
     assert plan("physics", specs, cfg, 10) == [(0, 10)]
     per_sample = sum(int(np.prod(s.shape(cfg, 1))) * s.dtype(cfg).itemsize for s in specs if s.layout == "BHWC")
     assert plan("physics", specs, cfg, 10, max_bytes=per_sample * 4) == [(0, 4), (4, 8), (8, 10)]
+    # --batch-chunk is the user's choice above the memory-bounded default too (a port's large-batch code path)
+    assert plan("physics", specs, cfg, 10, max_bytes=per_sample * 4, max_samples=6) == [(0, 6), (6, 10)]
     simulate = pipeline_taps("simulate", cfg)  # a batch-global statistic: one chunk, whatever the limit
     assert plan("simulate", simulate, cfg, 10, max_samples=2) == [(0, 10)]
 

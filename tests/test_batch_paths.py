@@ -1,0 +1,36 @@
+"""A port whose code changes with the batch size (PtychoPINN switches paths from some number of patterns on)
+is judged only at the batch sizes it is given: a run cut into chunks says how many samples each call saw, and
+``--batch-chunk`` (``RunOptions.batch_chunk``) gives it more than the memory-bounded default."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from backends.torch import TorchBackend
+from backends.torch.stages import STAGES
+from parity import RunOptions, builtin_case, run_case
+from parity.workflows import tolerance_table
+
+LARGE = 3  # samples from which the port takes its other path
+
+
+class LargeBatchPath(TorchBackend):
+    """farfield without one of its factors once a call holds LARGE samples or more."""
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.stages["farfield"] = lambda ctx, wave: STAGES["farfield"](ctx, wave) * (
+            1.5 if wave.shape[0] >= LARGE else 1.0)
+
+
+def test_a_large_batch_path_is_judged_when_the_chunk_holds_the_batch():
+    case = dataclasses.replace(builtin_case("physics-default").with_config(N=32), batch=4)
+    chunk_bytes = 200_000  # small enough that each default chunk holds fewer than LARGE samples
+    small = RunOptions(spill_bytes=chunk_bytes, modes=("propagated",))
+    chunked = run_case(case, TorchBackend("cpu"), LargeBatchPath(), tolerance_table(None), small)
+    said = " ".join(chunked.notes)
+    assert chunked.passed and "ran in" in said and "--batch-chunk 4" in said, said
+    whole = run_case(case, TorchBackend("cpu"), LargeBatchPath(), tolerance_table(None),
+                     RunOptions(spill_bytes=chunk_bytes, batch_chunk=4, modes=("propagated",)))
+    assert not whole.passed and whole.first_divergence.tap == "farfield"
+    assert not any("ran in" in note for note in whole.notes)
