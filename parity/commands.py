@@ -297,17 +297,26 @@ def _repeat(args, cases, reports, candidate, out: Path) -> bool:
     """``--repeat N``: the candidate's nondeterminism check per case, noted in its report; False if any."""
     if args.repeat < 2:
         return True
-    from .repeat import repeat_check, summary_lines
+    from .guard import AdapterFault, Guard
+    from .repeat import judge_repeats, repeat_check, summary_lines
     from .report import write_report
 
     clean = True
     for case, report in zip(cases, reports):
-        found = repeat_check(case, candidate, args.repeat)
-        lines = summary_lines(case, found, args.repeat)
-        report.notes.extend(lines)
+        if report.stop_kind is not None:  # the run itself did not finish: nothing to repeat against
+            continue
+        guard = Guard("candidate", None, getattr(args, "stage_timeout", None))
+        try:
+            found, fault = repeat_check(case, candidate, args.repeat, guard=guard), None
+        except AdapterFault as error:
+            found, fault = [], str(error)
+        finally:
+            guard.close()
+        lines = summary_lines(case, found, args.repeat, fault)
+        judge_repeats(report, found, lines, fault)
         write_report(report, out / case.name)
         print("\n".join(lines))
-        clean = clean and not found
+        clean = clean and not found and fault is None
     return clean
 
 

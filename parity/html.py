@@ -19,6 +19,7 @@ from .html_parts import (breakdown_block, diagnoses_block, metrics_table, patch_
                          verdict_badge, why_not_compared)
 from .patch_stats import spatial_axes
 from .report import format_margin, margin
+from .results import error_word
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#1d2430;background:#f4f6f9}
@@ -139,7 +140,7 @@ def _overview(document: dict[str, Any]) -> str:
             result = tap["modes"].get(mode)
             value = margin(result)
             metrics = (result or {}).get("metrics") or {}
-            text = ("raised" if (result or {}).get("error") else
+            text = (error_word((result or {}).get("error_kind")) if (result or {}).get("error") else
                     "-" if not metrics else f"{metrics.get('max_rel_to_peak')}")
             try:
                 text = f"{float(text):.1e}"

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .report import format_margin, margin
+from .results import error_word
 
 MODES = ("propagated", "isolated")
 
@@ -88,7 +89,7 @@ def _metric_rows(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
     rows["margin (error / tolerance)"] = (format_margin(value), "dim" if value is None else
                                           ("good" if value < 1 else "bad"))
     if result.get("error"):
-        rows["raised"] = (f"<code>{escape(result['error'])}</code>", "bad")
+        rows[error_word(result.get("error_kind"))] = (f"<code>{escape(result['error'])}</code>", "bad")
     for key in ("skipped", "note"):
         if result.get(key):
             rows[key] = (escape(str(result[key])), "dim")

@@ -59,6 +59,13 @@ def _difference(first: np.ndarray, again: np.ndarray) -> tuple[int | None, float
     return elements, float(np.nanmax(gap)) if gap.size and not np.isnan(gap).all() else float("nan")
 
 
+def _host(value: Any) -> np.ndarray:
+    """A tap as a host array (a Torch tensor on any device: detached, copied to the CPU)."""
+    if hasattr(value, "detach"):
+        value = value.detach().resolve_conj().resolve_neg().cpu().numpy()
+    return np.asarray(value)
+
+
 def _tap_bytes(case: Case) -> int:
     total = 0
     for spec in pipeline_taps(case.pipeline, case.config):
@@ -67,12 +74,25 @@ def _tap_bytes(case: Case) -> int:
     return total
 
 
-def repeat_check(case: Case, candidate: Any, runs: int = 2, keep_bytes: int = KEEP_BYTES) -> list[RepeatDifference]:
+def repeat_check(case: Case, candidate: Any, runs: int = 2, keep_bytes: int = KEEP_BYTES,
+                 guard: Any = None) -> list[RepeatDifference]:
     """Run ``candidate`` ``runs`` times on ``case`` (propagated); every tap that differs from run 1, per run.
 
     A tap delivered in one run and not in another is reported too. An empty
-    list means every run agreed with the first, bit for bit.
+    list means every run agreed with the first, bit for bit. ``guard`` (a ``parity.guard.Guard``) runs
+    the candidate's calls, timed, so a run that raises or hangs is an ``AdapterFault``, not a crash.
     """
+    def run_pipeline(sink):
+        def delivered(spec: TapSpec, value: Any) -> None:
+            if guard is not None:
+                guard.tick()
+            sink(spec, _host(value))
+
+        arguments = (case.pipeline, case.config, case.inputs, case.weights)
+        if guard is None:
+            return candidate.run_pipeline(*arguments, sink=delivered)
+        return guard.call("run_pipeline() (repeat check)", candidate.run_pipeline, *arguments, sink=delivered)
+
     if runs < 2:
         raise ValueError(f"a repeat check needs at least 2 runs, got {runs}")
     keep = _tap_bytes(case) <= keep_bytes
@@ -84,7 +104,7 @@ def repeat_check(case: Case, candidate: Any, runs: int = 2, keep_bytes: int = KE
         if keep:
             arrays[spec.name] = np.array(value, copy=True)
 
-    candidate.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=first_sink)
+    run_pipeline(first_sink)
     found: list[RepeatDifference] = []
     for run in range(2, runs + 1):
         seen: set[str] = set()
@@ -97,14 +117,40 @@ def repeat_check(case: Case, candidate: Any, runs: int = 2, keep_bytes: int = KE
                 elements, gap = _difference(arrays[spec.name], value) if keep else (None, None)
                 found.append(RepeatDifference(spec.name, run, elements, gap))
 
-        candidate.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=again_sink)
+        run_pipeline(again_sink)
         found += [RepeatDifference(name, run, note=" (this run did not deliver the tap)")
                   for name in digests if name not in seen]
     return found
 
 
-def summary_lines(case: Case, found: list[RepeatDifference], runs: int) -> list[str]:
+def summary_lines(case: Case, found: list[RepeatDifference], runs: int, fault: str | None = None) -> list[str]:
+    if fault is not None:
+        return [f"repeat check: a repeated candidate run of {case.name} did not finish: {fault}"]
     if not found:
         return [f"repeat check: {runs} candidate runs of {case.name} are bitwise identical, tap by tap"]
     return [f"repeat check: NONDETERMINISTIC candidate, {len(found)} tap run(s) of {case.name} differ "
             f"between {runs} runs on the same inputs"] + [f"  {difference.describe()}" for difference in found]
+
+
+def judge_repeats(report: Any, found: list[RepeatDifference], lines: list[str], fault: str | None = None) -> None:
+    """The repeat check's findings in the report's verdict: every tap that is not bitwise identical between runs
+    fails in each mode it was judged in (its stage is not deterministic), a repeated run that did not finish fails
+    the ``repeat`` audit; the first divergence is found again."""
+    from .divergence import first_divergence
+    from .results import Audit
+
+    report.notes.extend(lines)
+    differing: dict[str, str] = {}
+    for difference in found:
+        differing.setdefault(difference.tap, difference.describe())
+    marked = set()
+    for tap in report.taps:
+        for result in tap.modes.values() if tap.name in differing else ():
+            if result.error is None and result.metrics is not None:
+                result.error = f"not bitwise identical between candidate runs on the same inputs: {differing[tap.name]}"
+                result.error_kind = "nondeterministic"
+                marked.add(tap.name)
+    unmarked = [differing[name] for name in differing if name not in marked]  # not judged here: still no pass
+    if fault is not None or unmarked:
+        report.audits.append(Audit("repeat", False, [lines[0]] + unmarked if fault is None else [lines[0]]))
+    report.first_divergence = first_divergence(report.taps, report.audits, report.stopped)

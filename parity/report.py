@@ -21,7 +21,7 @@ from .atomic_files import write_bytes_atomically
 from .errors import ParityInputError
 from .files import open_regular
 from .jsonable import to_jsonable
-from .results import SCHEMA_NAME, SCHEMA_VERSION, ModeResult, RunReport
+from .results import SCHEMA_NAME, SCHEMA_VERSION, ModeResult, RunReport, error_word
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -143,9 +143,7 @@ def _error_cell(result: ModeResult | None) -> Text:
     if result is None:
         return Text("-", style="dim")
     if result.error is not None:
-        label = {"in_place": "in place", "timeout": "timeout", "bad_output": "junk", "missing": "missing",
-                 "exit": "exit"}.get(result.error_kind or "", "raised")
-        return Text(label, style="bold red")
+        return Text(error_word(result.error_kind), style="bold red")
     if result.metrics is None:
         label = {"not_provided": "n/p", "not_comparable": "n/c", "not_reached": "-", "not_run": "n/a"}
         return Text(label.get(result.skip_kind or "", "n/a"), style="dim")

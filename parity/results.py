@@ -33,6 +33,15 @@ NOT_REACHED = "not_reached"  # an earlier stage failed or the run stopped
 NOT_RUN = "not_run"  # this mode cannot run it (isolated: the reference lacks an input it reads)
 
 
+# what a table cell says for a mode whose error has this kind (anything else: "raised")
+ERROR_WORDS = {"in_place": "in place", "timeout": "timeout", "bad_output": "junk", "missing": "missing", "exit": "exit",
+               "nondeterministic": "nondet."}
+
+
+def error_word(error_kind: str | None) -> str:
+    return ERROR_WORDS.get(error_kind or "", "raised")
+
+
 @dataclasses.dataclass
 class ModeResult:
     """One tap judged in one mode: metrics against a tolerance, the error a stage raised, or why neither."""
@@ -43,7 +52,8 @@ class ModeResult:
     error: str | None = None  # the candidate stage raised, hung, returned junk or changed an input
     skipped: str | None = None  # why this mode has no result, in plain words
     skip_kind: str | None = None  # NOT_PROVIDED, NOT_DECLARED, NOT_COMPARABLE, NOT_REACHED, NOT_RUN
-    error_kind: str | None = None  # "raised", "exit", "interrupt", "timeout", "in_place", "bad_output", "missing"
+    error_kind: str | None = None  # "raised", "exit", "interrupt", "timeout", "in_place", "bad_output", "missing",
+    #                                "nondeterministic" (--repeat: not bitwise identical between candidate runs)
     note: str | None = None  # e.g. "isolated inputs equal the propagated ones: result shared"
     diagnoses: list = dataclasses.field(default_factory=list)
 

@@ -32,3 +32,23 @@ class Nondeterministic(TorchBackend):
     def __init__(self, device: str = "cpu") -> None:
         super().__init__(device)
         self.stages["farfield"] = _farfield_jittered
+
+
+class FailsWhenRepeated(TorchBackend):
+    """Runs once, then raises in its far field on every later pipeline run (the repeat check's runs)."""
+
+    name = "torch-fails-when-repeated"
+
+    def __init__(self, device: str = "cpu") -> None:
+        super().__init__(device)
+        self.runs = 0
+        self.stages["farfield"] = self._farfield
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        self.runs += 1
+        return super().run_pipeline(pipeline, cfg, inputs, weights, sink=sink, taps=taps)
+
+    def _farfield(self, ctx, wave):
+        if self.runs > 1:
+            raise RuntimeError("a cache the first run left behind")
+        return STAGES["farfield"](ctx, wave)
