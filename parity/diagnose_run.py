@@ -131,8 +131,12 @@ class Kept:
         cause = (f"each of them holds sample {self.samples[copied]}'s values: one sample broadcast to the batch (a "
                  "batch dimension lost or indexed with 0)" if copied is not None else
                  "the fault depends on the sample (its place in the batch or chunk, or its values)")
-        fact = Diagnosis("samples_differ", f"of the {len(self.samples)} samples inspected only {which} "
-                         f"(samples {_ranges(agreeing)} agree within tolerance): {cause}; diagnosed on those samples",
+        first = [sample for sample in self.samples if sample < len(self.samples)]
+        kept = (f"the first {len(first)} and the worst, {self.samples[-1]}" if len(first) < len(self.samples)
+                else f"the first {len(first)}")
+        fact = Diagnosis("samples_differ", f"of the {len(self.samples)} samples kept for the diagnosis ({kept}) only "
+                         f"{which} (samples {_ranges(agreeing)} agree within tolerance; the others were not kept): "
+                         f"{cause}; diagnosed on those samples",
                          math.nan, {"fact": True, "differing": shown, "agreeing": agreeing,
                                     "copied_from": None if copied is None else self.samples[copied]})
         length = len(self.samples)

@@ -13,7 +13,8 @@ Rules, in order (tested in tests/test_divergence.py):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .results import Audit, Divergence, ModeResult, TapResult
 
@@ -31,7 +32,28 @@ def _in_place(result: ModeResult | None) -> bool:
     return result is not None and result.error_kind == "in_place"
 
 
-def first_divergence(taps: list[TapResult], audits: list[Audit], stopped: str | None = None) -> Divergence | None:
+def unjudged_upstream(tap: str, registry: Sequence[Any], taps: list[TapResult]) -> list[str]:
+    """The stages before ``tap`` (its inputs, theirs, ... in the registry) that no isolated verdict covers: not
+    compared (``--taps``), not provided by a side, or not isolable. An error that reaches ``tap`` may have begun
+    in any of them, so "every stage passes alone" is not known there."""
+    specs = {spec.name: spec for spec in registry}
+    judged = {result.name for result in taps
+              if (result.modes.get("isolated") is not None and result.modes["isolated"].passed is not None)}
+    found, seen, queue = [], set(), list(specs[tap].inputs) if tap in specs else []
+    while queue:
+        name = queue.pop(0)
+        if name in seen or name not in specs:  # a pipeline input: the same on both sides
+            continue
+        seen.add(name)
+        if name not in judged:
+            found.append(name)
+        queue += list(specs[name].inputs)
+    order = list(specs)
+    return sorted(found, key=order.index)
+
+
+def first_divergence(taps: list[TapResult], audits: list[Audit], stopped: str | None = None,
+                     registry: Sequence[Any] | None = None) -> Divergence | None:
     failed = next((audit for audit in audits if not audit.passed), None)
     if failed is not None:
         return Divergence(None, failed.name, list(failed.messages), kind="audit")
@@ -47,7 +69,9 @@ def first_divergence(taps: list[TapResult], audits: list[Audit], stopped: str | 
     for tap in taps:  # every stage passes alone: the error accumulated past tolerance downstream
         propagated = tap.modes.get("propagated")
         if propagated is not None and propagated.passed is False:
-            return Divergence(tap.name, "propagated", messages_of(propagated), inherited=True, kind="inherited")
+            unseen = unjudged_upstream(tap.name, registry, taps) if registry is not None else []
+            return Divergence(tap.name, "propagated", messages_of(propagated), inherited=True, kind="inherited",
+                              unjudged_upstream=unseen)
     if stopped is not None:
         return Divergence(None, "stopped", [stopped], kind="stopped")
     unjudged = next((tap for tap in taps if tap.status == "unjudged"), None)

@@ -239,7 +239,7 @@ def summary_lines(report: RunReport) -> list[str]:
         lines.append(divergence.headline())
         lines += [f"  {message}" for message in divergence.messages[1:4]]
         if divergence.inherited:
-            lines.append("  (every stage passes in isolation: the error accumulated across stages)")
+            lines.append(f"  ({divergence.accumulated_words()})")
         lines += [f"  diagnosis: {line}" for line in _diagnosis_lines(report)]
     for tap in report.taps:
         for mode, result in tap.modes.items():

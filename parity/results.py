@@ -141,6 +141,15 @@ class Divergence:
     messages: list[str]
     inherited: bool = False  # fails propagated only: upstream error grew past tolerance here
     kind: str = "stage"  # "stage", "in_place", "inherited", "audit", "unjudged", "stopped"
+    unjudged_upstream: list[str] = dataclasses.field(default_factory=list)  # inherited: earlier stages not judged alone
+
+    def accumulated_words(self) -> str:
+        """What an inherited divergence says of the stages before it."""
+        if not self.unjudged_upstream:
+            return "every stage passes in isolation: the error accumulated across stages"
+        verb = "was" if len(self.unjudged_upstream) == 1 else "were"
+        return (f"every stage judged in isolation passes, but {', '.join(self.unjudged_upstream)} before it "
+                f"{verb} not (not compared, not provided or not isolable): the fault may be there")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -297,7 +297,7 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         finish = getattr(observer, "finish", None)
         if finish is not None:
             finish(report)
-    report.first_divergence = first_divergence(results, audits, report.stopped)
+    report.first_divergence = first_divergence(results, audits, report.stopped, registry)
     report.notes += _output_unjudged(results)
     if keeper is not None and report.stop_kind is None:
         rerun, stand_in = None, False

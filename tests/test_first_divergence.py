@@ -21,7 +21,7 @@ from backends.torch import TorchBackend
 from backends.torch import stages as torch_stages
 from parity.builtin_cases import builtin_case
 from parity.report import summary_lines
-from parity.runner import run_case
+from parity.runner import RunOptions, run_case
 from parity.workflows import cast_case
 
 NUDGE = 1.0 + 6e-7  # alone below the float32 tolerance of 1e-6, twice above it
@@ -62,6 +62,17 @@ def test_small_errors_of_consecutive_stages_accumulate_into_an_inherited_diverge
     assert diagnosis.kind == "scale" and abs(diagnosis.evidence["factor"] - NUDGE**2) < 1e-7
     assert "x (1 + 1.2e-06)" in diagnosis.summary
     assert 1e-6 < report.tap("amplitude").modes["propagated"].metrics.max_rel_to_peak < 2e-6
+
+
+def test_an_inherited_divergence_behind_stages_not_compared_does_not_claim_an_accumulation(reference, tolerances,
+                                                                                            physics_case):
+    candidate = TorchBackend().with_stage("farfield", lambda ctx, wave: torch_stages.farfield(ctx, wave) * 1.5)
+    report = run_case(physics_case, reference, candidate, tolerances, RunOptions(taps=("amplitude",)))
+    divergence = report.first_divergence
+    assert (divergence.tap, divergence.inherited) == ("amplitude", True)
+    assert "farfield" in divergence.unjudged_upstream and "exit_wave" in divergence.unjudged_upstream
+    lines = " ".join(summary_lines(report))
+    assert "the error accumulated" not in lines and "the fault may be there" in lines, lines
 
 
 def _canvas_sign_flipped(ctx, patches, offsets):
