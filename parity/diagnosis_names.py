@@ -19,7 +19,10 @@ SCALE_SQUARED = ("a factor intensity_scale^2: the scale applied the wrong way (x
                  "or applied twice where it belongs once")
 CHANNELS = "a sum over the C channels where a mean is meant (or the reverse)"
 SAMPLE_SUM = "a sum over a sample's C x N x N elements where their mean is meant (or the reverse)"
+SQRT_SCALE = ("a factor sqrt(intensity_scale): the scale of an intensity applied to an amplitude (or the reverse), "
+              "or a square root taken of it where none belongs")
 FACTOR_2 = "a factor 2 (a doubled sum, a mean over two parts, a missing 1/2)"
+GENERIC = {"2", "4", "pi", "2pi", "sqrt(2)"}  # plain numbers: a name from the configuration or inputs says more
 PI = "radians vs half turns (a factor pi)"
 SQRT2 = "a 1/sqrt(2) normalisation (e.g. of a complex Gaussian)"
 SIGN = "a sign flip"
@@ -53,7 +56,7 @@ def named_values(cfg: Any, inputs: dict[str, np.ndarray] | None = None,
         _pair(table, "N^2", n * n, FFT_SQUARED)
         _pair(table, "s", s, SCALE)
         _pair(table, "s^2", s * s, SCALE_SQUARED)
-        _pair(table, "sqrt(s)", math.sqrt(s), SCALE)
+        _pair(table, "sqrt(s)", math.sqrt(s), SQRT_SCALE)
         _pair(table, "C", c, CHANNELS)
     for key, array in (inputs or {}).items():
         magnitude = np.abs(np.asarray(array, dtype=np.complex128 if np.iscomplexobj(array) else np.float64))
@@ -80,4 +83,6 @@ def name_ratio(ratio: complex | float, table: list[tuple[str, float, str]], rel:
     if not matches:
         return None
     names = " = ".join(dict.fromkeys(name for name, _ in matches[:3]))
-    return f"{sign}{names}", matches[0][1] + (" with a sign flip" if sign else "")
+    # the hint of the most specific name: x 4 at gridsize 2 is C (a channel sum) before it is a plain 4
+    specific = next((hint for name, hint in matches if name.removeprefix("1/") not in GENERIC), matches[0][1])
+    return f"{sign}{names}", specific + (" with a sign flip" if sign else "")

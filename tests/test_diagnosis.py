@@ -624,3 +624,14 @@ def test_an_intensity_where_an_amplitude_is_meant_is_a_power():
 def test_a_shape_mismatch_with_a_scalar_names_it():
     found = diagnose(np.float64(0.5), np.array([0.5]), layout="scalar", kind="real", tolerance=1e-6)
     assert found[0].kind == "shape_mismatch" and "candidate is 1 value, the reference a scalar" in found[0].summary
+
+
+def test_a_factor_is_named_by_the_most_specific_reading_of_it():
+    from backends.common.config import ForwardConfig
+    from parity.diagnosis_names import CHANNELS, SQRT_SCALE, named_values, name_ratio
+
+    table = named_values(ForwardConfig(N=32, gridsize=2, intensity_scale=3.7))
+    assert name_ratio(4.0, table, 1e-6) == ("4 = C", CHANNELS)  # at gridsize 2 a 4 is the channel count first
+    assert name_ratio(0.25, table, 1e-6) == ("1/4 = 1/C", CHANNELS)
+    assert name_ratio(3.7 ** 0.5, table, 1e-6) == ("sqrt(s)", SQRT_SCALE)
+    assert name_ratio(2.0, table, 1e-6)[0] == "2"
