@@ -286,7 +286,9 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         audits.append(reference_audit(contract))
     if case.weights and callable(getattr(candidate, "canonical_weights", None)) and report.stop_kind is None \
             and guards["candidate"].stuck is None:
-        audits.append(_port_weights(case, candidate, guards["candidate"]))
+        port = _port_weights(case, candidate, guards["candidate"])
+        if port is not None:
+            audits.append(port)
     by_mode = flow.results()
     errors = {name: result.rel_error for name, result in by_mode.get("propagated", {}).items()}
     for tap in results:
@@ -312,11 +314,13 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
     return _finish(report, log)
 
 
-def _port_weights(case: Case, candidate: Any, guard: Guard) -> Audit:
+def _port_weights(case: Case, candidate: Any, guard: Guard) -> Audit | None:
     """The candidate's ``canonical_weights()`` (its parameters mapped back), after its taps ran."""
     try:
         returned: Any = guard.call("canonical_weights()", candidate.canonical_weights)
     except AdapterFault as fault:
+        if isinstance(fault.original, NotImplementedError):  # it says it cannot map them back: no audit
+            return None
         returned = RuntimeError(fault.detail)
     return port_weights_audit(case.weights, returned)
 

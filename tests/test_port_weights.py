@@ -5,6 +5,7 @@ another, a parameter left out are named before any tap."""
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from backends.torch import TorchBackend
@@ -73,3 +74,40 @@ def test_junk_from_canonical_weights_is_a_failed_audit_not_a_crash():
     audit = port_weights_audit(expected, {"a.kernel": np.ones((2, 3, 3, 1)), "b": np.zeros(1)})
     assert not audit.passed and any("shape (2, 3, 3, 1)" in text for text in audit.messages)
     assert any("'b': not a parameter" in text for text in audit.messages)
+
+
+class LoadsBiasesSwapped(TorchBackend):
+    """A subclass of the built-in port whose own loading swaps two biases (no canonical_weights of its own)."""
+
+    name = "loads-biases-swapped"
+
+    def build_params(self, cfg, weights):
+        network = super().build_params(cfg, weights)
+        conv0, conv1 = network.encoder.blocks[0].conv0.bias, network.encoder.blocks[0].conv1.bias
+        with torch.no_grad():
+            held = conv0.detach().clone()
+            conv0.copy_(conv1)
+            conv1.copy_(held)
+        return network
+
+
+class BuildsItsOwnParameters(TorchBackend):
+    """Runs through another backend: it never built a network of its own, so nothing maps back and no port
+    weights audit is made (canonical_weights raises NotImplementedError), rather than a failed one."""
+
+    name = "builds-its-own"
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        return TorchBackend.run_pipeline(TorchBackend(self.device), pipeline, cfg, inputs, weights, sink, taps)
+
+
+def test_the_built_in_ports_subclass_is_audited_on_the_parameters_it_loaded(case):
+    plain = run_case(case, TorchBackend(), TorchBackend(), tolerance_table(None), RunOptions(modes=("propagated",)))
+    assert plain.passed and any(audit.name == "port weights" and audit.passed for audit in plain.audits)
+    swapped = run_case(case, TorchBackend(), LoadsBiasesSwapped(), tolerance_table(None),
+                       RunOptions(modes=("propagated",)))
+    assert swapped.first_divergence.mode == "port weights"
+    assert any("'encoder.block0.conv0.bias'" in message for message in swapped.first_divergence.messages)
+    own = run_case(case, TorchBackend(), BuildsItsOwnParameters(), tolerance_table(None),
+                   RunOptions(modes=("propagated",)))
+    assert own.passed and not any(audit.name == "port weights" for audit in own.audits)

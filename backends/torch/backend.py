@@ -13,7 +13,7 @@ from backends.common.taps import TapSpec
 
 from .network import PtychoNet
 from .stages import STAGES
-from .state_dict import to_state_dict
+from .state_dict import from_state_dict, to_state_dict
 
 
 class TorchBackend(Backend):
@@ -81,6 +81,14 @@ class TorchBackend(Backend):
         state = {name: torch.from_numpy(value) for name, value in to_state_dict(cfg, weights).items()}
         network.load_state_dict(state, strict=True)
         return network.to(self.device).eval()
+
+    def canonical_weights(self) -> dict[str, np.ndarray]:
+        """The parameters the network it last built holds, mapped back to canonical names and the Keras layout:
+        the port weights audit then checks what a subclass whose ``build_params`` loads them its own way holds."""
+        network = self._params
+        if not isinstance(network, PtychoNet):
+            raise NotImplementedError("no PtychoNet was built: nothing to map back")
+        return from_state_dict(network.cfg, network.state_dict())
 
     def _call(self, spec, ctx, inputs):
         with torch.no_grad():

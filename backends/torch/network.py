@@ -102,6 +102,7 @@ class DecoderHead(nn.Module):
 class PtychoNet(nn.Module):
     def __init__(self, cfg: ForwardConfig) -> None:
         super().__init__()
+        self.cfg = cfg  # what the parameters were built for: their canonical names (canonical_weights)
         dtype = getattr(torch, cfg.dtype)
         self.encoder = Encoder(cfg, dtype)
         self.decoder_amp = DecoderHead(cfg, "amp", dtype)
