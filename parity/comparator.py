@@ -264,6 +264,9 @@ def _region_failures(name: str, criteria: Criteria, summaries: dict, peak: float
             continue
         where = f"{name} [{region}, {summary['elements']} elements]"
         scale = f" (region peak {summary['peak']:.3g}, tap peak {peak:.3g})"
+        if not summary["peak"] and summary["max_abs_error"]:  # inf says less than what is there instead
+            scale = (f" (the reference is 0 over the whole region, the candidate is not: max |a-b| "
+                     f"{summary['max_abs_error']:.3g}; tap peak {peak:.3g})")
         if crit.max_rel_to_peak is not None and not summary["max_rel"] <= crit.max_rel_to_peak:
             failures.append(f"{where}: max |a-b| / max |a| over the region = "
                             f"{_exceeds(summary['max_rel'], crit.max_rel_to_peak)}{scale}")

@@ -104,6 +104,7 @@ def _attributes(obj: h5py.HLObject) -> dict[str, Any]:
 def _objects(h5: h5py.File) -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
     """Every group and dataset by path; a golden holds no soft or external links (they could point anywhere)."""
     pending = [("", h5)]
+    seen = {h5.id}  # groups by HDF5 object: a second hard link to a group (a cycle) would be walked forever
     while pending:
         prefix, group = pending.pop()
         for name in group:
@@ -117,9 +118,31 @@ def _objects(h5: h5py.File) -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
                 # would hang the read), so the golden would neither travel nor stay what was recorded
                 how = "virtual dataset" if obj.is_virtual else "external storage"
                 raise ValueError(f"'{where}' stores its data outside the file ({how}); a golden holds its data itself")
+            if isinstance(obj, h5py.Group):
+                if obj.id in seen:
+                    raise ValueError(f"'{where}' links to a group the file already holds under another name (a "
+                                     "cycle, or a copy by reference); a golden holds each group once")
+                seen.add(obj.id)
             yield where, obj
             if isinstance(obj, h5py.Group):
                 pending.append((f"{where}/", obj))
+
+
+CHUNK_FLOOR = 1 << 20  # bytes: a chunk up to this size is fine whatever the dataset's
+
+
+def _check_chunks(path: Any, where: str, dataset: h5py.Dataset) -> None:
+    """HDF5 reads a chunked dataset a whole chunk at a time, inflated: a chunk far larger than its dataset (a
+    (60000, 32, 32, 4) chunk for 2 samples) makes reading a few KiB of data take GiBs, past ``--max-memory``."""
+    chunks = dataset.chunks
+    if not chunks:
+        return
+    chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * dataset.dtype.itemsize
+    if chunk_bytes > max(CHUNK_FLOOR, dataset.size * dataset.dtype.itemsize):
+        raise CorruptGoldenError(f"{path}: '{where}' is stored in chunks of {tuple(chunks)} ({chunk_bytes} bytes "
+                                 f"each, inflated when read) for a dataset of {tuple(dataset.shape)}; a golden's "
+                                 "chunks are at most its datasets' size: the file was changed after recording; "
+                                 "re-record it with `parity record`")
 
 
 def metadata_digest(h5: h5py.File) -> str:
@@ -360,6 +383,7 @@ class Golden:
                        if name in expected), default=0)
         for group in GROUPS:
             for name, dataset in self.h5[group].items():
+                _check_chunks(self.path, f"{group}/{name}", dataset)
                 if name not in expected:
                     if dataset.size > largest:  # checksumming it would read (or fill in) all of it first
                         raise CorruptGoldenError(f"{self.path}: holds '{group}/{name}', which the registry does not "

@@ -122,3 +122,29 @@ def test_a_zip_bombed_keras_archive_is_refused_before_unpacking(tmp_path):
                 member.write(block)
     result = parity_process(*PINN, "--inputs", inputs, "--weights", bomb, "--out", tmp_path / "out", timeout=180)
     assert_refused(result, str(bomb), "'model.weights.h5' unpacks to 1073741824 bytes", "zip bomb")
+
+
+def _huge_chunks(h5, _):
+    _replace_tap(h5, lambda group, shape, dtype, data: group.create_dataset(
+        "amplitude", data=data, chunks=(60000, *shape[1:]), maxshape=(None, *shape[1:]), compression="gzip"))
+
+
+def test_a_golden_tap_stored_in_chunks_far_larger_than_itself_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    goldens = _forged(tmp_path, _huge_chunks, monkeypatch)
+    result = parity_process("check", "--case", CASE, "--goldens", goldens, "--out", tmp_path / "out", timeout=90)
+    assert_refused(result, SHIPPED.name, "'taps/amplitude' is stored in chunks of (60000,")
+
+
+@pytest.mark.parametrize("loop", ["taps/loop", "extra/loop"])
+def test_a_golden_whose_groups_link_in_a_cycle_is_refused_without_walking_it_forever(tmp_path, loop):
+    folder = tmp_path / "goldens"
+    folder.mkdir()
+    shutil.copy(SHIPPED, folder / SHIPPED.name)
+    with h5py.File(folder / SHIPPED.name, "r+") as h5:
+        if loop == "taps/loop":
+            h5[loop] = h5["taps"]
+        else:
+            h5.create_group("extra")
+            h5[loop] = h5["/"]
+    result = parity_process("check", "--case", CASE, "--goldens", folder, "--out", tmp_path / "out", timeout=90)
+    assert_refused(result, SHIPPED.name, f"'{loop}' links to a group the file already holds")
