@@ -293,6 +293,19 @@ def load_samples(path: str | Path) -> dict[tuple[str, str], KeptSamples]:
     path = Path(path)
     if not path.exists():
         return {}
+    try:
+        return _read_samples(path)
+    except ParityInputError:
+        raise
+    except (OSError, KeyError, ValueError, TypeError, IndexError, AttributeError) as error:  # truncated, edited
+        raise ParityInputError(f"{path}: not a samples file this harness wrote, or a damaged one "
+                               f"({type(error).__name__}: {str(error)[:160]}); rerun the case to write it again"
+                               ) from None
+
+
+def _read_samples(path: Path) -> dict[tuple[str, str], KeptSamples]:
+    from .errors import ParityInputError
+
     result: dict[tuple[str, str], KeptSamples] = {}
     with h5py.File(path, "r") as h5:
         if h5.attrs.get("schema") != SAMPLES_SCHEMA or int(h5.attrs.get("schema_version", 0)) != SAMPLES_VERSION:

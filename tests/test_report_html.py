@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import io
+import os
 import json
 import shutil
 import subprocess
@@ -253,6 +255,32 @@ def test_parity_report_re_renders_a_saved_run_identically(runs, tmp_path):
     assert code == EXIT_OK and out.count("wrote ") == 2
     code, _, err = cli("report", tmp_path / "nothing-here")
     assert code == EXIT_BAD_INPUT and "no report.json" in err
+
+
+def test_parity_report_on_damaged_evidence_or_an_unwritable_page_is_bad_input(runs, tmp_path, monkeypatch):
+    truncated = tmp_path / "truncated"
+    shutil.copytree(runs["faulty"], truncated)
+    samples = truncated / "samples.h5"
+    samples.write_bytes(samples.read_bytes()[: samples.stat().st_size // 2])
+    code, _, err = cli("report", truncated)
+    assert code == EXIT_BAD_INPUT and "samples.h5: not a samples file this harness wrote, or a damaged one" in err
+    blocked = tmp_path / "blocked"
+    shutil.copytree(runs["faulty"], blocked)
+    before = (blocked / "report.html").read_bytes()
+    import parity.atomic_files as atomic_files
+
+    opened = os.open
+
+    def read_only_folder(path, flags, *args):  # what a read-only mount says, even to root
+        if flags & os.O_CREAT and Path(path).parent == blocked:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(atomic_files.os, "open", read_only_folder)
+    code, _, err = cli("report", blocked)
+    monkeypatch.undo()
+    assert code == EXIT_BAD_INPUT and "cannot write report.html there (Read-only file system)" in err, err
+    assert (blocked / "report.html").read_bytes() == before
 
 
 def test_parity_diff_before_and_after_a_fix(runs, tmp_path):
