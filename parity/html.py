@@ -91,8 +91,13 @@ def _summary(document: dict[str, Any]) -> str:
                      + (" — " + escape(_accumulated(divergence)) if divergence.get("inherited") else "") + "</p>")
         parts.append('<ul class="msgs">' + "".join(f"<li><code>{escape(m)}</code></li>"
                                                    for m in divergence.get("messages", [])[:4]) + "</ul>")
+    elif document.get("stopped"):  # a run that ended before its verdict (a crash report has no taps at all)
+        parts.append(f"<p><b>Stopped</b> ({escape(str(document.get('stop_kind') or 'run'))}): "
+                     f"<code>{escape(str(document['stopped']))}</code></p>")
     else:
         parts.append("<p>No divergence: every tap is within its tolerance in every mode judged.</p>")
+    if document.get("stopped") and divergence and divergence.get("mode") != "stopped":
+        parts.append(f"<p><b>Stopped</b>: <code>{escape(str(document['stopped']))}</code></p>")
     judged = sum(tap.get("passed") is True for tap in taps)
     parts.append(f"<p>{judged}/{len(taps)} taps within tolerance.</p>")
     failing = [tap for tap in taps if tap.get("passed") is False and tap["name"] != (divergence or {}).get("tap")]
@@ -278,9 +283,9 @@ def _header(document: dict[str, Any]) -> str:
     case = document.get("case", {})
     described = [f"pipeline <b>{escape(str(document.get('pipeline', '')))}</b>",
                  f"dtype {escape(str(document.get('config', {}).get('dtype')))}",
-                 f"reference <b>{escape(str(document.get('reference', {}).get('name')))}</b> vs candidate "
-                 f"<b>{escape(str(document.get('candidate', {}).get('name')))}</b> "
-                 f"on {escape(str(document.get('device')))}",
+                 f"reference <b>{escape(str(document.get('reference', {}).get('name') or '-'))}</b> vs candidate "
+                 f"<b>{escape(str(document.get('candidate', {}).get('name') or '-'))}</b> "
+                 f"on {escape(str(document.get('device') or '-'))}",
                  escape(str(document.get("provenance", {}).get("timestamp", ""))),
                  f"schema {escape(str(document.get('schema_version')))}"]
     return (f"<h1>{escape(str(case.get('name', '?')))} {verdict_badge(document.get('passed'))}</h1>"

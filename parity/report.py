@@ -6,6 +6,8 @@ The HTML report, ``parity report`` and ``parity diff`` read the JSON document
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import math
 import os
@@ -40,10 +42,26 @@ def write_report(report: RunReport, directory: str | Path) -> Path:
     return write_json_atomic(Path(directory) / "report.json", to_jsonable(report.to_dict()))
 
 
+# what a run writes beside report.json (``--dump-taps``' files are written during the run, and left alone)
+RUN_OUTPUTS = ("report.html", "samples.h5", "patch_stats.json", "canvas.json", "offsets.json")
+
+
+def clear_run_outputs(directory: str | Path) -> None:
+    """Remove an earlier run's page and evidence from a case folder about to get a new report: a page or a
+    picture of that run beside this run's report.json would say what this run did not."""
+    directory = Path(directory)
+    stale = [directory / name for name in RUN_OUTPUTS] + sorted(directory.glob("patches-*.png"))
+    for path in stale:
+        if path.is_symlink() or path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
 def write_case_outputs(report: RunReport, directory: str | Path, evidence: Any = None) -> Path:
     """``report.json``, then the evidence files (when collected), then ``report.html``; returns the JSON path."""
     from .html import write_html
 
+    clear_run_outputs(directory)
     path = write_report(report, directory)
     if evidence is not None:
         evidence.write(directory, {(mode, tap.name) for tap in report.taps

@@ -441,7 +441,7 @@ def _resume_if_stopped(child: subprocess.Popen, stopped_since: float | None) -> 
 
 
 def _write_crash_report(started: dict[str, Any], stopped: str, stop_kind: str) -> None:
-    from .report import write_report
+    from .report import write_case_outputs
     from .results import RunReport
 
     report = RunReport(case=started["case"], pipeline=started["pipeline"], config=started["config"], reference={},
@@ -449,7 +449,7 @@ def _write_crash_report(started: dict[str, Any], stopped: str, stop_kind: str) -
                        timing={}, stopped=stopped + (f"; last seen: {started['stage']}" if started.get("stage") else ""),
                        stop_kind=stop_kind)
     try:
-        path = write_report(report, Path(started["dir"]))
+        path = write_case_outputs(report, Path(started["dir"]))  # its page too: an earlier run's is removed
         print(f"parity: report of the interrupted case written to {path}", file=sys.stderr)
     except Exception as error:  # noqa: BLE001 - the exit code says it all; the report is a courtesy
         print(f"parity: could not write the case's report ({error})", file=sys.stderr)

@@ -419,6 +419,8 @@ def test_adapter_code_ending_the_process_is_a_crash_with_a_report_never_a_verdic
     stale = tmp_path / "physics-default" / "report.json"
     stale.parent.mkdir()
     stale.write_text('{"passed": true}')
+    for name in ("report.html", "samples.h5", "canvas.json", "patches-amplitude.png"):  # an earlier run's
+        (stale.parent / name).write_text("an earlier run's")
     process = subprocess.run(
         [sys.executable, "-m", "parity", "run", "--case", "physics-default", "--set", "N=32", "--reference", "torch",
          "--candidate", "tests.hostile_adapters:EndsTheProcess", "--out", str(tmp_path)], cwd=root,
@@ -431,6 +433,10 @@ def test_adapter_code_ending_the_process_is_a_crash_with_a_report_never_a_verdic
     assert f"exited with status {status}" in report["stopped"]
     # where it ended: the candidate had delivered the tap before intensity's, and intensity was running
     assert "last seen: candidate delivered 'amplitude.scaled'" in report["stopped"], report["stopped"]
+    # nothing of the earlier run is left beside it: its page is this crash's
+    assert {path.name for path in stale.parent.iterdir()} <= {"adapter.log", "report.html", "report.json"}
+    assert "an earlier run" not in (stale.parent / "report.html").read_text()
+    assert "Stopped" in (stale.parent / "report.html").read_text()
 
 
 def test_an_adapter_calling_sys_exit_while_built_is_bad_usage_not_a_pass(tmp_path):
