@@ -196,10 +196,10 @@ def run_selftest(*, seeds: int = 20, only: Sequence[str] | None = None, cases: S
     if only and not (faults or refactors):  # a bad pattern is refused before any framework loads
         raise ParityInputError(f"--only {list(only)}: no fault or refactor id matches; ids: "
                                f"{[item.id for item in (*FAULTS, *REFACTORS)]}")
-    if reference is None:
-        from backends.tf import TensorFlowBackend
+    if reference is None:  # the TF reference, loaded as --reference tf is: without TensorFlow, exit 2 saying so
+        from .adapters import load_adapter
 
-        reference = TensorFlowBackend()
+        reference = load_adapter("tf", "cpu")
     if tolerances is None:
         from .workflows import tolerance_table
 

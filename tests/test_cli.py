@@ -448,6 +448,9 @@ def test_the_tensorflow_block_works(tmp_path):
     assert result.returncode == EXIT_BAD_INPUT, result.stderr
     assert "cannot import 'backends.tf'" in result.stderr
     assert _block_report(result.stderr)["imports"] == ["tensorflow"]
+    selftest = _process(["selftest", "--fast", "--only", "canvas-offset-sign"], block_tensorflow=True)
+    assert selftest.returncode == EXIT_BAD_INPUT and "cannot import 'backends.tf'" in selftest.stderr
+    assert "Traceback" not in selftest.stderr, selftest.stderr
 
 
 def test_real_exit_codes_of_python_m_parity(tmp_path):
