@@ -198,18 +198,25 @@ def _suite_dir(config: pytest.Config, source: _Source) -> Path:
     configured = config.getini("parity_suite_dir")
     if configured:
         return (source.ini_dir / configured).resolve()
+    # the first testpaths entry where the session collects it, else the first folder it collects (`pytest tests`),
+    # else the invocation folder. The rootdir may be a folder the session never collects (`--rootdir` elsewhere,
+    # an option's value taken for a path moves it up to a common ancestor): a suite generated in a folder the
+    # session does not collect would not run, and a configured candidate never be judged.
+    invoked = Path(config.invocation_params.dir)
+    collected = []
+    for argument in config.args:
+        for base in (invoked, Path(config.rootpath)):
+            folder = (base / str(argument).split("::")[0]).resolve()
+            if folder.is_dir():
+                collected.append(folder)
+                break
     testpaths = config.getini("testpaths")
     if testpaths:
-        return (Path(config.rootpath) / testpaths[0]).resolve()
-    # no testpaths: the first folder the session collects (`pytest tests`), else the invocation folder. The
-    # rootdir may be a folder the session never collects (an option's value taken for a path moves it up to a
-    # common ancestor): a suite generated there would not run, and a configured candidate never be judged.
-    invoked = Path(config.invocation_params.dir)
-    for argument in config.args:
-        folder = (invoked / str(argument).split("::")[0]).resolve()
-        if folder.is_dir():
-            return folder
-    return invoked.resolve()
+        for base in (Path(config.rootpath), source.ini_dir):
+            listed = (base / testpaths[0]).resolve()
+            if not collected or any(listed == folder or folder in listed.parents for folder in collected):
+                return listed
+    return collected[0] if collected else invoked.resolve()
 
 
 def _kib(text: str) -> int:
@@ -222,8 +229,59 @@ def _kib(text: str) -> int:
     return value << 10
 
 
+def _nearest_config_file(start: Path) -> Path | None:
+    """The pytest configuration file a session started in ``start`` with no path arguments would read."""
+    import configparser
+    import tomllib
+
+    for folder in (start, *start.parents):
+        for name in ("pytest.ini", ".pytest.ini"):
+            if (folder / name).is_file():
+                return folder / name
+        pyproject = folder / "pyproject.toml"
+        try:
+            if pyproject.is_file() and "pytest" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+                return pyproject
+        except (OSError, ValueError, UnicodeDecodeError):
+            pass
+        for name, section in (("tox.ini", "pytest"), ("setup.cfg", "tool:pytest")):
+            parser = configparser.ConfigParser(interpolation=None)
+            try:
+                if (folder / name).is_file() and parser.read(folder / name) and parser.has_section(section):
+                    return folder / name
+            except (OSError, configparser.Error, UnicodeDecodeError):
+                pass
+    return None
+
+
+def check_rootdir(config: pytest.Config) -> None:
+    """``--parity-out DIR`` (a space, not ``=``): pytest chooses its rootdir before plugins' options are known,
+    so an existing DIR is taken for a test path there and the rootdir moves up to a common ancestor, where the
+    project's configuration file (its parity_candidate, parity_reference, ...) is not read. The session would
+    then quietly judge nothing, or against another reference: a usage error says so instead."""
+    args = [str(arg) for arg in config.invocation_params.args]
+    if any(arg in ("-c", "--config-file", "--rootdir", "--inifile") or arg.startswith(("--rootdir=", "--config-file="))
+           for arg in args):
+        return
+    invoked = Path(config.invocation_params.dir)
+    taken = [(option, value) for option, value in zip(args, args[1:])
+             if option.startswith("--parity-") and "=" not in option and not value.startswith("-")
+             and (invoked / value).exists()]
+    if not taken:
+        return
+    nearest = _nearest_config_file(invoked)
+    read = Path(config.inipath).resolve() if config.inipath else None
+    if nearest is not None and read != nearest.resolve():
+        option, value = taken[0]
+        raise pytest.UsageError(
+            f"parity plugin: {option} {value}: pytest took {value!r} for a test path when it chose its rootdir "
+            f"({config.rootpath}), so it did not read {nearest}, which may hold parity_candidate and the other "
+            f"parity_* keys; write {option}={value}")
+
+
 def read_settings(config: pytest.Config) -> ParitySettings:
     """Options override ini keys; bad values stop the session with a usage error naming the setting."""
+    check_rootdir(config)
     source = _Source(config)
     candidate, _ = source.get("candidate")
     device, _ = source.get("device")

@@ -367,3 +367,40 @@ def test_a_goldens_folder_of_the_users_own_is_read_even_when_named_like_the_keyw
     assert parse_reference("golden:goldens", tmp_path).goldens == (tmp_path / "goldens").resolve()
     assert parse_reference("golden", tmp_path).goldens == DEFAULT_GOLDENS
     assert parse_reference("torch", tmp_path).adapter == "torch"
+
+
+def _project(tmp_path):
+    """A porting team's repository: its configuration (a candidate, golden reference) and a tests folder."""
+    project = tmp_path / "project"
+    (project / "tests").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\ntestpaths = ["tests"]\n'
+                                            'parity_candidate = "torch"\nparity_reference = "golden"\n'
+                                            f'parity_cases = ["{SMALL}"]\nparity_baselines = "off"\n')
+    (project / "tests" / "test_own.py").write_text("def test_own():\n    pass\n")
+    return project
+
+
+def _collect(cwd, *args):
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)})
+
+
+def test_an_option_value_pytest_takes_for_a_path_is_a_usage_error_not_a_session_without_its_configuration(tmp_path):
+    project = _project(tmp_path)
+    outside = tmp_path / "reports"
+    outside.mkdir()
+    moved = _collect(project, "--parity-out", str(outside))  # pytest's rootdir moves to tmp_path: no pyproject read
+    assert moved.returncode == pytest.ExitCode.USAGE_ERROR, moved.stdout[-2000:] + moved.stderr[-2000:]
+    assert f"write --parity-out={outside}" in moved.stderr and "pyproject.toml" in moved.stderr
+    fine = _collect(project, f"--parity-out={outside}")
+    assert fine.returncode == 0 and f"parity::test_parity[{SMALL}-farfield]" in fine.stdout, fine.stdout[-2000:]
+
+
+def test_a_rootdir_elsewhere_still_gets_the_generated_suite_in_the_folder_it_collects(tmp_path):
+    project = _project(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _collect(elsewhere, f"--rootdir={elsewhere}", str(project / "tests"))
+    assert result.returncode == 0 and f"parity::test_parity[{SMALL}-farfield]" in result.stdout, (
+        result.stdout[-2000:] + result.stderr[-2000:])
