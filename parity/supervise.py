@@ -62,15 +62,16 @@ _resumed = 0  # how many times it did
 
 
 def wanted() -> bool:
-    """Whether to run the command under a watcher: ``PARITY_SUPERVISE`` 1 (default) or 0; anything else
-    is a usage error (exit 2), not silently one or the other."""
+    """Whether to run the command under a watcher: ``PARITY_SUPERVISE`` 1 (default; also true, yes, on, or
+    set but empty) or 0 (also false, no, off); anything else is a usage error (exit 2), not silently one or
+    the other."""
     text = os.environ.get("PARITY_SUPERVISE", "1").strip().lower()
     if text in ("1", "true", "yes", "on", ""):
         return not is_child()
     if text in ("0", "false", "no", "off"):
         return False
-    print(f"parity: environment variable PARITY_SUPERVISE={text!r}: expected 1 (watch the command, the "
-          "default) or 0 (run it in one process)", file=sys.stderr)
+    print(f"parity: error: environment variable PARITY_SUPERVISE={text!r}: expected 1 (watch the command, the "
+          "default; true, yes, on) or 0 (run it in one process; false, no, off)", file=sys.stderr)
     raise SystemExit(2)
 
 
