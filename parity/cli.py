@@ -40,6 +40,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+MAX_REPEAT = 100  # candidate runs per case: a nondeterministic kernel shows within a few
+
+
+def _repeat_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_REPEAT:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_REPEAT} runs per case, got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -192,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_gpu_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-tf32", action="store_true",
                         help="let float32 matmuls/convolutions use TF32 on GPUs (recorded; fails tight tolerances)")
-    parser.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+    parser.add_argument("--repeat", type=_repeat_count, default=1, metavar="N",
                         help="also run the candidate N times on each case's inputs and report every tap that is "
                              "not bitwise identical between runs (exit 1 if any)")
 

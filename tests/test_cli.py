@@ -299,6 +299,7 @@ BAD_USAGE = {
     "inputs with case": (lambda tmp: ["run", *CASE, "--pipeline", "physics", "--inputs", tmp / "x.npz"],
                          "--case and --inputs exclude each other"),
     "weights without inputs": (lambda tmp: ["run", *CASE, "--weights", tmp / "w.npz"], "--weights needs --inputs"),
+    "repeat without bound": (lambda tmp: ["check", *CASE, "--repeat", "99999999999999"], "expected at most 100 runs"),
     "bad config file": (lambda tmp: ["run", *CASE, "--config", tmp / "absent.toml"], "config file not found"),
 }
 
