@@ -50,6 +50,17 @@ def _repeat_count(text: str) -> int:
     return value
 
 
+MIN_STAGE_TIMEOUT = 0.5  # seconds: a stage's progress is looked at every 0.1 s; less could never be kept
+
+
+def _stage_timeout(text: str) -> float:
+    value = _positive_float(text)
+    if value < MIN_STAGE_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"expected at least {MIN_STAGE_TIMEOUT:g} seconds (a stage's progress is "
+                                         f"looked at every 0.1 s), got {text!r}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -103,7 +114,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-chunk", type=_positive_int, default=None, metavar="N",
                         help="run N samples per call (default: as many as keep 16 MiB of taps per side; more "
                              "exercises a port's large-batch code, within --max-memory)")
-    parser.add_argument("--stage-timeout", type=_positive_float, default=DEFAULT_STAGE_TIMEOUT, metavar="SECONDS",
+    parser.add_argument("--stage-timeout", type=_stage_timeout, default=DEFAULT_STAGE_TIMEOUT, metavar="SECONDS",
                         help=f"give up on a stage that runs this long without a result "
                              f"(default {DEFAULT_STAGE_TIMEOUT:g})")
     parser.add_argument("--quiet", action="store_true", help="print only the verdict lines")

@@ -318,7 +318,7 @@ def test_bad_usage_exits_2(capsys, tmp_path, build, fragment):
 
 
 @pytest.mark.parametrize("args", [["run", "--mode", "sideways"], ["run", "--pipeline", "jax"], ["frobnicate"], [],
-                                  ["check", "--repeat", "99999999999999"]])
+                                  ["check", "--repeat", "99999999999999"], ["check", "--stage-timeout", "0.001"]])
 def test_argparse_errors_exit_2(capsys, args):
     with pytest.raises(SystemExit) as caught:
         main(args)
