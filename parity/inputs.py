@@ -21,6 +21,7 @@ from backends.common.taps import PIPELINE_INPUTS, PIPELINES, TapSpec, pipeline_i
 from backends.common.weights import weight_problems, weight_specs
 
 from .budget import check, check_read
+from .chunks import plan
 from .errors import ParityInputError
 from .files import read_toml, regular_file
 from .input_stream import FiniteScan, stream_input
@@ -257,10 +258,16 @@ def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
     if not isinstance(arrays, NpzArchive):
         return validate_inputs(str(path), pipeline, cfg, arrays), ignored
     names = _check_headers(str(path), pipeline, cfg, arrays)
-    check_read(str(path), sum(arrays[key].nbytes for key in names.values()))
+    streamed = {spec.name for spec in pipeline_inputs(pipeline) if _streamed(pipeline, cfg, spec, arrays[names[spec.name]])}
+    # what is read whole; a streamed member is inflated a piece at a time
+    check_read(str(path), sum(arrays[key].nbytes for name, key in names.items() if name not in streamed))
     shapes = {name: arrays[key].shape for name, key in names.items()}
     batch = next(shapes[spec.name][0] for spec in pipeline_inputs(pipeline) if spec.layout in BATCH_LAYOUTS)
-    check(cfg, pipeline, batch, str(path), input_shapes=shapes)  # the whole run, from the headers alone
+    # the whole run, from the headers alone, in the chunks a run takes by default (--batch-chunk is weighed
+    # again with the case, parity.commands._cases)
+    chunk = max(stop - start for start, stop in plan(pipeline, pipeline_taps(pipeline, cfg), cfg, batch,
+                                                     split_global=True))
+    check(cfg, pipeline, batch, str(path), input_shapes=shapes, chunk_batch=chunk, inputs_in_file=bool(streamed))
     validated: dict[str, Any] = {}
     judged: dict[str, np.ndarray] = {}  # what the degenerate-input checks see of each streamed input
     for spec in pipeline_inputs(pipeline):

@@ -202,3 +202,17 @@ def test_python_peak_memory_of_a_run_does_not_grow_with_the_batch(tmp_path, stre
     small, large = least(64), least(512)  # 512: 16 MiB of object patches
     # a whole-batch copy of the inputs alone would add 8x the small run's input bytes (measured 1.6x here)
     assert large < 1.3 * small, f"peak traced memory {large >> 20} MiB at B=512 vs {small >> 20} MiB at B=64"
+
+
+def test_the_memory_check_of_a_file_weighs_the_chunks_a_run_takes_not_the_whole_batch(tmp_path, streamed):
+    from parity import budget
+
+    path = _compressed(tmp_path / "inputs.npz", _physics(256))
+    whole = budget.estimate(CFG, "physics", 256).total_bytes
+    chunked = budget.estimate(CFG, "physics", 256, chunk_batch=16, inputs_in_file=True).total_bytes
+    assert chunked < whole / 4
+    with budget.memory_limit((whole + chunked) // 2):  # enough for a run in chunks, not for the batch at once
+        validated, _ = load_inputs(path, "physics", CFG)
+    assert isinstance(validated["object_patches"], LazyArray)
+    with budget.memory_limit(chunked // 4), pytest.raises(ParityInputError, match="more than the memory limit"):
+        load_inputs(path, "physics", CFG)
