@@ -73,6 +73,11 @@ def write_case_outputs(report: RunReport, directory: str | Path, evidence: Any =
 REPORT_LIMIT = 256 * 2**20  # a report holds statistics per tap, never tensors: far below this
 
 
+def _not_strict(word: str) -> None:
+    """The harness writes strict JSON (non-finite numbers as strings): a bare NaN or Infinity was put there."""
+    raise ValueError(f"a bare {word} (the harness writes strict JSON: non-finite numbers as strings)")
+
+
 def load_report(path: str | Path) -> dict[str, Any]:
     """A saved ``report.json`` (a file, or the case folder holding it), schema checked."""
     path = Path(path)
@@ -86,7 +91,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
             if size > REPORT_LIMIT:
                 raise ParityInputError(f"{path}: a report of {size} bytes, more than the {REPORT_LIMIT} bytes any "
                                        "report this harness writes holds; expected a report.json of `parity run`")
-            document = json.loads(handle.read().decode())
+            document = json.loads(handle.read().decode(), parse_constant=_not_strict)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ParityInputError(f"{path}: not a JSON report ({error})") from None
     except (ValueError, RecursionError) as error:  # a 5000-digit integer, nesting deeper than the parser goes

@@ -65,7 +65,8 @@ def test_hostile_saved_reports_are_bad_input_for_report_and_diff(tmp_path):
 
     header = '{"schema": "ptycho-parity/report", "schema_version": 1, '
     hostile = {"bigint": header + '"x": ' + "9" * 5001 + "}", "deep": "[" * 100_000 + "]" * 100_000,
-               "wrongtypes": header + '"case": 3, "taps": 7, "audits": "no"}'}
+               "wrongtypes": header + '"case": 3, "taps": 7, "audits": "no"}',
+               "bare nan": header + '"passed": NaN, "taps": [], "audits": []}'}
     for name, text in hostile.items():
         folder = _saved(tmp_path / name, text)
         assert main(["report", str(folder)]) == EXIT_BAD_INPUT, name
