@@ -383,12 +383,11 @@ def command_report(args) -> int:
         raise ParityInputError(f"{folder}: no report.json here nor in any subfolder")
     for case_dir in folders:
         with _saved_report(case_dir):
-            document = load_report(case_dir)
-        try:
-            written = write_html(document, case_dir)
-        except OSError as error:  # a read-only folder of saved runs, a full disk: say where, change nothing
-            raise ParityInputError(f"{case_dir}: cannot write report.html there "
-                                   f"({error.strerror or type(error).__name__})") from None
+            try:
+                written = write_html(load_report(case_dir), case_dir)
+            except OSError as error:  # a read-only folder of saved runs, a full disk: say where, change nothing
+                raise ParityInputError(f"{case_dir}: cannot write report.html there "
+                                       f"({error.strerror or type(error).__name__})") from None
         print(f"wrote {written}")
     return EXIT_OK
 
