@@ -26,7 +26,7 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from backends.common.config import DEFAULTS, ConfigError, ForwardConfig
@@ -92,14 +92,14 @@ def _nbytes(shape: Sequence[int | None], itemsize: int) -> int:
 
 
 def _input_bytes(cfg: ForwardConfig, pipeline: str, batch: int, shapes: Mapping[str, Sequence[int]],
-                 rows: int | None = None) -> int:
-    """The inputs' bytes at ``batch`` samples (a file's shapes, where known, resized to it); ``rows``: inputs that
-    stay in their file and are read a chunk at a time hold only that many samples at once."""
+                 in_file: Collection[str] = (), rows: int = 1) -> int:
+    """The inputs' bytes at ``batch`` samples (a file's shapes, where known, resized to it); the inputs named in
+    ``in_file`` stay in their file and are read ``rows`` samples at a time."""
     total = 0
     for spec in pipeline_inputs(pipeline):
         shape = shapes.get(spec.name) or spec.shape(cfg, batch)
         if batched(spec) and len(shape):
-            shape = (rows if rows is not None else batch, *shape[1:])
+            shape = (rows if spec.name in in_file else batch, *shape[1:])
         if None in shape:  # a free size (simulate's object): the built-in cases' object is about 3N x 3N
             shape = tuple(3 * cfg.N if dim is None else dim for dim in shape)
         total += _nbytes(shape, spec.dtype(cfg).itemsize)
@@ -129,7 +129,7 @@ def _pipeline_parts(cfg: ForwardConfig, pipeline: str, batch: int, shapes: Mappi
 
 def estimate(cfg: ForwardConfig, pipeline: str, batch: int, *, chunk_batch: int | None = None,
              input_shapes: Mapping[str, Sequence[int]] | None = None, reference_copies: int = 1,
-             inputs_in_file: bool = False) -> Estimate:
+             inputs_in_file: Collection[str] = ()) -> Estimate:
     """Bytes a run of ``pipeline`` on ``batch`` samples needs (``chunk_batch``: per-chunk parts sized for it).
 
     ``input_shapes``: the inputs' real shapes where known (headers of a user's
@@ -143,9 +143,10 @@ def estimate(cfg: ForwardConfig, pipeline: str, batch: int, *, chunk_batch: int 
     shapes = dict(input_shapes or {})
     store, peak, at = _pipeline_parts(cfg, pipeline, chunk, shapes)
     largest = max(_nbytes(spec.shape(cfg, chunk), spec.dtype(cfg).itemsize) for spec in pipeline_taps(pipeline, cfg))
-    in_memory = _input_bytes(cfg, pipeline, batch, shapes, rows=chunk if inputs_in_file else None)
-    parts = [Part("inputs", in_memory, inputs_in_file, f"x{INPUT_COPIES}"
-                  + (f", {chunk} samples at a time from the file" if inputs_in_file else "")),
+    in_memory = _input_bytes(cfg, pipeline, batch, shapes, inputs_in_file, chunk)
+    parts = [Part("inputs", in_memory, False, f"x{INPUT_COPIES}" + (
+                  f"; {', '.join(sorted(inputs_in_file))} read {chunk} samples at a time from the file"
+                  if inputs_in_file else "")),
              Part("comparison buffers", min(COMPARE_BYTES, 4 * largest), True)]
     if pipeline == "pinn":
         parameters = sum(math.prod(shape) for _, shape in weight_specs(cfg))
@@ -283,6 +284,6 @@ def check_case(case, what: str | None = None, config: ForwardConfig | None = Non
     built = case.__dict__.get("inputs")  # a cached_property: only if already computed
     shapes = {name: value.shape for name, value in built.items()} if built else {}
     # a user's inputs that stay in their file (parity.lazy) are read a chunk of rows at a time
-    in_file = bool(built) and any(callable(getattr(value, "rows", None)) for value in built.values())
+    in_file = [name for name, value in (built or {}).items() if callable(getattr(value, "rows", None))]
     return check(config or case.config, case.pipeline, case.batch, what or case.name, input_shapes=shapes,
                  inputs_in_file=in_file, **options)

@@ -297,9 +297,11 @@ def _repeat(args, cases, reports, candidate, out: Path) -> bool:
     """``--repeat N``: the candidate's nondeterminism check per case, noted in its report; False if any."""
     if args.repeat < 2:
         return True
+    from backends.common.taps import pipeline_taps
+
     from .guard import AdapterFault, Guard
     from .repeat import judge_repeats, repeat_check, summary_lines
-    from .report import write_report
+    from .report import rewrite_report
 
     clean = True
     for case, report in zip(cases, reports):
@@ -313,8 +315,8 @@ def _repeat(args, cases, reports, candidate, out: Path) -> bool:
         finally:
             guard.close()
         lines = summary_lines(case, found, args.repeat, fault)
-        judge_repeats(report, found, lines, fault)
-        write_report(report, out / case.name)
+        judge_repeats(report, found, lines, fault, pipeline_taps(case.pipeline, case.config))
+        rewrite_report(report, out / case.name)  # report.json and its page: the verdict may have changed
         print("\n".join(lines))
         clean = clean and not found and fault is None
     return clean

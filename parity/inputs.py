@@ -267,7 +267,7 @@ def load_inputs(path: str | Path, pipeline: str, cfg: ForwardConfig,
     # again with the case, parity.commands._cases)
     chunk = max(stop - start for start, stop in plan(pipeline, pipeline_taps(pipeline, cfg), cfg, batch,
                                                      split_global=True))
-    check(cfg, pipeline, batch, str(path), input_shapes=shapes, chunk_batch=chunk, inputs_in_file=bool(streamed))
+    check(cfg, pipeline, batch, str(path), input_shapes=shapes, chunk_batch=chunk, inputs_in_file=streamed)
     validated: dict[str, Any] = {}
     judged: dict[str, np.ndarray] = {}  # what the degenerate-input checks see of each streamed input
     for spec in pipeline_inputs(pipeline):

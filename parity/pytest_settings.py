@@ -234,13 +234,17 @@ def _nearest_config_file(start: Path) -> Path | None:
     import configparser
     import tomllib
 
+    native_toml = int(pytest.__version__.split(".")[0]) >= 9  # pytest.toml and [tool.pytest] from pytest 9 on
     for folder in (start, *start.parents):
-        for name in ("pytest.ini", ".pytest.ini"):
+        names = ("pytest.toml", ".pytest.toml", "pytest.ini", ".pytest.ini") if native_toml else ("pytest.ini",
+                                                                                                  ".pytest.ini")
+        for name in names:
             if (folder / name).is_file():
                 return folder / name
         pyproject = folder / "pyproject.toml"
         try:
-            if pyproject.is_file() and "pytest" in tomllib.loads(pyproject.read_text()).get("tool", {}):
+            table = tomllib.loads(pyproject.read_text()).get("tool", {}).get("pytest") if pyproject.is_file() else None
+            if isinstance(table, dict) and ("ini_options" in table or (native_toml and table)):
                 return pyproject
         except (OSError, ValueError, UnicodeDecodeError):
             pass
@@ -254,6 +258,9 @@ def _nearest_config_file(start: Path) -> Path | None:
     return None
 
 
+PATH_OPTIONS = ("--parity-out", "--parity-tolerances", "--parity-baselines", "--parity-reference", "--parity-inputs")
+
+
 def check_rootdir(config: pytest.Config) -> None:
     """``--parity-out DIR`` (a space, not ``=``): pytest chooses its rootdir before plugins' options are known,
     so an existing DIR is taken for a test path there and the rootdir moves up to a common ancestor, where the
@@ -265,8 +272,7 @@ def check_rootdir(config: pytest.Config) -> None:
         return
     invoked = Path(config.invocation_params.dir)
     taken = [(option, value) for option, value in zip(args, args[1:])
-             if option.startswith("--parity-") and "=" not in option and not value.startswith("-")
-             and (invoked / value).exists()]
+             if option in PATH_OPTIONS and not value.startswith("-") and (invoked / value).exists()]
     if not taken:
         return
     nearest = _nearest_config_file(invoked)

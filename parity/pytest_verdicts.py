@@ -97,7 +97,11 @@ def first_divergence(outcome: ParityOutcome) -> str | None:
         return None
     where = f"{divergence['tap']} ({divergence['mode']})" if divergence.get("tap") else f"{divergence['mode']} audit"
     messages = divergence.get("messages") or [""]
-    inherited = " [inherited: every stage passes alone]" if divergence.get("inherited") else ""
+    inherited = ""
+    if divergence.get("inherited"):
+        unseen = divergence.get("unjudged_upstream") or []
+        inherited = (f" [inherited; not judged alone before it: {', '.join(unseen)}]" if unseen
+                     else " [inherited: every stage passes alone]")
     return f"{where}{inherited}: {messages[0]}"
 
 

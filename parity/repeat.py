@@ -132,7 +132,8 @@ def summary_lines(case: Case, found: list[RepeatDifference], runs: int, fault: s
             f"between {runs} runs on the same inputs"] + [f"  {difference.describe()}" for difference in found]
 
 
-def judge_repeats(report: Any, found: list[RepeatDifference], lines: list[str], fault: str | None = None) -> None:
+def judge_repeats(report: Any, found: list[RepeatDifference], lines: list[str], fault: str | None = None,
+                  registry: list[TapSpec] | None = None) -> None:
     """The repeat check's findings in the report's verdict: every tap that is not bitwise identical between runs
     fails in each mode it was judged in (its stage is not deterministic), a repeated run that did not finish fails
     the ``repeat`` audit; the first divergence is found again."""
@@ -153,4 +154,4 @@ def judge_repeats(report: Any, found: list[RepeatDifference], lines: list[str], 
     unmarked = [differing[name] for name in differing if name not in marked]  # not judged here: still no pass
     if fault is not None or unmarked:
         report.audits.append(Audit("repeat", False, [lines[0]] + unmarked if fault is None else [lines[0]]))
-    report.first_divergence = first_divergence(report.taps, report.audits, report.stopped)
+    report.first_divergence = first_divergence(report.taps, report.audits, report.stopped, registry)

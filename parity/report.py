@@ -57,6 +57,16 @@ def clear_run_outputs(directory: str | Path) -> None:
                 path.unlink()
 
 
+def rewrite_report(report: RunReport, directory: str | Path) -> Path:
+    """``report.json`` and ``report.html`` again after a later check changed the verdict (``--repeat``); the
+    run's evidence files stay."""
+    from .html import write_html
+
+    path = write_report(report, directory)
+    write_html(json.loads(path.read_text()), Path(directory))
+    return path
+
+
 def write_case_outputs(report: RunReport, directory: str | Path, evidence: Any = None) -> Path:
     """``report.json``, then the evidence files (when collected), then ``report.html``; returns the JSON path."""
     from .html import write_html

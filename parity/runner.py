@@ -238,6 +238,7 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
                   split_global=True)
     flow = CaseRun(case, reference, candidate, tolerances, options, graphs, selected, not_comparable, guards,
                    observers + ([keeper] if keeper is not None else []), device)
+    pinned_global = False
     try:
         if len(chunks) > 1 and needs_pinning(registry, flow.compared_names):
             began = time.perf_counter()
@@ -249,21 +250,8 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
                 report.notes.append(f"ran as one chunk of {batch} samples, not in chunks: {why}")
             else:
                 flow.reference, flow.candidate = pinned
-                if len(chunks) > 2:
-                    longest = max(stop - start for start, stop in chunks)
-                    report.notes.append(
-                        f"the whole-batch statistics ({', '.join(spec.name for spec in global_specs(registry))}) "
-                        f"were computed by each side on {len(chunks)} chunks of up to {longest} samples and combined "
-                        f"(the rule checked on the first two chunks joined): a statistic that goes wrong only over "
-                        f"more than {2 * longest} samples at once is not seen; run without --batch-chunk (or with "
-                        "more memory) to judge it over the whole batch")
-        if len(chunks) > 1:
-            longest = max(stop - start for start, stop in chunks)
-            report.notes.append(
-                f"the batch of {batch} samples ran in {len(chunks)} chunks: each side saw at most {longest} samples "
-                f"per call, so a code path that changes with the batch size (another branch from some number of "
-                f"patterns on, a state kept between calls) was exercised only up to {longest}; --batch-chunk N sets "
-                f"the samples per call (--batch-chunk {batch}: the whole batch at once)")
+                pinned_global = True
+        report.notes += _chunk_notes(chunks, batch, registry, pinned_global)
         for start, stop in chunks:
             if not flow.run_chunk(start, stop, whole=len(chunks) == 1):
                 break
@@ -312,6 +300,26 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
         attach_diagnoses(report, keeper, case, {spec.name: spec for spec in graphs["candidate"].specs}, rerun,
                          stand_in=stand_in)
     return _finish(report, log)
+
+
+def _chunk_notes(chunks: list[tuple[int, int]], batch: int, registry: list, pinned_global: bool) -> list[str]:
+    """What a run cut into chunks could not see: a path that changes with the batch size, and a whole-batch
+    statistic (``parity.global_taps``) that goes wrong only over more samples than two chunks hold."""
+    if len(chunks) < 2:
+        return []
+    longest = max(stop - start for start, stop in chunks)
+    whole = f"--batch-chunk {batch}: the whole batch at once"
+    notes = [f"the batch of {batch} samples ran in {len(chunks)} chunks: each side saw at most {longest} samples per "
+             f"call, so a code path that changes with the batch size (another branch from some number of patterns "
+             f"on, a state kept between calls) was exercised only up to {longest}; --batch-chunk N sets the samples "
+             f"per call ({whole})"]
+    specs = global_specs(registry)
+    if pinned_global and specs and len(chunks) > 2:
+        notes.append(f"the whole-batch statistics ({', '.join(spec.name for spec in specs)}) were computed by each "
+                     f"side on {len(chunks)} chunks of up to {longest} samples and combined (the rule checked on the "
+                     f"first two chunks joined): a statistic that goes wrong only over more than {2 * longest} samples "
+                     f"at once is not seen ({whole}, memory permitting)")
+    return notes
 
 
 def _port_weights(case: Case, candidate: Any, guard: Guard) -> Audit | None:

@@ -391,8 +391,10 @@ def test_16_values_that_fit_are_accepted(knobs):
     assert resolve_config(knobs).to_dict().items() >= knobs.items()
 
 
-def test_8_a_small_file_that_asks_for_a_huge_run_is_refused_from_its_headers(tmp_path):
-    """200 000 scan positions are 1.6 MB on disk and ~50 GB of taps: refused before the data is read."""
+def test_8_a_small_file_that_asks_for_a_huge_run_is_weighed_in_the_chunks_the_run_takes(tmp_path):
+    """200 000 scan positions are 1.6 MB on disk and ~20 GB at once, but a run takes them in chunks
+    (simulate's whole-batch scale in a first pass): weighed from the headers, before the data is read, as
+    those chunks; a memory limit that no chunk fits is still refused, naming the limit."""
     from parity import budget
     from parity.errors import ParityInputError
     from parity.workflows import choose_cases
@@ -400,10 +402,13 @@ def test_8_a_small_file_that_asks_for_a_huge_run_is_refused_from_its_headers(tmp
     arrays = synthetic.pipeline_inputs("simulate", CFG, 3, seed=4)
     path = tmp_path / "scan.npz"
     np.savez(path, **arrays | {"scan_positions": np.full((200000, 2), 40.0, np.float32)})
-    with budget.memory_limit(1 << 30), pytest.raises(ParityInputError) as caught:
+    with budget.memory_limit(1 << 30):
+        cases, _ = choose_cases(None, None, ["N=32"], "simulate", str(path))
+    assert cases[0].batch == 200000
+    assert budget.estimate(CFG, "simulate", 200000).total_bytes > 16 << 30  # what an unchunked run would need
+    with budget.memory_limit(8 << 20), pytest.raises(ParityInputError) as caught:
         choose_cases(None, None, ["N=32"], "simulate", str(path))
-    assert str(caught.value).startswith(f"{path}: needs an estimated")
-    assert "the batch size B=200000" in str(caught.value)
+    assert str(caught.value).startswith(f"{path}: needs an estimated") and "memory limit 8.0 MiB" in str(caught.value)
 
 
 @pytest.mark.parametrize("status", [0, 1])

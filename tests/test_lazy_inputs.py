@@ -209,7 +209,7 @@ def test_the_memory_check_of_a_file_weighs_the_chunks_a_run_takes_not_the_whole_
 
     path = _compressed(tmp_path / "inputs.npz", _physics(256))
     whole = budget.estimate(CFG, "physics", 256).total_bytes
-    chunked = budget.estimate(CFG, "physics", 256, chunk_batch=16, inputs_in_file=True).total_bytes
+    chunked = budget.estimate(CFG, "physics", 256, chunk_batch=16, inputs_in_file={"object_patches", "positions"}).total_bytes
     assert chunked < whole / 4
     with budget.memory_limit((whole + chunked) // 2):  # enough for a run in chunks, not for the batch at once
         validated, _ = load_inputs(path, "physics", CFG)

@@ -369,13 +369,14 @@ def test_a_goldens_folder_of_the_users_own_is_read_even_when_named_like_the_keyw
     assert parse_reference("torch", tmp_path).adapter == "torch"
 
 
-def _project(tmp_path):
+def _project(tmp_path, config_file="pyproject.toml"):
     """A porting team's repository: its configuration (a candidate, golden reference) and a tests folder."""
     project = tmp_path / "project"
     (project / "tests").mkdir(parents=True)
-    (project / "pyproject.toml").write_text('[tool.pytest.ini_options]\ntestpaths = ["tests"]\n'
-                                            'parity_candidate = "torch"\nparity_reference = "golden"\n'
-                                            f'parity_cases = ["{SMALL}"]\nparity_baselines = "off"\n')
+    keys = ('testpaths = ["tests"]\nparity_candidate = "torch"\nparity_reference = "golden"\n'
+            f'parity_cases = ["{SMALL}"]\nparity_baselines = "off"\n')
+    header = {"pyproject.toml": "[tool.pytest.ini_options]", "pytest.toml": "[pytest]"}[config_file]
+    (project / config_file).write_text(f"{header}\n{keys}")
     (project / "tests" / "test_own.py").write_text("def test_own():\n    pass\n")
     return project
 
@@ -386,13 +387,18 @@ def _collect(cwd, *args):
                           env=os.environ | {"PYTHONPATH": str(ROOT)})
 
 
-def test_an_option_value_pytest_takes_for_a_path_is_a_usage_error_not_a_session_without_its_configuration(tmp_path):
-    project = _project(tmp_path)
+@pytest.mark.parametrize("config_file", [
+    "pyproject.toml",
+    pytest.param("pytest.toml", marks=pytest.mark.skipif(int(pytest.__version__.split(".")[0]) < 9,
+                                                          reason="pytest.toml is read from pytest 9 on"))])
+def test_an_option_value_pytest_takes_for_a_path_is_a_usage_error_not_a_session_without_its_configuration(
+        tmp_path, config_file):
+    project = _project(tmp_path, config_file)
     outside = tmp_path / "reports"
     outside.mkdir()
     moved = _collect(project, "--parity-out", str(outside))  # pytest's rootdir moves to tmp_path: no pyproject read
     assert moved.returncode == pytest.ExitCode.USAGE_ERROR, moved.stdout[-2000:] + moved.stderr[-2000:]
-    assert f"write --parity-out={outside}" in moved.stderr and "pyproject.toml" in moved.stderr
+    assert f"write --parity-out={outside}" in moved.stderr and config_file in moved.stderr
     fine = _collect(project, f"--parity-out={outside}")
     assert fine.returncode == 0 and f"parity::test_parity[{SMALL}-farfield]" in fine.stdout, fine.stdout[-2000:]
 

@@ -66,6 +66,8 @@ def test_check_with_repeat(tmp_path, capsys, candidate, code, marker):
     # the jitter is inside tolerance, but a tap that is not bitwise identical between runs fails: the report,
     # the summary line and `parity diff` say so, not only the notes
     assert report["passed"] is (code == EXIT_OK) and (f"{CASE.name}: PASS" in out) is (code == EXIT_OK)
+    page = (tmp_path / CASE.name / "report.html").read_text()
+    assert ('No divergence' in page) is (code == EXIT_OK)  # the page says what report.json says
     if code != EXIT_OK:
         assert report["first_divergence"]["tap"] == "farfield"
         farfield = next(tap for tap in report["taps"] if tap["name"] == "farfield")
