@@ -8,6 +8,8 @@ Rules, in order (tested in tests/test_divergence.py):
 3. Otherwise, when every stage passes on its own but a propagated tap fails, the error
    accumulated across stages: the first such tap, marked inherited.
 4. Otherwise a tap never judged (no verdict is no pass), or a run stopped early.
+A candidate that could not be set up (its ``setup()`` or the building of its parameters raised) is named
+right after the audits: no stage of it ran, so no tap is to blame.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def first_divergence(taps: list[TapResult], audits: list[Audit], stopped: str | 
     failed = next((audit for audit in audits if not audit.passed), None)
     if failed is not None:
         return Divergence(None, failed.name, list(failed.messages), kind="audit")
+    not_set_up = next((result for tap in taps for result in tap.modes.values() if result.error_kind == "setup"), None)
+    if not_set_up is not None:  # no stage ran: the first tap is not to blame
+        return Divergence(None, "setup", [stopped or not_set_up.error or "the candidate could not be set up"],
+                          kind="stopped")
     for tap in taps:
         isolated, propagated = tap.modes.get("isolated"), tap.modes.get("propagated")
         for result in (isolated, propagated):

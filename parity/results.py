@@ -35,7 +35,7 @@ NOT_RUN = "not_run"  # this mode cannot run it (isolated: the reference lacks an
 
 # what a table cell says for a mode whose error has this kind (anything else: "raised")
 ERROR_WORDS = {"in_place": "in place", "timeout": "timeout", "bad_output": "junk", "missing": "missing", "exit": "exit",
-               "nondeterministic": "nondet."}
+               "nondeterministic": "nondet.", "setup": "not set up"}
 
 
 def error_word(error_kind: str | None) -> str:
@@ -53,7 +53,8 @@ class ModeResult:
     skipped: str | None = None  # why this mode has no result, in plain words
     skip_kind: str | None = None  # NOT_PROVIDED, NOT_DECLARED, NOT_COMPARABLE, NOT_REACHED, NOT_RUN
     error_kind: str | None = None  # "raised", "exit", "interrupt", "timeout", "in_place", "bad_output", "missing",
-    #                                "nondeterministic" (--repeat: not bitwise identical between candidate runs)
+    #                                "nondeterministic" (--repeat: not bitwise identical between candidate runs),
+    #                                "setup" (the candidate could not be set up: no stage of it ran)
     note: str | None = None  # e.g. "isolated inputs equal the propagated ones: result shared"
     diagnoses: list = dataclasses.field(default_factory=list)
 

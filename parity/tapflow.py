@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.common.backend import Backend, HandoverWatch, InputMutatedError
+from backends.common.backend import Backend, HandoverWatch, InputMutatedError, SetupError
 from backends.common.regions import CANVAS_TAPS, covered_canvas, tap_regions
 from backends.common.taps import TapSpec, batched, pipeline_inputs, tap_index
 
@@ -410,10 +410,10 @@ class CaseRun:
                 self._error("propagated", name, "the candidate's run_pipeline never delivered this tap", "missing")
 
     def _propagated_fault(self, fault: AdapterFault, names: list[str]) -> None:
-        if isinstance(fault.original, AdapterSetupError):  # no stage ran: one cause, not a failure per tap
+        if isinstance(fault.original, (AdapterSetupError, SetupError)):  # no stage ran: one cause, not one per tap
             for name in names:
                 if name not in self.delivered:
-                    self._error("propagated", name, f"not run: {fault.original}", "raised")
+                    self._error("propagated", name, f"not run: {fault.original}", "setup")
             self.propagated_alive = False
             self.stopped, self.stop_kind = f"the candidate could not be set up: {fault.original}", "candidate"
             return

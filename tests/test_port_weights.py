@@ -111,3 +111,17 @@ def test_the_built_in_ports_subclass_is_audited_on_the_parameters_it_loaded(case
     own = run_case(case, TorchBackend(), BuildsItsOwnParameters(), tolerance_table(None),
                    RunOptions(modes=("propagated",)))
     assert own.passed and not any(audit.name == "port weights" for audit in own.audits)
+
+
+class CannotBuild(TorchBackend):
+    name = "cannot-build"
+
+    def build_params(self, cfg, weights):
+        raise ValueError("negative strides are not supported")
+
+
+def test_a_port_whose_parameters_cannot_be_built_is_named_as_not_set_up_not_a_tap(case):
+    report = run_case(case, TorchBackend(), CannotBuild(), tolerance_table(None))
+    assert not report.passed and report.first_divergence.mode == "setup"
+    assert "building its parameters (build_params) raised ValueError: negative strides" in report.first_divergence.messages[0]
+    assert report.tap("input.scaled").modes["propagated"].error_kind == "setup"

@@ -37,6 +37,10 @@ class StageError(RuntimeError):
         self.tap = tap
 
 
+class SetupError(RuntimeError):
+    """The work before a run's first stage (building the network's parameters) raised: no stage is to blame."""
+
+
 class InputMutatedError(StageError):
     """A stage changed one of its input tensors in place (its output may well be right)."""
 
@@ -169,7 +173,12 @@ class Backend:
         self.check_weights(cfg, weights)
         key = (cfg.hash(), weights_fingerprint(weights))
         if key != self._params_key:
-            self._params, self._params_key = self.build_params(cfg, weights), key
+            try:
+                built = self.build_params(cfg, weights)
+            except Exception as error:  # e.g. a build_params of a port's own that cannot load the weights
+                raise SetupError(f"{self.name}: building its parameters (build_params) raised "
+                                 f"{type(error).__name__}: {error}") from error
+            self._params, self._params_key = built, key
         return self._params
 
     def _context(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> StageContext:
