@@ -200,6 +200,8 @@ def _load_adapter(spec: str, device: str) -> Adapter:
                                "'package.module:attr'")
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())  # a user's own package in the current folder, as `python -m` would see it
+    # the variables TensorFlow and cuBLAS read when they load, before the module (which may import them) is
+    determinism.apply_environment()
     with _noting_interrupts() as interrupted:
         try:
             module = importlib.import_module(module_name)

@@ -82,3 +82,32 @@ def test_allow_tf32_is_switched_per_command_and_recorded(tmp_path, tf32_off, cap
     assert states["on"]["torch"]["float32_matmul_precision"] == "high"
     assert states["off"]["torch"]["matmul_allow_tf32"] is False
     assert states["off"]["torch"]["float32_matmul_precision"] == "highest"
+
+
+def test_the_library_sets_the_frameworks_variables_before_an_adapters_module_runs_and_says_when_it_could_not(
+        tmp_path):
+    (tmp_path / "env_probe.py").write_text(textwrap.dedent("""
+        import os
+        SEEN = os.environ.get("TF_ENABLE_ONEDNN_OPTS")  # what TensorFlow would read if this module imported it
+        from backends.torch import TorchBackend
+
+        class Probe(TorchBackend):
+            pass
+    """))
+    script = textwrap.dedent("""
+        import json, sys
+        if sys.argv[1] == "torch first":
+            import torch  # the host program imported a framework before the harness
+        from parity import load_adapter
+        from backends.common import determinism
+        load_adapter("env_probe:Probe")
+        import env_probe
+        print(json.dumps([env_probe.SEEN, determinism.record()["imported_before_the_switch"]]))
+    """)
+    environment = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(tmp_path)])
+    for order, loaded_first in (("harness first", []), ("torch first", ["torch"])):
+        result = subprocess.run([sys.executable, "-c", script, order], cwd=tmp_path, capture_output=True, text=True,
+                                timeout=120, env=environment)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert json.loads(result.stdout.splitlines()[-1]) == ["0", loaded_first]

@@ -88,8 +88,14 @@ def __getattr__(name: str) -> object:  # ``determinism.SETTINGS`` still works, l
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_loaded_first: list[str] = []  # frameworks imported before the variables were set: they did not read them
+
+
 def apply_environment() -> None:
-    """Set the variables frameworks read at import; warn if one loaded first."""
+    """Set the variables frameworks read at import; one already imported (by the host program, before the
+    harness) read what was there then, and the provenance says so (``record``)."""
+    if not _allocator:  # the first call
+        _loaded_first.extend(name for name in ("tensorflow", "torch") if name in sys.modules)
     for key, value in ENVIRONMENT.items():
         os.environ.setdefault(key, value)
     tune_allocator()
@@ -240,6 +246,8 @@ def record() -> dict[str, Any]:
     state: dict[str, Any] = {
         "settings": dataclasses.asdict(settings()),
         "environment": {key: os.environ.get(key) for key in ENVIRONMENT},
+        # these imported the frameworks' variables before they were set: the values above are not what they read
+        "imported_before_the_switch": list(_loaded_first),
         "allow_tf32": _tf32["allowed"],
         "allocator": dict(tune_allocator()),
     }
