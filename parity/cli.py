@@ -27,7 +27,8 @@ from . import budget, process_end, supervise
 from .atomic_files import terminate_as_interrupt
 from .capture import terminal_was_lost
 from .commands import BENCH_SECTIONS, COMMANDS
-from .errors import EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError, WriteRefusedError
+from .errors import (EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError, ReferenceFailed,
+                     WriteRefusedError)
 from .guard import DEFAULT_STAGE_TIMEOUT
 
 def _positive_int(text: str) -> int:
@@ -101,6 +102,12 @@ def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True)
                                  "see docs/datasets.md")
 
 
+def _add_stage_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage-timeout", type=_stage_timeout, default=DEFAULT_STAGE_TIMEOUT, metavar="SECONDS",
+                        help=f"give up on a stage that runs this long without a result "
+                             f"(default {DEFAULT_STAGE_TIMEOUT:g})")
+
+
 def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("both", "propagated", "isolated"), default="both",
                         help="comparison mode(s) (default both)")
@@ -114,9 +121,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-chunk", type=_positive_int, default=None, metavar="N",
                         help="run N samples per call (default: as many as keep 16 MiB of taps per side; more "
                              "exercises a port's large-batch code, within --max-memory)")
-    parser.add_argument("--stage-timeout", type=_stage_timeout, default=DEFAULT_STAGE_TIMEOUT, metavar="SECONDS",
-                        help=f"give up on a stage that runs this long without a result "
-                             f"(default {DEFAULT_STAGE_TIMEOUT:g})")
+    _add_stage_timeout(parser)
     parser.add_argument("--quiet", action="store_true", help="print only the verdict lines")
     parser.add_argument("--patch-stats-limit", type=_positive_int, default=8, metavar="K",
                         help="batches recorded per tap in patch_stats.json (default 8)")
@@ -140,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     record = commands.add_parser("record", help="write the reference's taps as golden HDF5 files")
     _add_case_options(record)
     record.add_argument("--reference", default="tf")
+    _add_stage_timeout(record)
     record.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default: the shipped goldens, fixtures/goldens)")
 
     check = commands.add_parser("check", help="compare a candidate against recorded goldens (no TF needed)")
@@ -248,8 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParityInputError, determinism.SettingsError) as error:
         print(f"parity: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except WriteRefusedError as error:  # disk full or file too large: not a verdict, not bad input
-        print(f"parity: error: {error}", file=sys.stderr)
+    except (WriteRefusedError, ReferenceFailed) as error:  # disk full; the reference failed: not a verdict (exit 3)
+        print(f"parity: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_CRASHED
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)

@@ -267,7 +267,7 @@ def command_record(args) -> int:
     folder = goldens_folder(args.goldens)  # refused here, before the reference is loaded or run
     reference = load_adapter(args.reference, "cpu", _load_timeout(args))
     for case in cases:
-        path = record_golden(case, reference, folder)
+        path = record_golden(case, reference, folder, args.stage_timeout)
         print(f"recorded {case.name} ({case.hash()}) -> {path}")
     return EXIT_OK
 

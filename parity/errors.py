@@ -60,5 +60,12 @@ class WriteRefusedError(Exception):
     exit_code = EXIT_CRASHED
 
 
+class ReferenceFailed(Exception):
+    """The reference's code raised, hung or ended while ``record`` ran it: no golden is written (any earlier one is
+    intact), and it is no verdict on any candidate (exit 3)."""
+
+    exit_code = EXIT_CRASHED
+
+
 class AdapterSetupError(Exception):
     """An adapter's own setup (``PluginAdapter.setup``) raised: no stage of it can run, so none is blamed."""

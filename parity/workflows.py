@@ -23,7 +23,8 @@ from .audits import contract_problems
 from .builtin_cases import select_cases
 from .cases import Case, user_case
 from .data import fixtures_are_installed, fixtures_dir
-from .errors import CorruptGoldenError, ParityInputError
+from .errors import CorruptGoldenError, ParityInputError, ReferenceFailed
+from .guard import DEFAULT_STAGE_TIMEOUT
 from .evidence import EvidenceCollector
 from .golden_inputs import InputDrift, judge_inputs
 from .goldens import Golden, GoldenWriter, golden_path, write_golden
@@ -192,11 +193,14 @@ def refuse_installed_fixtures(command: str, option: str, what: str, target: Path
                                "a place of your own")
 
 
-def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path:
+def record_golden(case: Case, reference: Adapter, directory: str | Path,
+                  stage_timeout: float | None = DEFAULT_STAGE_TIMEOUT) -> Path:
     """Run the reference on ``case`` and write ``<directory>/<case>.h5`` atomically.
 
     The golden is assembled in memory and written in one piece; SIGTERM,
     Ctrl-C, a crash or a refused write (exit 3) leave any earlier golden intact.
+    The reference runs under a guard (``parity.guard``): its code raising, hanging past ``stage_timeout``
+    without delivering a tap, or exiting is ``ReferenceFailed`` (exit 3, one line), never a traceback.
     """
     path = golden_path(goldens_folder(directory), case.name)
 
@@ -204,7 +208,7 @@ def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path
 
     def fill(h5) -> None:
         writer = GoldenWriter(h5, case, reference.describe(), provenance.collect(reference.device, portable=True), unprovided)
-        reference.run_pipeline(case.pipeline, case.config, case.inputs, case.weights, sink=writer)
+        _run_reference(reference, case, writer, path, stage_timeout)
         problems = [f"reference produced no tap {spec.name!r}" if spec.name not in writer.taps else
                     contract_problems(spec, case.config, case.batch, writer.taps[spec.name])
                     for spec in pipeline_taps(case.pipeline, case.config) if spec.name not in unprovided]
@@ -216,6 +220,39 @@ def record_golden(case: Case, reference: Adapter, directory: str | Path) -> Path
 
     with terminate_as_interrupt():
         return write_golden(path, fill)
+
+
+class _WriterFailed(Exception):
+    """Raised into the reference's run to stop it when writing the golden failed (the harness's error, kept)."""
+
+
+def _run_reference(reference: Adapter, case: Case, writer: Any, path: Path, stage_timeout: float | None) -> None:
+    from .guard import AdapterFault, Guard
+
+    guard = Guard("reference", None, stage_timeout)
+    failed: list[BaseException] = []
+
+    def sink(spec, value) -> None:
+        guard.tick()
+        try:
+            writer(spec, value)
+        except BaseException as error:  # a full disk, Ctrl-C while writing: the harness's, not the reference's
+            failed.append(error)
+            raise _WriterFailed() from None
+
+    try:
+        guard.call("run_pipeline()", reference.run_pipeline, case.pipeline, case.config, case.inputs, case.weights,
+                   sink=sink)
+    except AdapterFault as fault:
+        if failed:
+            raise failed[0] from None
+        if fault.kind == "interrupt":
+            raise KeyboardInterrupt from None  # Ctrl-C: exit 130, the earlier golden intact
+        raise ReferenceFailed(f"{path}: not recorded, the {fault} (any earlier golden there is intact)") from None
+    finally:
+        guard.close()
+    if failed:
+        raise failed[0]
 
 
 @dataclasses.dataclass

@@ -33,7 +33,7 @@ from backends.common.taps import pipeline_taps  # noqa: E402
 from parity import builtin_cases  # noqa: E402
 from parity import cases as cases_module  # noqa: E402
 from parity.builtin_cases import BUILTIN_CASES  # noqa: E402
-from parity.errors import CorruptGoldenError, ParityInputError, StaleGoldenError  # noqa: E402
+from parity.errors import CorruptGoldenError, ParityInputError, ReferenceFailed, StaleGoldenError  # noqa: E402
 from parity.goldens import (  # noqa: E402
     DIGEST_ATTR,
     SCHEMA_VERSION,
@@ -551,12 +551,16 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
 
 
-@pytest.mark.parametrize("error", [RuntimeError("disk on fire"), KeyboardInterrupt()], ids=["exception", "ctrl-c"])
-def test_crash_mid_record_leaves_the_old_golden_intact(goldens, reference, error):
+@pytest.mark.parametrize("error, raised", [(RuntimeError("disk on fire"), ReferenceFailed),
+                                           (KeyboardInterrupt(), KeyboardInterrupt)], ids=["exception", "ctrl-c"])
+def test_crash_mid_record_leaves_the_old_golden_intact(goldens, reference, error, raised):
+    """The reference's code raising is ReferenceFailed (exit 3, one line naming the golden); Ctrl-C stays one."""
     before = _snapshot(goldens)
     crashing = CrashingReference(reference, after=3, error=error)
-    with pytest.raises(type(error)):
+    with pytest.raises(raised) as caught:
         record_golden(dataclasses.replace(CASE, description="re-recorded"), crashing, goldens)
+    if raised is ReferenceFailed:
+        assert "not recorded, the reference run_pipeline(): RuntimeError: disk on fire" in str(caught.value)
     assert crashing.delivered == TAP_NAMES[:3]  # it did crash mid-write
     assert _snapshot(goldens) == before  # byte-identical, and no temporary file left behind
     with open_golden(CASE, goldens) as opened:
@@ -585,9 +589,32 @@ def test_writer_failing_on_the_third_tap_leaves_the_old_golden_intact(goldens, r
 
 
 def test_crash_on_the_first_record_leaves_nothing(tmp_path, reference):
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ReferenceFailed):
         record_golden(CASE, CrashingReference(reference, after=2, error=RuntimeError("boom")), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+class HangingReference(CrashingReference):
+    """Delivers two taps, then never returns (a deadlocked worker of the reference's own)."""
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        import threading
+
+        def hanging(spec, value):
+            sink(spec, value)
+            self.delivered.append(spec.name)
+            if len(self.delivered) == self.after:
+                threading.Event().wait(3600)
+
+        self.inner.run_pipeline(pipeline, cfg, inputs, weights, sink=hanging, taps=taps)
+
+
+def test_a_reference_that_hangs_while_recorded_ends_at_the_stage_timeout_and_leaves_the_old_golden(goldens,
+                                                                                                 reference):
+    before = _snapshot(goldens)
+    with pytest.raises(ReferenceFailed, match="no result within the stage timeout of 1 s"):
+        record_golden(CASE, HangingReference(reference, after=2, error=RuntimeError()), goldens, stage_timeout=1)
+    assert _snapshot(goldens) == before
 
 
 def test_successful_rerecord_replaces_the_file_and_leaves_no_temporaries(goldens, reference):
