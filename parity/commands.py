@@ -278,6 +278,8 @@ def command_check(args) -> int:
 
     cases, _ = _cases(args)
     tolerances = tolerance_table(args.tolerances)
+    if args.cases:  # named cases: all of their goldens, before the first runs (over every case, a pipeline the
+        _goldens_present(cases, Path(args.goldens or DEFAULT_GOLDENS))  # port does not cover is skipped instead)
     out = _output_folder(args.out)
     candidate = load_adapter(args.candidate, args.device, _load_timeout(args))
     def check_one(case):  # the candidate runs on the inputs stored in each golden
@@ -291,6 +293,16 @@ def command_check(args) -> int:
     _print_skipped(skipped)
     print(f"reports written under {args.out}/")
     return verdict(reports, deterministic)
+
+
+def _goldens_present(cases, folder: Path) -> None:
+    from .goldens import golden_path
+
+    missing = [case.name for case in cases if not golden_path(folder, case.name).exists()]
+    if missing:
+        raise ParityInputError(f"{folder}: no golden file for {', '.join(missing)} (expected <case>.h5 there); "
+                               f"record them with `parity record` (and --goldens {folder} for a folder of your own), "
+                               "or leave those cases out")
 
 
 def _repeat(args, cases, reports, candidate, out: Path) -> bool:

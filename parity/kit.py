@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from backends.common.backend import Backend, StageContext, StageError
-from backends.common.config import ForwardConfig
+from backends.common.config import DEFAULTS, ConfigError, ForwardConfig, resolve_config
 from backends.common.taps import (TapSpec, canonical_layouts, matches_a_tap, pipeline_inputs, pipeline_taps,
                                   registry_tap_names, tap_name_hints, tensor_names)
 from backends.common.weights import weights_fingerprint
@@ -132,6 +132,14 @@ class PluginAdapter(Backend):
             if key not in registry_tap_names():
                 raise ValueError(f"{self.name}: not_provided key {key!r} names no tap of the registry"
                                  f"{did_you_mean(key, tap_name_hints())}; expected a tap name")
+        for key in dict(self.knobs):
+            if key not in DEFAULTS:
+                raise ValueError(f"{self.name}: knobs key {key!r} is no knob of the configuration"
+                                 f"{did_you_mean(key, set(DEFAULTS))}; expected one of {sorted(DEFAULTS)}")
+        try:  # a value the configuration cannot take is refused now, not as a failed audit of every case
+            resolve_config(dict(DEFAULTS) | dict(self.knobs))
+        except ConfigError as error:
+            raise ValueError(f"{self.name}: knobs {dict(self.knobs)!r}: {error}") from None
 
     # ---- hooks for the user ----
     def setup(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray] | None) -> None:

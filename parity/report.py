@@ -268,7 +268,8 @@ def summary_lines(report: RunReport) -> list[str]:
     if report.stopped:
         lines.append(f"stopped: {report.stopped}")
     divergence = report.first_divergence
-    if divergence is not None and divergence.kind != "audit":
+    if divergence is not None and divergence.kind != "audit" and not (
+            divergence.tap is None and report.stopped and report.stopped in divergence.messages):
         lines.append(divergence.headline())
         lines += [f"  {message}" for message in divergence.messages[1:4]]
         if divergence.inherited:
@@ -290,7 +291,7 @@ def summary_lines(report: RunReport) -> list[str]:
     counts = report.counts()
     judged = counts.get("passed", 0) + counts.get("failed", 0)
     verdict = "PASS" if report.passed else "FAIL"
-    if report.stop_kind in ("reference", "crashed", "interrupted"):  # exit 3 or 130: no verdict on the candidate
+    if report.stop_kind in NO_VERDICT:  # exit 3 or 130: no verdict on the candidate
         verdict = f"NO VERDICT (stopped: {report.stop_kind})"
     elif not report.passed and not counts.get("failed"):  # every judged tap passed: say what failed instead
         why = [f"the {audit.name} audit failed" for audit in report.audits if not audit.passed]
@@ -303,6 +304,9 @@ def summary_lines(report: RunReport) -> list[str]:
     lines.append(f"{verdict}: {counts.get('passed', 0)}/{judged} taps within tolerance"
                  + (f"; {', '.join(extra)}" if extra else "") + " (max |a-b| / max |a| shown)")
     return lines
+
+
+NO_VERDICT = ("reference", "crashed", "interrupted")  # stop kinds that say nothing of the candidate (exit 3, 130)
 
 
 def cases_table(reports: list[RunReport]) -> Table:
@@ -320,8 +324,10 @@ def cases_table(reports: list[RunReport]) -> Table:
         first = "-" if divergence is None else (f"{divergence.tap} ({divergence.mode})" if divergence.tap
                                                  else divergence.mode)
         style = "green" if value is not None and value < 1 else "bold red"
-        table.add_row(report.case["name"], report.pipeline,
-                      Text("PASS", style="green") if report.passed else Text("FAIL", style="bold red"),
+        verdict = (Text("PASS", style="green") if report.passed else
+                   Text("NO VERDICT", style="bold yellow") if report.stop_kind in NO_VERDICT else
+                   Text("FAIL", style="bold red"))
+        table.add_row(report.case["name"], report.pipeline, verdict,
                       Text(first, style="red" if divergence else "dim"),
                       Text(f"{format_margin(value)}  {where or ''}", style=style if value is not None else "dim"))
     return table

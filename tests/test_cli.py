@@ -300,6 +300,8 @@ BAD_USAGE = {
                          "--case and --inputs exclude each other"),
     "weights without inputs": (lambda tmp: ["run", *CASE, "--weights", tmp / "w.npz"], "--weights needs --inputs"),
     "bad config file": (lambda tmp: ["run", *CASE, "--config", tmp / "absent.toml"], "config file not found"),
+    "a named case without its golden": (lambda tmp: ["check", *CASE, "--goldens", tmp, "--out", tmp / "out"],
+                                         "no golden file for "),
 }
 
 

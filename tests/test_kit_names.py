@@ -33,6 +33,9 @@ def test_a_port_whose_names_are_all_known_is_built():
     ({"not_provided": {"far_field": "fused"}}, "not_provided key 'far_field' names no tap of the registry "
                                                "(did you mean 'farfield'"),
     ({"wide": tap("decoder.*", "lossy.*")(lambda self, x: x)}, "@tap('lossy.*')"),
+    ({"knobs": {"gaussian_smoothing_sigma": 0.0}}, "knobs key 'gaussian_smoothing_sigma' is no knob of the "
+                                                   "configuration (did you mean 'gaussian_sigma'"),
+    ({"knobs": {"gridsize": 0}}, "knobs {'gridsize': 0}: "),
 ])
 def test_a_misspelt_declaration_is_refused_with_the_closest_names(change, fragment):
     typo = type("Typo", (Port,), change)
