@@ -149,11 +149,37 @@ def port_weights_audit(expected: Mapping[str, np.ndarray], returned: Any) -> Aud
         difference = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64)))) if want.size else 0.0
         rows.append({"name": name, "max_abs_diff": difference})
         if not difference == 0.0:
+            how = ": the port has zeros" if not np.any(got) and np.any(want) else _rearranged(want, got)
             problems.append(f"parameter {name!r}: the port's differs from the one it was given by up to "
-                            f"{difference:.3g} (max |given| {float(np.max(np.abs(want))):.3g})"
-                            + (": the port has zeros" if not np.any(got) and np.any(want) else ""))
+                            f"{difference:.3g} (max |given| {float(np.max(np.abs(want))):.3g}){how}")
     return Audit("port weights", not problems, problems[:20] + ([f"... {len(problems) - 20} more"]
                                                                  if len(problems) > 20 else []), {"parameters": rows})
+
+
+def _rearranged(given: np.ndarray, mapped: np.ndarray) -> str:
+    """How the port's parameter holds the given one's values, where it is a plain rearrangement of them (the
+    usual kernel-mapping slips), else ''."""
+    candidates = [("the same values with the opposite sign", lambda w: -w)]
+    if given.ndim == 4:  # a Keras kernel (H, W, in, out)
+        h, w, i, o = given.shape
+        candidates += [
+            ("H and W swapped (a transpose where a permute (3, 2, 0, 1) was meant)", lambda k: k.transpose(1, 0, 2, 3)),
+            ("rotated by 180 degrees (a flipped kernel: convolution vs cross-correlation, a transposed "
+             "convolution's weights)", lambda k: k[::-1, ::-1]),
+            ("input channels in reversed order", lambda k: k[:, :, ::-1, :]),
+            ("output channels in reversed order", lambda k: k[..., ::-1]),
+            ("reshaped to (out, in, H, W) instead of permuted", lambda k: k.reshape(o, i, h, w).transpose(2, 3, 1, 0)),
+        ]
+    elif given.ndim == 1:
+        candidates.append(("in reversed order", lambda b: b[::-1]))
+    for words, rearrange in candidates:
+        try:
+            expected = rearrange(given)
+        except ValueError:
+            continue
+        if expected.shape == mapped.shape and np.array_equal(expected, mapped):
+            return f": {words}"
+    return ""
 
 
 def reference_audit(problems: list[str]) -> Audit:

@@ -125,3 +125,17 @@ def test_a_port_whose_parameters_cannot_be_built_is_named_as_not_set_up_not_a_ta
     assert not report.passed and report.first_divergence.mode == "setup"
     assert "building its parameters (build_params) raised ValueError: negative strides" in report.first_divergence.messages[0]
     assert report.tap("input.scaled").modes["propagated"].error_kind == "setup"
+
+
+@pytest.mark.parametrize("rearrange, words", [
+    (lambda k: k.transpose(1, 0, 2, 3), "H and W swapped"),
+    (lambda k: k[::-1, ::-1], "rotated by 180 degrees"),
+    (lambda k: k[:, :, ::-1, :], "input channels in reversed order"),
+    (lambda k: k[..., ::-1], "output channels in reversed order"),
+    (lambda k: k.reshape(4, 2, 3, 3).transpose(2, 3, 1, 0), "reshaped to (out, in, H, W) instead of permuted"),
+    (lambda k: -k, "the opposite sign"),
+])
+def test_a_kernel_mapped_with_a_usual_slip_is_named_by_it(rearrange, words):
+    kernel = np.random.Generator(np.random.PCG64(3)).normal(size=(3, 3, 2, 4)).astype(np.float32)
+    audit = port_weights_audit({"k.kernel": kernel}, {"k.kernel": np.ascontiguousarray(rearrange(kernel))})
+    assert not audit.passed and words in audit.messages[0], audit.messages
