@@ -27,6 +27,9 @@ PI = "radians vs half turns (a factor pi)"
 SQRT2 = "a 1/sqrt(2) normalisation (e.g. of a complex Gaussian)"
 SIGN = "a sign flip"
 NORM = "the {name} normalised one more (or one fewer) time than in the reference"
+SMOOTHING = ("the 3 x 3 Gaussian smoothing kernel not divided by its sum (or divided twice): "
+             "exp(-r^2 / 2 sigma^2) where the normalised kernel is meant")
+SMOOTHING_AXIS = "the Gaussian smoothing kernel normalised along one axis only (a separable kernel's 1-D sum)"
 
 
 def _add(table: list[tuple[str, float, str]], name: str, value: float, hint: str) -> None:
@@ -58,6 +61,11 @@ def named_values(cfg: Any, inputs: dict[str, np.ndarray] | None = None,
         _pair(table, "s^2", s * s, SCALE_SQUARED)
         _pair(table, "sqrt(s)", math.sqrt(s), SQRT_SCALE)
         _pair(table, "C", c, CHANNELS)
+        sigma = float(getattr(cfg, "gaussian_sigma", 0.0) or 0.0)
+        if sigma > 0:  # spec 5: exit_wave smoothed with a normalised 3 x 3 Gaussian
+            axis_sum = float(np.exp(-(np.arange(-1, 2) ** 2) / (2.0 * sigma**2)).sum())
+            _pair(table, "sum of the Gaussian kernel", axis_sum**2, SMOOTHING)
+            _pair(table, "sum of the 1-D Gaussian", axis_sum, SMOOTHING_AXIS)
     for key, array in (inputs or {}).items():
         magnitude = np.abs(np.asarray(array, dtype=np.complex128 if np.iscomplexobj(array) else np.float64))
         energy = float(np.sum(magnitude**2))

@@ -635,3 +635,14 @@ def test_a_factor_is_named_by_the_most_specific_reading_of_it():
     assert name_ratio(0.25, table, 1e-6) == ("1/4 = 1/C", CHANNELS)
     assert name_ratio(3.7 ** 0.5, table, 1e-6) == ("sqrt(s)", SQRT_SCALE)
     assert name_ratio(2.0, table, 1e-6)[0] == "2"
+
+
+def test_an_unnormalised_smoothing_kernel_is_named_by_its_sum():
+    from backends.common.config import ForwardConfig
+    from parity.diagnosis_names import SMOOTHING, named_values, name_ratio
+
+    sigma = 0.8
+    axis = float(np.exp(-(np.arange(-1, 2) ** 2) / (2 * sigma**2)).sum())
+    table = named_values(ForwardConfig(N=32, gridsize=2, gaussian_sigma=sigma))
+    assert name_ratio(axis**2, table, 1e-9) == ("sum of the Gaussian kernel", SMOOTHING)
+    assert all("Gaussian" not in name for name, _, _ in named_values(ForwardConfig(N=32)))  # no smoothing, no name
