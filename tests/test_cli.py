@@ -376,7 +376,7 @@ def test_check_after_changing_a_knob_is_stale(capsys, tmp_path, goldens, extra, 
 
 def test_check_without_a_golden_exits_2(capsys, tmp_path, goldens):
     code, _, err = cli(capsys, "check", "--goldens", goldens, "--case", "simulate-n32-f64", "--out", tmp_path)
-    assert code == EXIT_BAD_INPUT and "golden file not found" in err
+    assert code == EXIT_BAD_INPUT and "no golden file for simulate-n32-f64" in err
 
 
 def test_record_leaves_no_temporary_files(goldens):
