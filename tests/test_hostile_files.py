@@ -148,3 +148,46 @@ def test_a_golden_whose_groups_link_in_a_cycle_is_refused_without_walking_it_for
             h5[loop] = h5["/"]
     result = parity_process("check", "--case", CASE, "--goldens", folder, "--out", tmp_path / "out", timeout=90)
     assert_refused(result, SHIPPED.name, f"'{loop}' links to a group the file already holds")
+
+
+def _keras_weights(tmp_path, cfg):
+    from backends.tf.keras_io import save_keras_weights
+
+    return save_keras_weights(cfg, init_weights(cfg, seed=0), tmp_path / "w.weights.h5")
+
+
+def _fifo_link(h5, tmp_path):
+    fifo = tmp_path / "fifo.h5"
+    os.mkfifo(fifo)
+    del h5["layers/conv2d/vars/0"]
+    h5["layers/conv2d/vars/0"] = h5py.ExternalLink(str(fifo), "kernel")  # opening it would block forever
+
+
+def _bomb_chunk(h5, _):
+    size = h5["layers/conv2d/vars/1"].shape
+    del h5["layers/conv2d/vars/1"]
+    h5.create_dataset("layers/conv2d/vars/1", shape=size, maxshape=(None,), chunks=(2**26,), dtype="<f4",
+                      compression="gzip")  # 256 MiB inflated for a few hundred bytes of bias
+
+
+def _bad_gzip(h5, _):
+    size = h5["layers/conv2d/vars/1"].shape
+    del h5["layers/conv2d/vars/1"]
+    dataset = h5.create_dataset("layers/conv2d/vars/1", shape=size, chunks=size, dtype="<f4", compression="gzip")
+    dataset.id.write_direct_chunk((0,), b"\x78\x9c" + b"\xff" * 40)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+@pytest.mark.parametrize("change, fragment", [
+    (_fifo_link, "key 'layers/conv2d/vars/0' is reached through an external link"),
+    (_bomb_chunk, "key 'layers/conv2d/vars/1' is stored in chunks of (67108864,)"),
+    (_bad_gzip, "key 'layers/conv2d/vars/1' cannot be read"),
+], ids=["external link to a FIFO", "a chunk far larger than its dataset", "a damaged chunk"])
+def test_a_keras_weights_file_that_points_elsewhere_inflates_or_is_damaged_is_refused(tmp_path, change, fragment):
+    pytest.importorskip("backends.tf", reason="TensorFlow (the reference) is not installed")
+    cfg, inputs = _pinn_inputs(tmp_path)
+    weights = _keras_weights(tmp_path, cfg)
+    with h5py.File(weights, "r+") as h5:
+        change(h5, tmp_path)
+    result = parity_process(*PINN, "--inputs", inputs, "--weights", weights, "--out", tmp_path / "out", timeout=120)
+    assert_refused(result, str(weights), fragment)

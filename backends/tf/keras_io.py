@@ -26,6 +26,7 @@ import os
 import re
 import zipfile
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 import h5py
@@ -215,6 +216,46 @@ def _holds_data(group: h5py.Group) -> bool:
     return bool(found)
 
 
+CHUNK_FLOOR = 1 << 20  # bytes: a chunk up to this size is fine whatever its dataset's size
+
+
+class _Elsewhere:
+    """What a soft or external link stands for: never followed (it could name any file, a FIFO among them)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = {"ExternalLink": "an external link", "SoftLink": "a soft link"}.get(kind, f"a {kind}")
+
+
+def _hard_get(handle: h5py.Group, key: str) -> Any:
+    """``handle[key]`` through hard links only: None where a part is missing, ``_Elsewhere`` where a part is a
+    soft or external link (h5py's own ``get`` would open the file an external link names, and block on a FIFO)."""
+    node: Any = handle
+    for part in [piece for piece in key.split("/") if piece]:
+        if not isinstance(node, h5py.Group):
+            return None
+        link = node.get(part, getlink=True)
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            return _Elsewhere(type(link).__name__)
+        node = node[part]
+    return node
+
+
+def _read(item: h5py.Dataset) -> np.ndarray | str:
+    """The dataset's values, or why they cannot be read (a chunk far larger than the dataset would be inflated
+    whole, past --max-memory; a filter this machine lacks; a damaged chunk)."""
+    if item.chunks:
+        chunk_bytes = int(np.prod(item.chunks, dtype=np.int64)) * item.dtype.itemsize
+        if chunk_bytes > max(CHUNK_FLOOR, item.size * item.dtype.itemsize):
+            return (f"is stored in chunks of {tuple(item.chunks)} ({chunk_bytes} bytes each, inflated when read) for "
+                    f"a dataset of {item.shape}; expected chunks at most the dataset's size")
+    try:
+        return item[()]
+    except (OSError, ValueError) as error:
+        return f"cannot be read ({str(error)[:160] or type(error).__name__})"
+
+
 def _check_file(cfg: ForwardConfig, path: Path, handle: h5py.File, conv_names: list[str] | None,
                 paths: Mapping[str, str], layer_keys: Mapping[str, str]) -> dict[str, np.ndarray]:
     """Every expected key present with the expected shape, layer names as expected; returns the raw arrays."""
@@ -222,7 +263,11 @@ def _check_file(cfg: ForwardConfig, path: Path, handle: h5py.File, conv_names: l
     arrays = {}
     for name, shape in weight_specs(cfg):
         key = paths[name]
-        item = handle.get(key)
+        item = _hard_get(handle, key)
+        if isinstance(item, _Elsewhere):
+            problems.append(f"parameter {name!r}: key {key!r} is reached through {item.kind}, which could name "
+                            "any file; expected the values in the file itself")
+            continue
         if not isinstance(item, h5py.Dataset):
             what = "no such key" if item is None else "not a dataset"
             problems.append(f"parameter {name!r}: key {key!r} missing ({what}); expected a "
@@ -240,7 +285,11 @@ def _check_file(cfg: ForwardConfig, path: Path, handle: h5py.File, conv_names: l
                             f"({'virtual dataset' if item.is_virtual else 'external storage'}); expected the values "
                             "in the file itself")
             continue
-        arrays[name] = item[()]
+        values = _read(item)
+        if isinstance(values, str):
+            problems.append(f"parameter {name!r}: key {key!r} {values}")
+            continue
+        arrays[name] = values
         if not np.isfinite(arrays[name]).all():
             problems.append(f"parameter {name!r}: key {key!r} holds NaN or Inf; expected finite weights")
     # Our own named layers, in the order Keras saves them. Only these are checked by
@@ -249,7 +298,7 @@ def _check_file(cfg: ForwardConfig, path: Path, handle: h5py.File, conv_names: l
     conv_order = [layer_name for layer_name in layer_keys if layer_name in own]
     for layer_name in conv_order:
         group = layer_keys[layer_name]
-        vars_group = handle.get(f"{group}/vars")
+        vars_group = _hard_get(handle, f"{group}/vars")
         stored = vars_group.attrs.get("name") if isinstance(vars_group, h5py.Group) else None
         if isinstance(stored, bytes):
             stored = stored.decode()
@@ -257,11 +306,15 @@ def _check_file(cfg: ForwardConfig, path: Path, handle: h5py.File, conv_names: l
             problems.append(f"key {group!r} holds Keras layer {stored!r}, expected {layer_name!r}: Keras loads "
                             "positionally, so the file's layers are in a different order than this model's")
     known_groups = set(layer_keys.values())
-    layers = handle.get("layers")
+    layers = _hard_get(handle, "layers")
     if isinstance(layers, h5py.Group):
         for key in sorted(layers):
             group = f"layers/{key}"
-            if group not in known_groups and isinstance(layers[key], h5py.Group) and _holds_data(layers[key]):
+            member = _hard_get(handle, group)
+            if isinstance(member, _Elsewhere):
+                problems.append(f"key {group!r} is {member.kind}, which could name any file; expected the "
+                                "layers in the file itself")
+            elif group not in known_groups and isinstance(member, h5py.Group) and _holds_data(member):
                 problems.append(f"key {group!r} holds variables for a layer this configuration does not have")
     if conv_names is not None and conv_names != conv_order:
         problems.append(f"{ARCHIVE_CONFIG} lists Conv2D layers {conv_names}, expected {conv_order} in this "
