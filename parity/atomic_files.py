@@ -203,6 +203,35 @@ def write_bytes_atomically(path: str | Path, data: bytes | memoryview) -> None:
 
 # ---- folders and files ----
 
+def replaceable_file(path: str | Path, what: str, option: str) -> Path:
+    """The file a command will replace, checked before the work that leads to it: through a symlink its target
+    (the file the user means; replacing the link would leave that one as it was), a file that is not read-only
+    (mode bits: even where root could write it), in a folder that takes a new file. Exit 2 naming it, else."""
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    if target.exists():
+        if not target.is_file():
+            raise ParityInputError(f"{option} {path}: the {what} is not a regular file; expected a file to replace")
+        mode = target.stat().st_mode
+        if not mode & 0o222:
+            raise ParityInputError(f"{option} {path}: the {what} is read-only (mode {mode & 0o777:o}); make it "
+                                   "writable, or name another file")
+    writable_folder(target.parent, f"folder of the {what}", option)
+    return target
+
+
+def replace_text_keeping_mode(path: Path, text: str) -> None:
+    """``path`` holds ``text`` (written atomically), with the permission bits it had: a shared table stays
+    readable by those who could read it."""
+    mode = path.stat().st_mode & 0o7777 if path.exists() else None
+    try:
+        write_bytes_atomically(path, text.encode("utf-8"))
+        if mode is not None:
+            os.chmod(path, mode)
+    except PermissionError as error:  # an immutable file, a folder that turned read-only: nothing was changed
+        raise WriteRefusedError(f"{path}: not written ({error.strerror}); the file there is unchanged") from None
+
+
 def writable_folder(directory: str | Path, what: str, option: str) -> Path:
     """``directory``, created if needed, proven writable by writing into it; else exit 2 naming it."""
     folder = Path(directory)

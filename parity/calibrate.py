@@ -17,8 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import math
-import os
-import tempfile
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,11 @@ import numpy as np
 from backends.common.taps import pipeline_taps
 
 from .adapters import Adapter
+from .atomic_files import replace_text_keeping_mode, replaceable_file
 from .cases import Case
 from .errors import ParityInputError
 from .report import write_json_atomic
-from .tolerances import Rule, ToleranceTable, dump_table, load_tolerances
+from .tolerances import Rule, ToleranceTable, dump_table, load_tolerances, parse_table
 from .workflows import cast_case
 
 EPS_RATIO = float(np.finfo(np.float64).eps / np.finfo(np.float32).eps)
@@ -180,11 +180,9 @@ def calibrate(cases: Sequence[Case], reference: Adapter, candidate: Adapter | No
         header = (f"Parity tolerances. Hand-written rules first; rules noted '{CALIBRATED}' were written by\n"
                   "`parity calibrate --write` and say how each number was obtained. Last matching rule wins.")
         text = dump_table(ToleranceTable(table.default, tuple(kept_rules + new_rules), table.path), header)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-        load_tolerances(path)  # what was written must read back
+        target = replaceable_file(path, "tolerance table", "--tolerances")  # through a symlink: the file it names
+        parse_table(tomllib.loads(text), str(target))  # what is written must read back: checked before writing
+        replace_text_keeping_mode(target, text)
         result.written = True
     if out_dir is not None:
         write_json_atomic(out_dir / "calibration.json", result.to_dict())

@@ -377,6 +377,10 @@ def command_calibrate(args) -> int:
                                   DEFAULT_TOLERANCES)
     cases, _ = _cases(args)
     load_tolerances(args.tolerances or DEFAULT_TOLERANCES)  # a bad table is refused before anything runs
+    if args.write:  # and one that cannot be replaced (read-only, a folder that takes no file), before the measuring
+        from .atomic_files import replaceable_file
+
+        replaceable_file(Path(args.tolerances or DEFAULT_TOLERANCES), "tolerance table", "--tolerances")
     out = _output_folder(args.out)
     reference = load_adapter(args.reference, "cpu", _load_timeout(args))
     candidate = load_adapter(args.candidate, "cpu", _load_timeout(args)) if args.candidate else None

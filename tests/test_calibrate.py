@@ -13,6 +13,7 @@ from backends.tf import TensorFlowBackend
 from backends.torch import TorchBackend
 from parity.calibrate import calibrate, round_up
 from parity.builtin_cases import builtin_case
+from parity.errors import ParityInputError
 from parity.tolerances import load_tolerances
 from parity.workflows import DEFAULT_TOLERANCES, cast_case
 
@@ -80,3 +81,22 @@ def test_allow_looser_writes_the_looser_value(small_case, table):
     applied = load_tolerances(table).lookup("farfield", "float32", "cpu", "isolated", "physics")
     assert applied.criteria.max_rel_to_peak > 1e-20
     assert "looser (written)" in applied.note
+
+
+def test_writing_keeps_the_tables_permissions_and_writes_through_a_symlink(small_case, table, tmp_path):
+    import os
+
+    table.chmod(0o644)
+    link = tmp_path / "link.toml"
+    link.symlink_to(table)
+    calibrate([small_case], TensorFlowBackend(), None, link, write=True, allow_looser=True)
+    assert link.is_symlink() and link.resolve() == table  # the link still names the table, which was updated
+    assert "looser (written)" in table.read_text()
+    assert table.stat().st_mode & 0o777 == 0o644  # a shared table stays readable by the others
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no temporary left
+    table.chmod(0o444)
+    before = table.read_text()
+    with pytest.raises(ParityInputError, match="is read-only"):
+        calibrate([small_case], TensorFlowBackend(), None, table, write=True, allow_looser=True)
+    assert table.read_text() == before
+    os.chmod(table, 0o644)
