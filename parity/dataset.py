@@ -164,6 +164,9 @@ def load_dataset(path: str | Path) -> Dataset:
     if legacy:
         raw = np.transpose(raw, (2, 0, 1))
         notes.append(f"{path}: key {diff!r} is in the legacy (N, N, M) layout; transposed to (M, N, N)")
+    elif raw.shape[0] == raw.shape[1] == raw.shape[2]:  # M == N: both layouts fit; (M, N, N) is read
+        notes.append(f"{path}: key {diff!r} has M = N = {M} positions, so its layout is ambiguous; read as (M, N, N) "
+                     "(a legacy (N, N, M) file of this size would be misread: transpose it to (M, N, N))")
     values = raw.astype(np.float64)  # counts are never squared (or summed) in their own integer dtype
     _finite(path, diff, values)
     if (values < 0).any():

@@ -97,6 +97,8 @@ def test_legacy_layout_is_transposed_with_a_note(tmp_path):
     data = dataset.load_dataset(path)
     assert np.array_equal(data.amplitude, arrays["diff3d"].astype(np.float64))
     assert any("legacy (N, N, M) layout" in note for note in data.notes)
+    square = _save(tmp_path, _valid(M=32))  # M = N: either layout fits; read as (M, N, N), and said so
+    assert any("its layout is ambiguous; read as (M, N, N)" in note for note in dataset.load_dataset(square).notes)
 
 
 def test_dataset_cases_default_to_pinn_and_simulate(tmp_path):
