@@ -209,6 +209,10 @@ def pinn_arrays(data: Dataset, cfg: ForwardConfig, groups_wanted: int | None = N
 
     B = M (every scan point anchors a group), or ``groups_wanted`` groups drawn (seeded) from those.
     """
+    if len(data.coords) < cfg.gridsize**2:
+        raise _fail(data.path, "xcoords", f"at least {cfg.gridsize**2} scan positions for gridsize {cfg.gridsize} "
+                                          f"(each group holds gridsize^2), got {len(data.coords)}; --set gridsize=1 "
+                                          "groups one")
     groups = group_indices(data.coords, cfg.gridsize)
     if groups_wanted is not None and groups_wanted < len(groups):
         rng = np.random.Generator(np.random.PCG64(GROUP_SEED + 1))

@@ -154,7 +154,7 @@ def test_malformed_datasets_name_the_key(tmp_path, change, fragment):
 
 
 @pytest.mark.parametrize("assignments, fragment", [(["N=64"], "key 'probeGuess': patterns and probe are 32 x 32"),
-                                                   (["gridsize=4"], "gridsize 4 groups 16 scan positions")])
+                                                   (["gridsize=4"], "key .xcoords.: expected at least 16 scan positions for gridsize 4")])
 def test_knobs_that_contradict_the_dataset(tmp_path, assignments, fragment):
     path = _save(tmp_path, _valid())
     with pytest.raises(ParityInputError, match=fragment):
