@@ -135,6 +135,8 @@ def calibrate(cases: Sequence[Case], reference: Adapter, candidate: Adapter | No
     validate_calibration(factor, floor)
     floors = {dtype: floor if floor is not None else value for dtype, value in DEFAULT_FLOORS.items()}
     table = load_tolerances(path)
+    # before the measuring: a table that cannot be replaced; through a symlink, the file it names
+    target = replaceable_file(path, "tolerance table", "--tolerances") if write else path
     merged: dict[tuple[str, str, str, str], Measurement] = {}
     for case in cases:
         for (tap, dtype, mode), sources in _measure_case(case, reference, candidate).items():
@@ -180,7 +182,6 @@ def calibrate(cases: Sequence[Case], reference: Adapter, candidate: Adapter | No
         header = (f"Parity tolerances. Hand-written rules first; rules noted '{CALIBRATED}' were written by\n"
                   "`parity calibrate --write` and say how each number was obtained. Last matching rule wins.")
         text = dump_table(ToleranceTable(table.default, tuple(kept_rules + new_rules), table.path), header)
-        target = replaceable_file(path, "tolerance table", "--tolerances")  # through a symlink: the file it names
         parse_table(tomllib.loads(text), str(target))  # what is written must read back: checked before writing
         replace_text_keeping_mode(target, text)
         result.written = True

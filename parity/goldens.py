@@ -38,6 +38,7 @@ import h5py
 import numpy as np
 
 from backends.common.config import ForwardConfig, resolve_config
+from backends.common.hdf5 import oversized_chunks
 from backends.common.taps import PIPELINES, TapSpec
 
 from .atomic_files import atomic_target, regular_file, write_bytes_atomically
@@ -128,21 +129,11 @@ def _objects(h5: h5py.File) -> Iterator[tuple[str, h5py.Group | h5py.Dataset]]:
                 pending.append((f"{where}/", obj))
 
 
-CHUNK_FLOOR = 1 << 20  # bytes: a chunk up to this size is fine whatever the dataset's
-
-
 def _check_chunks(path: Any, where: str, dataset: h5py.Dataset) -> None:
-    """HDF5 reads a chunked dataset a whole chunk at a time, inflated: a chunk far larger than its dataset (a
-    (60000, 32, 32, 4) chunk for 2 samples) makes reading a few KiB of data take GiBs, past ``--max-memory``."""
-    chunks = dataset.chunks
-    if not chunks:
-        return
-    chunk_bytes = int(np.prod(chunks, dtype=np.int64)) * dataset.dtype.itemsize
-    if chunk_bytes > max(CHUNK_FLOOR, dataset.size * dataset.dtype.itemsize):
-        raise CorruptGoldenError(f"{path}: '{where}' is stored in chunks of {tuple(chunks)} ({chunk_bytes} bytes "
-                                 f"each, inflated when read) for a dataset of {tuple(dataset.shape)}; a golden's "
-                                 "chunks are at most its datasets' size: the file was changed after recording; "
-                                 "re-record it with `parity record`")
+    oversized = oversized_chunks(dataset)
+    if oversized is not None:
+        raise CorruptGoldenError(f"{path}: '{where}' {oversized}; a golden's chunks are at most its datasets' size: "
+                                 "the file was changed after recording; re-record it with `parity record`")
 
 
 def metadata_digest(h5: h5py.File) -> str:

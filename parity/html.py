@@ -19,7 +19,7 @@ from .html_parts import (breakdown_block, diagnoses_block, metrics_table, patch_
                          verdict_badge, why_not_compared)
 from .patch_stats import spatial_axes
 from .report import format_margin, margin
-from .results import Divergence, error_word
+from .results import accumulated_words, error_word
 
 STYLE = """
 body{font:14px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#1d2430;background:#f4f6f9}
@@ -49,12 +49,6 @@ img{max-width:100%;height:auto;display:block;margin:6px 0;border:1px solid #e3e7
 .note{color:#5b6675;font-size:12.5px} ul.msgs{margin:4px 0;padding-left:20px} pre{font-size:11.5px;overflow:auto}
 details{margin:8px 0} summary{cursor:pointer;font-weight:600}
 """
-
-
-def _accumulated(divergence: dict) -> str:
-    unseen = divergence.get("unjudged_upstream") or []
-    return Divergence(divergence.get("tap"), divergence.get("mode", ""), [], inherited=True,
-                      unjudged_upstream=list(unseen)).accumulated_words()
 
 
 def _image(png: bytes, width: int, height: int, alt: str) -> str:
@@ -88,7 +82,7 @@ def _summary(document: dict[str, Any]) -> str:
     if divergence:
         where = _link(divergence["tap"]) if divergence.get("tap") else f"<b>{escape(divergence['mode'])}</b> audit"
         parts.append(f"<p><b>First divergence:</b> {where} ({escape(divergence['mode'])})"
-                     + (" — " + escape(_accumulated(divergence)) if divergence.get("inherited") else "") + "</p>")
+                     + (" — " + escape(accumulated_words(divergence.get("unjudged_upstream") or [])) if divergence.get("inherited") else "") + "</p>")
         parts.append('<ul class="msgs">' + "".join(f"<li><code>{escape(m)}</code></li>"
                                                    for m in divergence.get("messages", [])[:4]) + "</ul>")
     elif document.get("stopped"):  # a run that ended before its verdict (a crash report has no taps at all)

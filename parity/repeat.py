@@ -19,6 +19,7 @@ import numpy as np
 from backends.common.taps import TapSpec, pipeline_taps
 
 from .cases import Case
+from .engines import to_numpy
 
 KEEP_BYTES = 256 << 20  # keep the first run's arrays below this total, for max |difference|
 
@@ -59,13 +60,6 @@ def _difference(first: np.ndarray, again: np.ndarray) -> tuple[int | None, float
     return elements, float(np.nanmax(gap)) if gap.size and not np.isnan(gap).all() else float("nan")
 
 
-def _host(value: Any) -> np.ndarray:
-    """A tap as a host array (a Torch tensor on any device: detached, copied to the CPU)."""
-    if hasattr(value, "detach"):
-        value = value.detach().resolve_conj().resolve_neg().cpu().numpy()
-    return np.asarray(value)
-
-
 def _tap_bytes(case: Case) -> int:
     total = 0
     for spec in pipeline_taps(case.pipeline, case.config):
@@ -86,7 +80,7 @@ def repeat_check(case: Case, candidate: Any, runs: int = 2, keep_bytes: int = KE
         def delivered(spec: TapSpec, value: Any) -> None:
             if guard is not None:
                 guard.tick()
-            sink(spec, _host(value))
+            sink(spec, to_numpy(value))
 
         arguments = (case.pipeline, case.config, case.inputs, case.weights)
         if guard is None:

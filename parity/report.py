@@ -7,7 +7,6 @@ The HTML report, ``parity report`` and ``parity diff`` read the JSON document
 from __future__ import annotations
 
 import contextlib
-
 import json
 import math
 import os

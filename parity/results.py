@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from .jsonable import to_jsonable
@@ -133,6 +134,15 @@ class TapResult:
                 "modes": {mode: result.to_dict() for mode, result in self.modes.items()}}
 
 
+def accumulated_words(unjudged_upstream: Sequence[str]) -> str:
+    """What an inherited divergence says of the stages before it (``Divergence.unjudged_upstream``)."""
+    if not unjudged_upstream:
+        return "every stage passes in isolation: the error accumulated across stages"
+    verb = "was" if len(unjudged_upstream) == 1 else "were"
+    return (f"every stage judged in isolation passes, but {', '.join(unjudged_upstream)} before it "
+            f"{verb} not (not compared, not provided or not isolable): the fault may be there")
+
+
 @dataclasses.dataclass
 class Divergence:
     """The first tap, in stage order, that fails (isolated mode first, else propagated)."""
@@ -145,12 +155,7 @@ class Divergence:
     unjudged_upstream: list[str] = dataclasses.field(default_factory=list)  # inherited: earlier stages not judged alone
 
     def accumulated_words(self) -> str:
-        """What an inherited divergence says of the stages before it."""
-        if not self.unjudged_upstream:
-            return "every stage passes in isolation: the error accumulated across stages"
-        verb = "was" if len(self.unjudged_upstream) == 1 else "were"
-        return (f"every stage judged in isolation passes, but {', '.join(self.unjudged_upstream)} before it "
-                f"{verb} not (not compared, not provided or not isolable): the fault may be there")
+        return accumulated_words(self.unjudged_upstream)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -24,7 +24,7 @@ from .builtin_cases import select_cases
 from .cases import Case, user_case
 from .data import fixtures_are_installed, fixtures_dir
 from .errors import CorruptGoldenError, ParityInputError, ReferenceFailed
-from .guard import DEFAULT_STAGE_TIMEOUT
+from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
 from .evidence import EvidenceCollector
 from .golden_inputs import InputDrift, judge_inputs
 from .goldens import Golden, GoldenWriter, golden_path, write_golden
@@ -227,8 +227,6 @@ class _WriterFailed(Exception):
 
 
 def _run_reference(reference: Adapter, case: Case, writer: Any, path: Path, stage_timeout: float | None) -> None:
-    from .guard import AdapterFault, Guard
-
     guard = Guard("reference", None, stage_timeout)
     failed: list[BaseException] = []
 

@@ -26,13 +26,14 @@ import os
 import re
 import zipfile
 from collections.abc import Mapping
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
 from backends.common.config import ForwardConfig
+from backends.common.hdf5 import oversized_chunks
 from backends.common.weights import weight_problems, weight_specs
 
 from .network import KerasNetwork, keras_layer_name
@@ -216,9 +217,6 @@ def _holds_data(group: h5py.Group) -> bool:
     return bool(found)
 
 
-CHUNK_FLOOR = 1 << 20  # bytes: a chunk up to this size is fine whatever its dataset's size
-
-
 class _Elsewhere:
     """What a soft or external link stands for: never followed (it could name any file, a FIFO among them)."""
 
@@ -245,11 +243,9 @@ def _hard_get(handle: h5py.Group, key: str) -> Any:
 def _read(item: h5py.Dataset) -> np.ndarray | str:
     """The dataset's values, or why they cannot be read (a chunk far larger than the dataset would be inflated
     whole, past --max-memory; a filter this machine lacks; a damaged chunk)."""
-    if item.chunks:
-        chunk_bytes = int(np.prod(item.chunks, dtype=np.int64)) * item.dtype.itemsize
-        if chunk_bytes > max(CHUNK_FLOOR, item.size * item.dtype.itemsize):
-            return (f"is stored in chunks of {tuple(item.chunks)} ({chunk_bytes} bytes each, inflated when read) for "
-                    f"a dataset of {item.shape}; expected chunks at most the dataset's size")
+    oversized = oversized_chunks(item)
+    if oversized is not None:
+        return f"{oversized}; expected chunks at most the dataset's size"
     try:
         return item[()]
     except (OSError, ValueError) as error:
