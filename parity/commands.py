@@ -432,7 +432,9 @@ def command_diff(args) -> int:
         print(f"note: {note}")
     worse = [change for change in changes if change.worse]
     counts = {verdict: sum(c.verdict == verdict for c in changes) for verdict in ("worse", "gone", "fixed", "better")}
-    print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + f" of {len(changes)} tap results")
+    retyped = sum(c.verdict == "retyped" for c in changes)
+    print(", ".join(f"{n} {verdict}" for verdict, n in counts.items()) + f" of {len(changes)} tap results"
+          + (f"; {retyped} in another dtype (errors of different precisions: not compared)" if retyped else ""))
     return EXIT_DIVERGED if worse else EXIT_OK
 
 

@@ -295,7 +295,7 @@ def _fit_problems(found: Mapping[str, Any], cfg: ForwardConfig) -> list[str]:
     problems += [f"parameter {name!r} has shape {found[name].shape}, expected {shape}"
                  for name, shape in expected.items() if name in found and found[name].shape != shape]
     problems += [f"parameter {name!r} has dtype {found[name].dtype}, expected real floating point"
-                 for name in expected if name in found and found[name].dtype.kind not in "fiu"]
+                 for name in expected if name in found and found[name].dtype.kind not in "f"]
     return problems
 
 

@@ -4,7 +4,9 @@ A run is a case folder holding ``report.json`` (or the file itself); an
 ``--out`` folder holding several case folders compares every case present in
 both. A tap *got worse* in a mode when it passed in A and does not pass in B
 (fails, raised, or is no longer judged), or failed in both and its margin to
-tolerance (error / limit) grew by more than ``factor`` (default 2). The exit
+tolerance (error / limit) grew by more than ``factor`` (default 2). A tap whose
+dtype differs between the runs (``--set dtype=float64`` in one) is *retyped*:
+its margins are of different precisions, so only a pass/fail change counts. The exit
 code is 0 when no tap of any case got worse, 1 when one did, 2 when the runs
 are not comparable (different case or pipeline, unreadable report).
 """
@@ -31,7 +33,7 @@ class TapChange:
     mode: str
     before: dict[str, Any] | None
     after: dict[str, Any] | None
-    verdict: str  # "worse", "better", "fixed", "same", "new", "gone"
+    verdict: str  # "worse", "better", "fixed", "same", "new", "gone", "retyped"
 
     @property
     def worse(self) -> bool:
@@ -52,7 +54,10 @@ def _rel(result: dict[str, Any] | None) -> str:
         return str(value)
 
 
-def _classify(before: dict[str, Any] | None, after: dict[str, Any] | None, factor: float) -> str:
+def _classify(before: dict[str, Any] | None, after: dict[str, Any] | None, factor: float,
+              retyped: bool = False) -> str:
+    """``retyped``: the tap's dtype differs between the runs, so its margins are not comparable (a float64 run's
+    errors are ~1e-9 of a float32 run's without any fix); pass/fail changes still count."""
     if before is None:
         return "new"
     if after is None:
@@ -65,6 +70,8 @@ def _classify(before: dict[str, Any] | None, after: dict[str, Any] | None, facto
     old, new = margin(before), margin(after)
     if old is None or new is None or old == new:
         return "same"
+    if retyped:
+        return "retyped"
     if new > old * factor and not (math.isinf(old) and math.isinf(new)):
         return "worse" if was is False else "same"
     if new * factor < old:
@@ -106,7 +113,8 @@ def diff_reports(before: dict[str, Any], after: dict[str, Any], factor: float = 
         new_modes = (later.get(tap) or {}).get("modes") or {}
         for mode in dict.fromkeys([*old_modes, *new_modes]):
             a, b = old_modes.get(mode), new_modes.get(mode)
-            changes.append(TapChange(name, tap, mode, a, b, _classify(a, b, factor)))
+            retyped = tap in earlier and tap in later and earlier[tap].get("dtype") != later[tap].get("dtype")
+            changes.append(TapChange(name, tap, mode, a, b, _classify(a, b, factor, retyped)))
     return changes
 
 
@@ -137,7 +145,8 @@ def _hash_notes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             "changed between the runs"]
 
 
-STYLES = {"worse": "bold red", "gone": "bold red", "fixed": "green", "better": "green", "same": "dim", "new": "yellow"}
+STYLES = {"worse": "bold red", "gone": "bold red", "fixed": "green", "better": "green", "same": "dim", "new": "yellow",
+          "retyped": "yellow"}
 
 
 def diff_table(changes: list[TapChange], show_all: bool = False) -> Table:

@@ -413,6 +413,18 @@ def test_load_weights_npz_with_canonical_names_casts_to_the_config_dtype(tmp_pat
         np.testing.assert_allclose(value, weights[name], rtol=1e-6)
 
 
+def test_load_weights_refuses_integer_parameters_by_name(tmp_path):
+    """Weights rounded to integers (a savez of the wrong array) are not a model's: refused, not cast."""
+    weights = init_weights(WCFG)
+    weights["encoder.block0.conv0.kernel"] = np.round(weights["encoder.block0.conv0.kernel"] * 100).astype(np.int32)
+    path = tmp_path / "weights.npz"
+    np.savez(path, **weights)
+    with pytest.raises(ParityInputError) as caught:
+        load_weights(path, WCFG)
+    assert str(path) in str(caught.value)
+    assert "parameter 'encoder.block0.conv0.kernel' has dtype int32, expected real floating point" in str(caught.value)
+
+
 def test_load_weights_reports_wrong_shapes_by_parameter_name(tmp_path):
     weights = init_weights(WCFG)
     weights["decoder.amp.block0.conv1.kernel"] = weights["decoder.amp.block0.conv1.kernel"][..., :3]

@@ -363,3 +363,21 @@ def test_a_report_without_evidence_or_comparisons_still_renders(runs, tmp_path):
     assert "config</b> audit" in text and "candidate resolves N=64" in text
     assert [s["id"] for s in page.sections] == [f"tap-{name}" for name in TAPS]
     assert all("unjudged" in s["class"].split() for s in page.sections)
+
+
+def test_parity_diff_between_dtypes_does_not_call_precision_a_fix():
+    """A float64 run's errors are ~1e-9 of a float32 run's with no fix made: not "better", but said."""
+    from parity.rundiff import diff_reports
+
+    def report(dtype: str, error: float, passed: bool) -> dict:
+        mode = {"passed": passed, "metrics": {"max_rel_to_peak": error, "passed": passed},
+                "tolerance": {"criteria": {"max_rel_to_peak": 1e-6}}}
+        return {"case": {"name": "c"}, "pipeline": "physics",
+                "taps": [{"name": "farfield", "dtype": dtype, "modes": {"propagated": mode}}]}
+
+    (change,) = diff_reports(report("complex64", 1e-7, True), report("complex128", 1e-16, True))
+    assert change.verdict == "retyped" and not change.worse
+    (change,) = diff_reports(report("complex64", 1e-7, True), report("complex64", 1e-16, True))
+    assert change.verdict == "better"
+    (change,) = diff_reports(report("complex64", 1e-7, True), report("complex128", 1e-3, False))
+    assert change.verdict == "worse" and change.worse  # a verdict that flips still counts

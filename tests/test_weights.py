@@ -6,6 +6,7 @@ import io
 import json
 import math
 import shutil
+import warnings
 import zipfile
 
 import numpy as np
@@ -377,6 +378,20 @@ def test_wrong_container_for_the_suffix(saved, tmp_path):
         out.writestr("config.json", "{}")
     with pytest.raises(WeightFileError, match="model.weights.h5"):
         load_keras_weights(BIG, no_weights)
+
+
+def test_archive_with_a_repeated_member_is_refused(saved, tmp_path):
+    """Two copies of model.weights.h5: zipfile reads the last, Keras or unzip may read the first."""
+    _, _, archive = saved["big", ".keras"]
+    doubled = tmp_path / "doubled.keras"
+    with zipfile.ZipFile(archive) as source, zipfile.ZipFile(doubled, "w") as out, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name" warning
+        for info in source.infolist():
+            out.writestr(info, source.read(info))
+        out.writestr("model.weights.h5", source.read("model.weights.h5"))
+    with pytest.raises(WeightFileError, match="holds member 'model.weights.h5' 2 times") as caught:
+        load_keras_weights(BIG, doubled)
+    assert str(doubled) in str(caught.value)
 
 
 @pytest.mark.parametrize(("other", "suffix"), [(BIG.replace(N=64), ".weights.h5"), (BIG.replace(gridsize=1), ".keras")],

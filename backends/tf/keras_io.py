@@ -150,6 +150,7 @@ def save_keras_weights(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], pa
     return path
 
 
+_READ_MEMBERS = (ARCHIVE_WEIGHTS, ARCHIVE_CONFIG)
 CONFIG_LIMIT = 16 * 2**20  # bytes of config.json read at most (a model's config is a few kB)
 
 
@@ -181,7 +182,12 @@ def _open_weights(path: Path, kind: str, limit: int) -> tuple[h5py.File, list[st
                                     "archive)")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = set(archive.namelist())
+            names = archive.namelist()
+            members = set(names)
+            repeated = sorted(name for name in members if names.count(name) > 1 and name in _READ_MEMBERS)
+            if repeated:  # zipfile reads the last of them, another reader may read the first
+                raise WeightFileError(path, f"archive holds member {repeated[0]!r} {names.count(repeated[0])} times "
+                                            "(expected once; which copy a reader takes is undefined)")
             if ARCHIVE_WEIGHTS not in members:
                 raise WeightFileError(path, f"archive has no member {ARCHIVE_WEIGHTS!r} "
                                             f"(members: {sorted(members)})")
