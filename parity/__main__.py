@@ -1,9 +1,9 @@
 import sys
 
-from . import supervise
+from . import supervise, watcher
 
 if supervise.wanted():
-    sys.exit(supervise.supervise(sys.argv[1:]))  # before the CLI's imports: the watcher stays light
+    sys.exit(watcher.supervise(sys.argv[1:]))  # before the CLI's imports: the watcher stays light
 
 from .cli import run
 

@@ -170,7 +170,7 @@ def check_device(device: str) -> None:
 def load_adapter(spec: str, device: str = "cpu", timeout: float | None = None) -> Adapter:
     """'tf', 'torch' or 'package.module:attr' -> an adapter instance.
 
-    ``timeout``: seconds importing and building it may take before the watcher (``parity.supervise``)
+    ``timeout``: seconds importing and building it may take before the watcher (``parity.watcher``)
     ends the command (exit 2); default the stage timeout's default."""
     check_device(device)
     if timeout is None:

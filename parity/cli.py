@@ -13,6 +13,7 @@ import errno
 import logging
 import math
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -23,10 +24,11 @@ import numpy as np
 from backends.common import determinism
 from backends.common.determinism import allow_tf32, apply_environment
 
-from . import budget, process_end, supervise
+from . import budget, process_end, supervise, watcher
 from .atomic_files import terminate_as_interrupt
 from .capture import terminal_was_lost
-from .commands import BENCH_SECTIONS, COMMANDS
+from .commands import COMMANDS
+from .tool_commands import BENCH_SECTIONS
 from .errors import (EXIT_BAD_INPUT, EXIT_CRASHED, EXIT_INTERRUPTED, EXIT_OK, ParityInputError, ReferenceFailed,
                      WriteRefusedError)
 from .guard import DEFAULT_STAGE_TIMEOUT
@@ -81,6 +83,19 @@ def _path(text: str) -> str:
     return text
 
 
+_ADAPTER = "adapter: tf, torch or a package.module:attr import path to your own (docs/adapters.md)"
+_GOLDENS_HELP = ("golden folder (default: the shipped fixtures/goldens of a source checkout; an installed harness "
+                 "needs a folder of your own)")
+
+
+def _case_name(text: str) -> str:
+    """A case name names files (``NAME.h5``, ``reports/NAME/``): letters, digits, '.', '_' and '-' only."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", text):
+        raise argparse.ArgumentTypeError(f"expected a case name of letters, digits, '.', '_' and '-' (it names the "
+                                         f"golden file and the report folder; at most 100 characters), got {text!r}")
+    return text
+
+
 def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True) -> None:
     parser.add_argument("--case", action="append", dest="cases", metavar="NAME",
                         help="built-in case or fnmatch glob, e.g. 'physics-n32-*' (repeatable; default: all; "
@@ -100,6 +115,10 @@ def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True)
         parser.add_argument("--dataset", metavar="FILE.npz", type=_path,
                             help="a PtychoPINN dataset (xcoords, ycoords, diff3d, probeGuess[, objectGuess]); "
                                  "see docs/datasets.md")
+        parser.add_argument("--name", metavar="NAME", type=_case_name,
+                            help="with --inputs or --dataset: the case's name, which also names its golden "
+                                 "(NAME.h5) and report folder (default user-<file stem>; a dataset's "
+                                 "dataset-<stem>-<pipeline>; with --dataset and two pipelines, NAME-<pipeline>)")
 
 
 def _add_stage_timeout(parser: argparse.ArgumentParser) -> None:
@@ -117,7 +136,9 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="reports", metavar="DIR", type=_path,
                         help="where report.json files go (default reports/)")
     parser.add_argument("--dump-taps", action="store_true", help="also write both backends' taps to HDF5")
-    parser.add_argument("--chunk-mb", type=_positive_int, default=64, help="comparison chunk size per side in MiB")
+    parser.add_argument("--chunk-mb", type=_positive_int, default=16, metavar="MIB",
+                        help="the batch is cut so that one chunk's taps take about this many MiB per side "
+                             "(default 16; more holds more memory, --batch-chunk sets samples instead)")
     parser.add_argument("--batch-chunk", type=_positive_int, default=None, metavar="N",
                         help="run N samples per call (default: as many as keep 16 MiB of taps per side; more "
                              "exercises a port's large-batch code, within --max-memory)")
@@ -136,36 +157,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run reference and candidate, compare every tap")
     _add_case_options(run)
-    run.add_argument("--reference", default="tf", help="adapter: tf, torch or module:attr (default tf)")
-    run.add_argument("--candidate", default="torch", help="adapter: tf, torch or module:attr (default torch)")
+    run.add_argument("--reference", default="tf", help=f"the reference {_ADAPTER} (default tf)")
+    run.add_argument("--candidate", default="torch", help=f"the candidate {_ADAPTER} (default torch)")
     run.add_argument("--device", default="cpu", help="candidate device: cpu or cuda[:N] (default cpu)")
     _add_compare_options(run)
     _add_gpu_options(run)
 
     record = commands.add_parser("record", help="write the reference's taps as golden HDF5 files")
     _add_case_options(record)
-    record.add_argument("--reference", default="tf")
+    record.add_argument("--reference", default="tf", help=f"the reference {_ADAPTER} (default tf)")
     _add_stage_timeout(record)
-    record.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default: the shipped goldens, fixtures/goldens)")
+    record.add_argument("--goldens", metavar="DIR", type=_path, help=_GOLDENS_HELP)
 
     check = commands.add_parser("check", help="compare a candidate against recorded goldens (no TF needed)")
     _add_case_options(check)
-    check.add_argument("--candidate", default="torch")
-    check.add_argument("--device", default="cpu")
-    check.add_argument("--goldens", metavar="DIR", type=_path, help="golden folder (default: the shipped goldens, fixtures/goldens)")
+    check.add_argument("--candidate", default="torch", help=f"the candidate {_ADAPTER} (default torch)")
+    check.add_argument("--device", default="cpu", help="candidate device: cpu or cuda[:N] (default cpu)")
+    check.add_argument("--goldens", metavar="DIR", type=_path, help=_GOLDENS_HELP)
     _add_compare_options(check)
     _add_gpu_options(check)
 
     calibrate = commands.add_parser("calibrate", help="measure noise floors and propose tolerances")
     _add_case_options(calibrate, user_inputs=False)
-    calibrate.add_argument("--reference", default="tf")
-    calibrate.add_argument("--candidate", default="torch", help="also run twice to check run-to-run noise")
-    calibrate.add_argument("--tolerances", metavar="FILE.toml", type=_path)
+    calibrate.add_argument("--reference", default="tf", help=f"the reference {_ADAPTER} (default tf)")
+    calibrate.add_argument("--candidate", default="torch", help=f"the candidate {_ADAPTER}, also run twice to check "
+                           "run-to-run noise (default torch)")
+    calibrate.add_argument("--tolerances", metavar="FILE.toml", type=_path,
+                           help="the table to measure against (and to write, with --write; an installed harness "
+                                "needs one of your own for that)")
     calibrate.add_argument("--factor", default="10", help="tolerance = factor x noise (>= 1, default 10)")
     calibrate.add_argument("--floor", default=None, help="smallest tolerance, > 0 and < 1 (default per dtype)")
     calibrate.add_argument("--write", action="store_true", help="write tighter tolerances into the file")
     calibrate.add_argument("--allow-looser", action="store_true", help="with --write: also write looser ones")
-    calibrate.add_argument("--out", default="reports", metavar="DIR", type=_path)
+    calibrate.add_argument("--out", default="reports", metavar="DIR", type=_path,
+                           help="where the calibration runs' reports go (default reports/)")
 
     bench = commands.add_parser("bench", help="throughput, harness overhead, peak memory and start-up, in one run")
     bench.add_argument("--pipeline", action="append", dest="pipelines", choices=("pinn", "physics"),
@@ -304,11 +329,11 @@ def _remove_matplotlib_temporaries() -> None:
 
 
 def run() -> None:
-    """Console entry point: the work runs in a supervised child (``parity.supervise``). Once the verdict is
+    """Console entry point: the work runs in a supervised child (``parity.watcher``). Once the verdict is
     said, the process ends at once (``os._exit``): an adapter's thread that never returns, or its atexit
     handler (which could block, or end the process with another status), never runs after the verdict."""
     if supervise.wanted():
-        sys.exit(supervise.supervise(sys.argv[1:]))
+        sys.exit(watcher.supervise(sys.argv[1:]))
     supervise.claim()
     supervise.printable_anywhere()
     process_end.expect_verdict()  # unwatched (PARITY_SUPERVISE=0): no adapter code ends it with 0 before the verdict

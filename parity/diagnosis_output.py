@@ -225,9 +225,10 @@ def border_only(p: Problem) -> list[Diagnosis]:
     error_map = error.max(axis=other) if other else error
     for band in range(1, max(1, min(height, width) // 8) + 1):
         interior = float(error_map[band:-band, band:-band].max(initial=0.0)) / p.peak
-        # the interior must agree (to the tap's tolerance), not merely hold 1% of the error: an unshifted
-        # spectrum has its largest values at the border, so a wrong transform is mostly there as well
-        if p.complete(interior):
+        # the interior must agree (within the tap's tolerance itself, and to a tenth of the error), not merely
+        # hold 1% of it: an unshifted spectrum has its largest values at the border, so a wrong transform, or
+        # rounding, is mostly there as well; "confined" with a failing interior would point at the wrong code
+        if p.complete(interior) and interior <= p.tolerance and interior <= 0.1 * p.error:
             return [Diagnosis("border_only", f"the difference is confined to a {band}-px band at the image border "
                               f"(inside it: {interior:.1e}): a padding or edge-handling difference", interior,
                               {"band_px": band, "interior_error": interior})]

@@ -1,7 +1,7 @@
 """Adapter code that ends the process (``os._exit``) where no watcher stands outside it.
 
 Under the command line a watcher process turns an abrupt end into exit 3 and a report
-(``parity.supervise``). The pytest plugin, the library API and ``PARITY_SUPERVISE=0`` run adapter
+(``parity.watcher``). The pytest plugin, the library API and ``PARITY_SUPERVISE=0`` run adapter
 code in the very process whose exit status the user reads: a port's ``os._exit(0)`` in a stage, in
 a thread of its own or in an ``atexit`` handler would end a failing session with 0. So the first
 time an adapter is loaded in such a process, ``os._exit`` is replaced by a function that

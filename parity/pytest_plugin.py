@@ -259,9 +259,30 @@ def parity_run(parity_runs: ParityRuns) -> Callable[..., ParityOutcome]:
 
 
 @pytest.fixture(scope="session")
-def parity_load_case() -> Callable[..., Case]:
-    """``parity_load_case("physics-default")`` or ``parity_load_case(inputs="x.npz", pipeline="physics")``."""
-    return load_case
+def parity_load_case(pytestconfig: pytest.Config) -> Callable[..., Case]:
+    """``parity_load_case("physics-default")`` or ``parity_load_case(inputs="x.npz", pipeline="physics")``.
+
+    Relative ``inputs``, ``weights`` and ``config`` paths resolve against the folder of the ini file (else the
+    rootdir), as the ``parity_inputs`` ini setting's do, so a test finds its files from any working folder.
+    """
+    base = Path(pytestconfig.inipath).parent if pytestconfig.inipath else Path(pytestconfig.rootpath)
+
+    def anchored(path: str | Path | None) -> str | Path | None:
+        return None if path is None or Path(path).is_absolute() else base / path
+
+    def load(name: str | None = None, *, inputs: str | Path | None = None, pipeline: str | None = None,
+             weights: str | Path | None = None, config: str | Path | None = None,
+             assignments: tuple[str, ...] = ()) -> Case:
+        __tracebackhide__ = True
+        from .errors import ParityInputError
+
+        try:
+            return load_case(name, inputs=anchored(inputs), pipeline=pipeline, weights=anchored(weights),
+                             config=anchored(config), assignments=assignments)
+        except ParityInputError as error:  # the file, key and expectation in one line, not a harness traceback
+            pytest.fail(f"parity_load_case: {error}", pytrace=False)
+
+    return load
 
 
 @pytest.fixture

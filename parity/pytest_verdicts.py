@@ -64,9 +64,32 @@ def _metrics_lines(metrics: dict[str, Any]) -> list[str]:
                      f"phase max error = {_number(metrics.get('phase_max_abs_error'))} rad")
     lines.append(f"reference {metrics.get('reference_dtype')} {tuple(metrics.get('reference_shape') or ())}, "
                  f"candidate {metrics.get('candidate_dtype')} {tuple(metrics.get('candidate_shape') or ())}")
-    for key in ("breakdown",):  # added by later report schemas; shown as given
-        if metrics.get(key):
-            lines.append(f"{key}: {json.dumps(metrics[key], default=str)[:300]}")
+    if isinstance(metrics.get("breakdown"), dict):
+        lines += _breakdown_lines(metrics["breakdown"])
+    return lines
+
+
+def _breakdown_lines(breakdown: dict[str, Any]) -> list[str]:
+    """Where the error is (report schema v2 ``metrics.breakdown``), as words: never JSON cut mid-key."""
+    def ranked(key: str, label: str) -> str | None:
+        entries = [entry for entry in breakdown.get(key) or [] if isinstance(entry, dict)][:4]
+        if not entries:
+            return None
+        return f"by {label}: " + ", ".join(f"{label} {entry.get(label)} {_number(entry.get('max_rel'))}"
+                                           for entry in entries)
+
+    lines = []
+    worst = breakdown.get("worst") if isinstance(breakdown.get("worst"), dict) else {}
+    place = ", ".join(f"{key} {worst[key]}" for key in ("sample", "channel") if worst.get(key) is not None)
+    if place:
+        lines.append(f"worst element in {place}")
+    lines += [line for line in (ranked("by_sample", "sample"), ranked("by_channel", "channel")) if line]
+    regions = breakdown.get("regions") if isinstance(breakdown.get("regions"), dict) else {}
+    shown = [f"{name} {_number(value.get('max_rel'))}" for name, value in regions.items() if isinstance(value, dict)]
+    if shown:
+        width = breakdown.get("border_width")
+        lines.append("max|a-b|/peak by region: " + ", ".join(shown)
+                     + (f" (border: {width} px)" if isinstance(width, int) else ""))
     return lines
 
 
@@ -231,6 +254,8 @@ def assert_parity(report: Any, taps: list[str] | None = None, modes: tuple[str, 
     headline = first_divergence(outcome) if taps is None or divergent is None or divergent in names else None
     if headline is None:  # the first failure is the headline: said once, without the label twice
         headline, _, first = first.removeprefix(f"{outcome.label}: ").partition("\n")
+    elif first.startswith("FIRST DIVERGENCE"):  # its first line repeats the headline
+        first = first.partition("\n")[2]
     others = [message.splitlines()[0] for _, message in failures[1:]]
     raise AssertionError(f"parity fails for {outcome.label}: {headline}\n" + (f"{first}\n" if first else "")
                          + "".join(f"  - {line}\n" for line in others[:30])

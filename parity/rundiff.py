@@ -141,8 +141,14 @@ def _hash_notes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     old, new = before["case"].get("hash"), after["case"].get("hash")
     if old == new:
         return []
-    return [f"{before['case']['name']}: the case hash differs ({old} -> {new}): its configuration or inputs "
-            "changed between the runs"]
+    knobs_a, knobs_b = before.get("config"), after.get("config")
+    changed = ([f"{knob} {knobs_a.get(knob)!r} -> {knobs_b.get(knob)!r}" for knob in sorted({*knobs_a, *knobs_b})
+                if knobs_a.get(knob) != knobs_b.get(knob)] if isinstance(knobs_a, dict) and isinstance(knobs_b, dict)
+               else [])
+    what = (f"the knobs changed: {', '.join(changed)}" if changed
+            else "its inputs, weights or definition changed, not its knobs")
+    return [f"{before['case']['name']}: the case hash differs ({old} -> {new}): {what}; the runs judge different "
+            "computations, so a tap's change need not come from the port"]
 
 
 STYLES = {"worse": "bold red", "gone": "bold red", "fixed": "green", "better": "green", "same": "dim", "new": "yellow",

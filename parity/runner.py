@@ -49,7 +49,7 @@ class RunOptions:
     modes: tuple[str, ...] = MODES
     taps: tuple[str, ...] | None = None  # globs: which taps to compare (all by default)
     dump_dir: Path | None = None  # write both backends' taps to HDF5 here
-    chunk_bytes: int = 64 << 20  # comparison chunk per side
+    chunk_bytes: int = 64 << 20  # kept for callers: runs compare batch chunk by chunk (spill_bytes sets them)
     spill_bytes: int = DEFAULT_CHUNK_BYTES  # all taps of one batch chunk, one side (sets the chunk size)
     batch_chunk: int | None = None  # at most this many samples per chunk
     stage_timeout: float | None = DEFAULT_STAGE_TIMEOUT  # seconds a stage may run without delivering a tap

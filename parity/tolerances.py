@@ -70,7 +70,7 @@ class AppliedTolerance:
     """The criteria a tap was judged by, and which rule supplied them."""
 
     criteria: Criteria
-    source: str  # e.g. "fixtures/tolerances.toml rule 3 (taps encoder.*)" or "... [default]"
+    source: str  # e.g. "fixtures/tolerances.toml [[rule]] 4 (taps encoder.*; counted from 1)" or "... [default]"
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,7 +86,7 @@ class ToleranceTable:
     def lookup(self, tap: str, dtype: str, device: str, mode: str, pipeline: str) -> AppliedTolerance:
         for rule in reversed(self.rules):
             if rule.matches(tap, dtype, device, mode, pipeline):
-                where = f"{self.path} rule {rule.index} (taps {', '.join(rule.taps)})"
+                where = f"{self.path} [[rule]] {rule.index + 1} (taps {', '.join(rule.taps)})"
                 return AppliedTolerance(rule.criteria, where, rule.note)
         return AppliedTolerance(self.default, f"{self.path} [default]")
 
@@ -168,7 +168,7 @@ def parse_table(document: dict[str, Any], path: str) -> ToleranceTable:
     if not isinstance(raw_rules, list) or not all(isinstance(table, dict) for table in raw_rules):
         raise ParityInputError(f"{path}: key 'rule': expected an array of tables ([[rule]])")
     for index, table in enumerate(raw_rules):
-        where = f"rule {index}"
+        where = f"[[rule]] {index + 1}"  # counted from 1, as a reader counts the tables
         taps = table.get("taps")
         if isinstance(taps, str):
             taps = [taps]

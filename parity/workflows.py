@@ -272,6 +272,16 @@ class OpenedGolden:
         self.close()
 
 
+def _missing_own_golden(path: Path, case: Case) -> None:
+    """A case of the user's own files is found by its name: say which names the folder holds."""
+    held = sorted(entry.name.removesuffix(".h5") for entry in path.parent.glob("*.h5"))[:12]
+    where = f"the folder holds goldens of {held}" if held else "the folder holds no golden"
+    raise ParityInputError(f"{path}: golden file not found for case {case.name!r} ({where}); a case of your own is "
+                           "named user-<inputs file stem> (a dataset's dataset-<stem>-<pipeline>) unless --name sets "
+                           "it: check with the --name it was recorded with, or record it with `parity record` and "
+                           "the same --inputs/--dataset and --name")
+
+
 def open_golden(case: Case, directory: str | Path, tolerances: ToleranceTable | None = None) -> OpenedGolden:
     """Open ``<directory>/<case>.h5`` for checking ``case`` (raises ParityInputError, exit 2, otherwise).
 
@@ -280,7 +290,10 @@ def open_golden(case: Case, directory: str | Path, tolerances: ToleranceTable | 
     and inputs regenerated here that differ from the golden's beyond tolerance.
     The returned case runs on the golden's inputs.
     """
-    golden = Golden(golden_path(directory, case.name))
+    path = golden_path(directory, case.name)
+    if "user" in case.tags and not path.exists() and Path(directory).is_dir():
+        _missing_own_golden(path, case)
+    golden = Golden(path)
     try:
         golden.check_contents(case)  # shapes before the checksums stream the data (a forged huge dataset)
         golden.verify()

@@ -34,3 +34,19 @@ def test_a_large_batch_path_is_judged_when_the_chunk_holds_the_batch():
                      RunOptions(spill_bytes=chunk_bytes, batch_chunk=4, modes=("propagated",)))
     assert not whole.passed and whole.first_divergence.tap == "farfield"
     assert not any("ran in" in note for note in whole.notes)
+
+
+def test_chunk_mb_sets_how_many_samples_a_call_sees(tmp_path):
+    """``--chunk-mb``: the MiB of taps per chunk and side, so a smaller value cuts the batch finer."""
+    import json
+
+    from parity.cli import main
+
+    argv = ["run", "--case", "physics-n32-intensity-scale", "--reference", "torch", "--mode", "propagated",
+            "--quiet", "--out", str(tmp_path / "fine"), "--chunk-mb", "1"]
+    assert main(argv) == 0
+    notes = " ".join(json.loads((tmp_path / "fine" / "physics-n32-intensity-scale" / "report.json").read_text())["notes"])
+    assert "the batch of 16 samples ran in" in notes, notes
+    assert main(argv[:-4] + ["--out", str(tmp_path / "whole")]) == 0  # 16 MiB: one chunk
+    notes = json.loads((tmp_path / "whole" / "physics-n32-intensity-scale" / "report.json").read_text())["notes"]
+    assert not any("ran in" in note for note in notes), notes

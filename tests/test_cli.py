@@ -104,7 +104,7 @@ def test_run_passes_and_writes_a_report(capsys, tmp_path):
         for mode, result in tap["modes"].items():
             assert result["mode"] == mode and result["passed"] is True and result["error"] is None
             assert result["tolerance"]["criteria"]["max_rel_to_peak"] == 1e-6
-            assert "tolerances.toml rule" in result["tolerance"]["source"]
+            assert "tolerances.toml [[rule]]" in result["tolerance"]["source"]
             metrics = result["metrics"]
             assert metrics["name"] == tap["name"] and metrics["passed"] is True
             assert metrics["reference_shape"] == tap["shape"] and metrics["max_rel_to_peak"] <= 1e-6
@@ -282,7 +282,7 @@ BAD_USAGE = {
     "missing inputs file": (lambda tmp: ["run", "--pipeline", "physics", "--inputs", tmp / "absent.npz", *SMALL],
                             "absent.npz: inputs file not found"),
     "bad tolerance selector": (lambda tmp: ["run", *CASE, *SMALL, "--tolerances", _bad_tolerances(tmp)],
-                               "rule 0: key 'mode'"),
+                               "[[rule]] 1: key 'mode'"),
     "tolerance file not TOML": (lambda tmp: ["run", *CASE, *SMALL, "--tolerances", _not_toml(tmp)], "not valid TOML"),
     "missing tolerance file": (lambda tmp: ["run", *CASE, *SMALL, "--tolerances", tmp / "absent.toml"],
                                "tolerance file not found"),

@@ -740,7 +740,7 @@ def test_record_refuses_a_reference_that_breaks_the_tap_contract(recorded, tmp_p
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from parity.goldens import _canonical  # noqa: E402
+from parity.golden_digest import _canonical  # noqa: E402
 
 ROOT_ATTRIBUTES = ["schema_version", "case_name", "case_hash", "definition", "pipeline", "config", "description",
                    "backend", "provenance", "created", "tap_order"]

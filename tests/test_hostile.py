@@ -175,7 +175,7 @@ def test_4_tolerance_rule_taps_that_are_not_tap_names(tmp_path, taps):
     path = tmp_path / "tolerances.toml"
     path.write_text(f"schema = 1\n[[rule]]\ntaps = {taps}\nmax_rel_to_peak = 1e-6\n")
     result = parity_process("run", "--case", "physics-default", *SMALL, "--tolerances", path, "--out", tmp_path / "o")
-    assert_refused(result, str(path), "rule 0: key 'taps': expected a tap name, glob or non-empty list")
+    assert_refused(result, str(path), "[[rule]] 1: key 'taps': expected a tap name, glob or non-empty list")
 
 
 # ---- 7: --out ----
@@ -372,7 +372,7 @@ def test_4_more_malformed_taps(tmp_path, taps):
 
     path = tmp_path / "tolerances.toml"
     path.write_text(f"[[rule]]\ntaps = {taps}\nmax_rel_to_peak = 1e-6\n")
-    with pytest.raises(ParityInputError, match="rule 0: key 'taps'"):
+    with pytest.raises(ParityInputError, match=r"\[\[rule\]\] 1: key 'taps'"):
         load_tolerances(path)
 
 

@@ -139,7 +139,7 @@ def test_assert_parity_names_the_first_divergence_its_metrics_and_a_diagnosis_wh
         assert_parity(report)
     text = str(failure.value)
     assert text.startswith(f"parity fails for {SMALL} (golden vs torch-faulty, cpu): farfield (isolated): ")
-    assert f"FIRST DIVERGENCE of {SMALL} at farfield (isolated)" in text
+    assert "FIRST DIVERGENCE" not in text and text.count("farfield (isolated): ") == 1, text  # said once
     assert "max|a-b|/max|a| = 1.00e-02" in text and "diagnosis: a scale factor: the error is 1% everywhere" in text
     assert f"{SMALL}: intensity (isolated)" not in text and f"{SMALL}: intensity (propagated) fails" in text
     assert_parity(report, taps=["object.canvas", "exit_wave"])  # the taps upstream of the fault hold
@@ -150,8 +150,10 @@ def test_assert_parity_names_the_first_divergence_its_metrics_and_a_diagnosis_wh
         assert_parity(report, taps=["encoder.*"])  # a physics case has none: never a vacuous pass
     said = str(unmatched.value)
     assert "no tap of the report matches 'encoder.*'" in said and said.count(f"{SMALL} (golden") == 1, said
-    with pytest.raises(AssertionError, match="FIRST DIVERGENCE"):
+    with pytest.raises(AssertionError) as from_disk:
         assert_parity(tmp_path / SMALL / "report.json")  # the document on disk judges the same
+    assert str(from_disk.value).startswith(f"parity fails for {SMALL} (golden vs torch-faulty, cpu): farfield "
+                                           "(isolated): ")
 
 
 COUNTING = """

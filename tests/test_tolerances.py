@@ -138,9 +138,9 @@ def test_mode_and_pipeline_selectors(table):
 def test_last_matching_rule_wins(table):
     applied = _lookup(table, "encoder.block1", dtype="float32")  # rules 0, 1 and 4 match
     assert applied.criteria == Criteria(max_rel_to_peak=2e-5)
-    assert applied.source == f"{table.path} rule 4 (taps encoder.block1)"
+    assert applied.source == f"{table.path} [[rule]] 5 (taps encoder.block1)"
     applied = _lookup(table, "encoder.block0", dtype="float32")  # rules 0 and 1
-    assert applied.source == f"{table.path} rule 1 (taps encoder.*, decoder.amp)" and applied.note == "network"
+    assert applied.source == f"{table.path} [[rule]] 2 (taps encoder.*, decoder.amp)" and applied.note == "network"
 
 
 def test_order_matters():
@@ -163,22 +163,22 @@ def test_default_fallback_when_no_rule_matches(tmp_path):
 # ---- errors name the file, the rule and the key ----
 
 @pytest.mark.parametrize("rule, fragment", [
-    ('taps = "*"\ndtype = "float16"', "rule 1: key 'dtype': expected one of ('float32', 'float64')"),
-    ('taps = "*"\ndtype = 32', "rule 1: key 'dtype'"),
-    ('taps = "*"\ndevice = "tpu"', "rule 1: key 'device': expected one of ('cpu', 'cuda')"),
-    ('taps = "*"\nmode = "both"', "rule 1: key 'mode': expected one of ('propagated', 'isolated')"),
-    ('taps = "*"\npipeline = 3', "rule 1: key 'pipeline'"),
-    ('taps = "*"\npipeline = "pnn"', "rule 1: key 'pipeline'"),
-    ('taps = []', "rule 1: key 'taps'"),
-    ('dtype = "float32"', "rule 1: key 'taps'"),
-    ('taps = ["a", 3]', "rule 1: key 'taps'"),
-    ('taps = ["encodr.*"]\nmax_rel_to_peak = 1e-6', "rule 1: key 'taps': 'encodr.*' matches no tap of the registry "
+    ('taps = "*"\ndtype = "float16"', "[[rule]] 2: key 'dtype': expected one of ('float32', 'float64')"),
+    ('taps = "*"\ndtype = 32', "[[rule]] 2: key 'dtype'"),
+    ('taps = "*"\ndevice = "tpu"', "[[rule]] 2: key 'device': expected one of ('cpu', 'cuda')"),
+    ('taps = "*"\nmode = "both"', "[[rule]] 2: key 'mode': expected one of ('propagated', 'isolated')"),
+    ('taps = "*"\npipeline = 3', "[[rule]] 2: key 'pipeline'"),
+    ('taps = "*"\npipeline = "pnn"', "[[rule]] 2: key 'pipeline'"),
+    ('taps = []', "[[rule]] 2: key 'taps'"),
+    ('dtype = "float32"', "[[rule]] 2: key 'taps'"),
+    ('taps = ["a", 3]', "[[rule]] 2: key 'taps'"),
+    ('taps = ["encodr.*"]\nmax_rel_to_peak = 1e-6', "[[rule]] 2: key 'taps': 'encodr.*' matches no tap of the registry "
      "(did you mean 'encoder.*'"),
-    ('taps = ["amplitude", "amplitud"]\natol = 1', "rule 1: key 'taps': 'amplitud' matches no tap"),
-    ('taps = "*"\nmax_rel = 1e-6', "rule 1: unknown criteria key(s): max_rel"),
-    ('taps = "*"\nrtol = "tight"', "rule 1: Criteria.rtol must be a number"),
-    ('taps = "*"\nmax_rel_to_peak = -1.0', "rule 1: Criteria.max_rel_to_peak must be finite"),
-    ('taps = "*"\nmin_cosine = 1.5', "rule 1: Criteria.min_cosine must be finite and in [-1.0, 1.0]"),
+    ('taps = ["amplitude", "amplitud"]\natol = 1', "[[rule]] 2: key 'taps': 'amplitud' matches no tap"),
+    ('taps = "*"\nmax_rel = 1e-6', "[[rule]] 2: unknown criteria key(s): max_rel"),
+    ('taps = "*"\nrtol = "tight"', "[[rule]] 2: Criteria.rtol must be a number"),
+    ('taps = "*"\nmax_rel_to_peak = -1.0', "[[rule]] 2: Criteria.max_rel_to_peak must be finite"),
+    ('taps = "*"\nmin_cosine = 1.5', "[[rule]] 2: Criteria.min_cosine must be finite and in [-1.0, 1.0]"),
 ])
 def test_bad_rule_names_file_and_rule_index(tmp_path, rule, fragment):
     path = _write(tmp_path, f'[[rule]]\ntaps = "*"\nmax_rel_to_peak = 1e-6\n\n[[rule]]\n{rule}\n')
@@ -224,7 +224,7 @@ def test_non_table_entries_are_input_errors(tmp_path, text, key):
 def test_unknown_pipeline_selector_is_an_error(tmp_path):
     """Regression: any string was accepted, so a typo silently never matched."""
     path = _write(tmp_path, '[[rule]]\ntaps = "*"\npipeline = "pnn"\nmax_rel_to_peak = 1e-5\n')
-    with pytest.raises(ParityInputError, match="rule 0: key 'pipeline'"):
+    with pytest.raises(ParityInputError, match=r"\[\[rule\]\] 1: key 'pipeline'"):
         load_tolerances(path)
 
 
@@ -307,8 +307,8 @@ def test_shipped_float32_physics_is_1e_6(shipped):
             for mode in ("propagated", "isolated"):
                 applied = shipped.lookup(tap, "float32", "cpu", mode, pipeline)
                 assert applied.criteria.max_rel_to_peak == 1e-6, (pipeline, tap, mode)
-                rule = 4 if tap in CANVAS_TAPS else 0  # the canvas rule adds region criteria (issue #9)
-                assert applied.source.startswith(f"{SHIPPED} rule {rule}"), applied.source
+                rule = 5 if tap in CANVAS_TAPS else 1  # the canvas rule adds region criteria (issue #9)
+                assert applied.source.startswith(f"{SHIPPED} [[rule]] {rule}"), applied.source
 
 
 def test_shipped_float32_pinn_isolated_splits_network_and_physics(shipped):
@@ -381,7 +381,7 @@ def test_a_rule_judging_a_region_the_tap_lacks_is_bad_usage_before_anything_runs
         def run_pipeline(self, *args, **kwargs):
             raise AssertionError("ran before the tolerance file was checked")
 
-    with pytest.raises(ParityInputError, match=rf"mine\.toml rule 0 \(taps {re.escape(taps)}\): judges region\(s\) "
+    with pytest.raises(ParityInputError, match=rf"mine\.toml \[\[rule\]\] 1 \(taps {re.escape(taps)}\): judges region\(s\) "
                                                rf"\['{region}'\] of tap '{re.escape(taps)}'"):
         run_case(case, Untouchable(), Untouchable(), table)
 
