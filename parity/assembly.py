@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from .patch_stats import modulus_peak_and_nonzero, number, spatial_axes, to_numpy
+from .engines import to_numpy
+from .patch_stats import modulus_peak_and_nonzero, number, spatial_axes
 
 FIRST_OFFSETS = 8
 

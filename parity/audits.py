@@ -20,6 +20,8 @@ from backends.common.taps import TapSpec
 from backends.common.weights import weight_problems
 
 from .cases import Case
+from .engines import to_numpy
+from .guard import describe_exception
 from .results import Audit
 
 
@@ -129,6 +131,11 @@ def port_weights_audit(expected: Mapping[str, np.ndarray], returned: Any) -> Aud
     if not isinstance(returned, Mapping):
         return Audit("port weights", False, [f"canonical_weights() returned {type(returned).__name__}; expected a "
                                              "mapping of canonical parameter names to arrays"])
+    try:  # read once: its items() is the port's code
+        returned = {str(name): value for name, value in returned.items()}
+    except Exception as error:  # noqa: BLE001
+        return Audit("port weights", False, [f"canonical_weights() returned a mapping that cannot be read "
+                                             f"({describe_exception(error)})"])
     problems = [f"parameter {name!r}: missing from canonical_weights()" for name in expected if name not in returned]
     problems += [f"{name!r}: not a parameter of the network (canonical names: encoder.block0.conv0.kernel, ...)"
                  for name in returned if name not in expected]
@@ -137,8 +144,7 @@ def port_weights_audit(expected: Mapping[str, np.ndarray], returned: Any) -> Aud
         if name not in returned:
             continue
         try:
-            got = np.asarray(returned[name].detach().cpu().numpy() if hasattr(returned[name], "detach")
-                             else returned[name])
+            got = to_numpy(returned[name])
         except Exception as error:  # noqa: BLE001 - whatever the port handed back
             problems.append(f"parameter {name!r}: not an array ({type(error).__name__})")
             continue

@@ -19,6 +19,7 @@ import numpy as np
 from backends.common.config import ForwardConfig
 from backends.common.taps import TapSpec, batched, pipeline_inputs
 
+from .engines import to_numpy
 from .lazy import is_lazy
 
 # All taps of one chunk, one side: ~25 samples of N=64 physics, ~11 of pinn. The working set of a
@@ -107,7 +108,7 @@ class MeanCombiner:
 
 
 def _numpy(value: Any) -> Any:
-    return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+    return to_numpy(value) if hasattr(value, "detach") else value
 
 
 def read_only(value: Any) -> Any:
@@ -120,8 +121,8 @@ def read_only(value: Any) -> Any:
 
 def as_array(value: Any) -> np.ndarray:
     """Canonical numpy view of a candidate value (a torch tensor is brought to the host)."""
-    if hasattr(value, "detach"):
-        return value.detach().cpu().numpy()
+    if hasattr(value, "detach"):  # conjugate and negative bits resolved (a port's fft(...).conj() is a view)
+        return to_numpy(value)
     if hasattr(value, "numpy") and not isinstance(value, np.ndarray):
         return np.asarray(value.numpy())
     return np.asarray(value)

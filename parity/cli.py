@@ -298,8 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"parity: error: a write was refused ({error.strerror or error}); reports written before it "
                   "are intact (exit 3)", file=sys.stderr)
         return EXIT_CRASHED
-    except SystemExit:
-        raise
+    except SystemExit as ending:  # the arguments are parsed: nothing of the harness exits from here on
+        with contextlib.suppress(Exception):
+            print(f"parity: the run was ended by SystemExit({ending.code!r:.80}) raised in the harness's own thread, "
+                  "outside any adapter call the harness made (adapter code: a signal handler it installed, an "
+                  "exception sent to the main thread); this is not a parity verdict (exit 3)", file=sys.stderr)
+        return EXIT_CRASHED
     except BaseException:  # not a verdict (a harness bug, or an exotic BaseException): keep exit 1 for "parity fails"
         return _crashed()
 

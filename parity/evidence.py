@@ -26,7 +26,8 @@ import numpy as np
 from backends.common.taps import TapSpec, pipeline_inputs, tap_index
 
 from .assembly import Assembly
-from .patch_stats import PatchStatistics, is_torch, per_sample_error, spatial_axes, to_numpy
+from .engines import to_numpy
+from .patch_stats import PatchStatistics, is_torch, per_sample_error, spatial_axes
 
 SAMPLES_SCHEMA = "ptycho-parity/samples"
 SAMPLES_VERSION = 1

@@ -44,6 +44,7 @@ from backends.common.taps import (TapSpec, canonical_layouts, matches_a_tap, pip
                                   registry_tap_names, tap_name_hints, tensor_names)
 from backends.common.weights import weights_fingerprint
 
+from .engines import to_numpy
 from .errors import AdapterSetupError, did_you_mean
 from .guard import describe_exception
 from .layouts import Layout, LayoutError, as_layout
@@ -238,7 +239,7 @@ class PluginAdapter(Backend):
 
     def _canonical(self, spec: TapSpec, cfg: ForwardConfig, value: Any, native: bool) -> Any:
         if hasattr(value, "detach"):  # torch
-            value = value.detach() if native else value.detach().cpu().numpy()
+            value = value.detach().resolve_conj().resolve_neg() if native else to_numpy(value)
         elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # TensorFlow eager tensor
             value = value.numpy()
         elif not hasattr(value, "shape"):

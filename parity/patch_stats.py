@@ -26,10 +26,6 @@ def is_torch(value: Any) -> bool:
     return type(value).__module__.startswith("torch")
 
 
-def to_numpy(value: Any) -> np.ndarray:
-    if is_torch(value):
-        return value.detach().cpu().numpy()
-    return np.asarray(value)
 
 
 def spatial_axes(layout: str) -> tuple[int, int] | None:

@@ -37,7 +37,7 @@ from .geometry import LAYOUT_AXES
 from .errors import ParityInputError, PipelineNotCovered
 from .global_taps import global_specs, needs_pinning, pin_global_taps
 from .goldens import Golden
-from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard
+from .guard import DEFAULT_STAGE_TIMEOUT, AdapterFault, Guard, describe_exception
 from .jsonable import to_jsonable
 from .results import MODES, NOT_COMPARABLE, NOT_REACHED, Audit, ModeResult, RunReport, TapResult
 from .tapflow import CaseRun
@@ -87,7 +87,11 @@ def _describe(guard: Guard, adapter: Any, role: str) -> dict[str, Any]:
         described = guard.call("describe()", adapter.describe)
     except AdapterFault as fault:
         return {"name": getattr(adapter, "name", role), "describe_error": str(fault)}
-    described = to_jsonable(described)
+    try:
+        described = to_jsonable(described)
+    except Exception as error:  # noqa: BLE001 - a mapping whose items() is adapter code that raises
+        return {"name": getattr(adapter, "name", role),
+                "describe_error": f"describe() returned a value that cannot be read ({describe_exception(error)})"}
     return described if isinstance(described, dict) else {"name": getattr(adapter, "name", role),
                                                           "describe": described}
 

@@ -21,7 +21,9 @@ from .audits import contract_problems
 from .chunks import as_array, read_only, slice_inputs, slice_tap
 from .errors import AdapterSetupError
 from .goldens import Golden
-from .guard import AdapterFault
+from .guard import AdapterFault, describe_exception
+from .shown_text import shown
+from .engines import is_tensor
 from .metrics import ReferenceCache
 from .results import NOT_COMPARABLE, NOT_DECLARED, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
 from .supervise import stage_reached
@@ -208,6 +210,13 @@ class CaseRun:
             return False
         if getattr(value, "requires_grad", False):  # a port run without torch.no_grad(): the values are what count
             value = value.detach()
+        if not isinstance(value, np.ndarray) and not is_tensor(value):
+            try:  # read once, here: a value whose conversion raises is the adapter's junk, not a harness crash
+                value = np.asarray(value)
+            except Exception as error:  # noqa: BLE001 - whatever adapter code's __array__ raises
+                self._error(mode, spec.name, f"returned a {shown(type(value).__name__, 200)} that cannot be read as "
+                            f"an array ({describe_exception(error)})", "bad_output")
+                return False
         reference = self.reference_values.get(spec.name)
         size = int(np.prod(np.shape(value), dtype=np.float64)) if hasattr(value, "shape") else 1
         if reference is not None and size > 4 * np.size(reference) + 4096:  # never copy what cannot be right

@@ -106,6 +106,10 @@ def supervise(argv: list[str]) -> int:
               f"they are in the reports{where} (exit {state.said})", file=sys.stderr)
     if state.killed is not None:
         return _ended_hang(state)
+    if state.said == 3 and state.current is not None:  # it crashed mid-case (said why above): the case gets a report
+        _write_crash_report(state.current, "the run stopped during this case before it could report (exit 3: a "
+                                           "crash of the harness, or adapter code ending it; its standard error "
+                                           "says which)", "crashed")
     if state.said is not None:  # the verdict stands, whatever status adapter code (a thread, an atexit) ended with
         return state.said
     if code < 0 and -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

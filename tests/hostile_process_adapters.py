@@ -129,3 +129,67 @@ def _replaces_the_out_folder(ctx, wave):
 
 
 ReplacesTheOutFolder = _port(_replaces_the_out_folder, "replaces-the-out-folder")
+
+
+def _exits_in_the_main_thread(ctx, wave):
+    """SystemExit(0) sent into the harness's main thread (what a signal handler calling sys.exit does)."""
+    import ctypes
+    import threading
+
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threading.main_thread().ident),
+                                               ctypes.py_object(SystemExit))
+    return STAGES[STAGE](ctx, wave) * 2
+
+
+ExitsInTheMainThread = _port(_exits_in_the_main_thread, "exits-in-the-main-thread")
+
+
+def _conjugate_view(ctx, wave):
+    """The right values behind Torch's conjugate bit (``x.conj()`` of the conjugate), as an FFT port may return."""
+    import torch
+
+    return torch.conj_physical(STAGES[STAGE](ctx, wave)).conj()
+
+
+ConjugateView = _port(_conjugate_view, "conjugate-view")
+
+
+class _Unreadable:
+    """Has a shape and a dtype, but reading its values raises."""
+
+    shape = (2, 32, 32, 4)
+    dtype = np.dtype("complex64")
+
+    def __array__(self, *args, **kwargs):
+        raise RuntimeError("lazy tensor was freed")
+
+
+class UnreadableFarfield(TorchBackend):
+    """Hands the harness, as its farfield tap, a value that cannot be read."""
+
+    name = "unreadable-farfield"
+
+    def to_canonical(self, spec, cfg, tensor):
+        return _Unreadable() if spec.name == STAGE else super().to_canonical(spec, cfg, tensor)
+
+    def to_canonical_native(self, spec, cfg, tensor):
+        return _Unreadable() if spec.name == STAGE else super().to_canonical_native(spec, cfg, tensor)
+
+
+class _RaisingMapping(dict):
+    def items(self):
+        raise RuntimeError("versions are computed lazily and failed")
+
+    def __iter__(self):
+        raise RuntimeError("versions are computed lazily and failed")
+
+
+class DescribesWithARaisingMapping(TorchBackend):
+    name = "describes-with-a-raising-mapping"
+
+    def describe(self):
+        return _RaisingMapping(framework="torch")
+
+
+class PlainPort(TorchBackend):
+    """The Torch port itself: an earlier, passing run into the same folder."""

@@ -120,3 +120,28 @@ def test_an_out_folder_replaced_during_the_run_is_a_clear_write_error(tmp_path):
 def test_the_watcher_works_without_a_writable_temporary_folder(tmp_path):
     result = parity_process("cases", env={"TMPDIR": str(tmp_path / "missing")})
     assert result.returncode == 0 and "physics-default" in result.stdout, result.stderr
+
+
+def test_a_system_exit_sent_to_the_main_thread_is_never_a_pass_and_leaves_no_earlier_verdict(tmp_path):
+    """A signal handler's sys.exit(0) or an exception sent to the main thread ends the run outside any adapter
+    call: exit 3 and a crash report, never 0, and the passing report of an earlier run of the case is gone."""
+    result, report = _run(tmp_path, "PlainPort")
+    assert result.returncode == 0 and report["passed"] is True
+    result, report = _run(tmp_path, "ExitsInTheMainThread")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "SystemExit" in result.stderr and "not a parity verdict" in result.stderr, result.stderr
+    assert report is not None and report["passed"] is not True and report["stop_kind"] == "crashed", report
+
+
+@pytest.mark.parametrize("adapter", ["ConjugateView", "UnreadableFarfield", "DescribesWithARaisingMapping"])
+def test_values_that_are_hard_to_read_are_judged_not_a_crash(tmp_path, adapter):
+    """A conjugate-bit view (right values), a value whose __array__ raises, a describe() whose mapping raises."""
+    result, report = _run(tmp_path, adapter)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert report is not None and report["stop_kind"] is None, result.stderr
+    if adapter == "UnreadableFarfield":
+        assert result.returncode == 1
+        farfield = next(tap for tap in report["taps"] if tap["name"] == "farfield")
+        assert "cannot be read as an array (RuntimeError: lazy tensor was freed)" in json.dumps(farfield), farfield
+    else:
+        assert result.returncode == 0, result.stdout + result.stderr
