@@ -230,7 +230,10 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
         for result in tap.modes.values():
             if result.error_kind == "in_place":
                 result.diagnoses = [Diagnosis("in_place", f"{result.error}: the stage's output may be right, but "
-                                              "every later reader of that input sees it changed", math.nan)]
+                                              "it wrote into a tensor it was handed (torch's version counter of the "
+                                              "input moved: an in-place op such as relu_ or x += ...), so every "
+                                              "later reader of that input may see it changed; even a write that "
+                                              "leaves these values as they were changes other inputs", math.nan)]
     index = tap_index(case.pipeline, case.config)
     n = keeper.samples
 

@@ -4,11 +4,16 @@ The network's heads end in an activation the configuration names (sigmoid, swish
 port's default may differ). From the reference's output ``a = g(x)`` of an invertible ``g`` the
 pre-activation ``x = g^-1(a)`` is recovered, and the candidate's ``b`` is checked against ``h(x)`` for
 each other activation ``h``: the pair that reproduces ``b`` names the mix-up.
+
+``dropout``: a layer left in training mode zeroes a fraction p of the values and scales the rest by
+1/(1-p), a signature no other mistake leaves.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .diagnosis_core import Diagnosis, Problem
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -62,3 +67,29 @@ def activation_pair(a: np.ndarray, b: np.ndarray, peak: float, tolerance: float)
                 if residual <= tolerance and (best is None or residual < best[2]):
                     best = (reference, candidate, residual)
     return best
+
+
+def dropout(p: Problem) -> list[Diagnosis]:
+    """candidate = reference with a fraction of the values zeroed and the rest scaled by one factor > 1."""
+    if p.complex or p.a.size < 256:
+        return []
+    nonzero = p.finite & (p.a != 0)
+    zeroed = nonzero & (p.b == 0)
+    kept = nonzero & (p.b != 0)
+    fraction = np.count_nonzero(zeroed) / max(np.count_nonzero(nonzero), 1)
+    if not (0.01 <= fraction <= 0.9) or np.count_nonzero(kept) < 64:
+        return []
+    large = kept & (np.abs(p.a) >= 0.1 * p.peak)  # the factor from values well above rounding
+    if np.count_nonzero(large) < 16:
+        return []
+    factor = float(np.median(p.b[large] / p.a[large]))
+    if not factor > 1.0 + 1e-3:
+        return []
+    residual = p.residual(np.where(zeroed, p.a, p.b / factor))
+    if not p.explains(residual):
+        return []
+    rate = 1.0 - 1.0 / factor
+    return [Diagnosis("dropout", f"{fraction:.0%} of the values are zeroed and the rest scaled by {factor:.6g} "
+                      f"(= 1/(1-{rate:.3g})): dropout left in training mode (model.eval() not called, or a training "
+                      "flag on); `--repeat 2` shows it as nondeterministic", residual,
+                      {"fraction_zeroed": fraction, "factor": factor})]

@@ -172,6 +172,14 @@ def round_to_bits(x: np.ndarray, bits: int) -> np.ndarray:
     return np.ldexp(np.round(np.ldexp(mantissa, bits)), exponent - bits).astype(x.dtype)
 
 
+def _representable(x: np.ndarray, bits: int) -> float:
+    """The fraction of the finite nonzero elements of ``x`` that ``bits`` significant bits hold exactly."""
+    x = np.asarray(x)
+    x = np.concatenate([x.real.ravel(), x.imag.ravel()]) if x.dtype.kind == "c" else x.ravel()
+    x = x[np.isfinite(x) & (x != 0)]
+    return float(np.mean(round_to_bits(x, bits) == x)) if x.size else 0.0
+
+
 def _relative_errors(p: Problem, other: np.ndarray) -> np.ndarray:
     significant = p.finite & np.isfinite(other) & (np.abs(p.a) > 1e-3 * p.peak)
     return (other[significant] - p.a[significant]) / p.a[significant]
@@ -250,7 +258,10 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
         if not (roundoff / LEVEL_SPREAD <= level <= LEVEL_SPREAD * roundoff and p.error <= 1e3 * roundoff and level >= 30 * own):
             continue
         simulated = None
-        if p.rerun is not None:
+        # direct evidence: the candidate's values are numbers of the narrower type (and the reference's are not):
+        # the stage ran in it, weights and arithmetic included, which rounding its inputs alone cannot imitate
+        held = _representable(p.b, bits) >= 0.99 and _representable(p.a, bits) <= 0.5
+        if p.rerun is not None and not held:
             try:
                 out = np.asarray(p.rerun({key: round_to_bits(value, bits) for key, value in p.stage_inputs.items()}))
             except Exception:  # noqa: BLE001 - the reference cannot run on rounded inputs: no evidence either way
@@ -262,8 +273,11 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
     if not fits:
         return []
     _, name, roundoff, simulated = min(fits)
-    seen = (f"; the reference on inputs rounded to {name} errs alike ({simulated:.1e})"
-            if simulated is not None else "")
+    bits = dict(options)[name]
+    held = _representable(p.b, bits) >= 0.99 and _representable(p.a, bits) <= 0.5
+    seen = (f"; every value the candidate returned is a {name} number: it computed in {name}" if held else
+            f"; the reference on inputs rounded to {name} errs alike ({simulated:.1e})" if simulated is not None
+            else "")
     return [Diagnosis("dtype_narrowing", f"error at the level of {name} rounding in a {reference_type} run (median "
                       f"relative error {level:.1e} = {level / roundoff:.2g} x its unit roundoff, noise of both "
                       f"signs{seen}): a downcast or reduced-precision arithmetic in this stage", math.nan,

@@ -21,6 +21,10 @@ CHANNELS = "a sum over the C channels where a mean is meant (or the reverse)"
 SAMPLE_SUM = "a sum over a sample's C x N x N elements where their mean is meant (or the reverse)"
 SQRT_SCALE = ("a factor sqrt(intensity_scale): the scale of an intensity applied to an amplitude (or the reverse), "
               "or a square root taken of it where none belongs")
+BATCH_SUM = ("a sum over the batch's {m} samples (scan positions) where their mean is meant (or the reverse): a "
+             "statistic of the whole batch")
+BATCH_SQRT = ("a sum over the batch's {m} samples (scan positions) where their mean is meant (or the reverse), "
+              "under a square root (a scale c / sqrt(mean))")
 FACTOR_2 = "a factor 2 (a doubled sum, a mean over two parts, a missing 1/2)"
 GENERIC = {"2", "4", "pi", "2pi", "sqrt(2)"}  # plain numbers: a name from the configuration or inputs says more
 PI = "radians vs half turns (a factor pi)"
@@ -43,12 +47,16 @@ def _pair(table, name: str, value: float, hint: str) -> None:
 
 
 def named_values(cfg: Any, inputs: dict[str, np.ndarray] | None = None,
-                 reduced: bool = False) -> list[tuple[str, float, str]]:
+                 reduced: bool = False, batch: int | None = None) -> list[tuple[str, float, str]]:
     """(name, value, what it usually means), simplest names first; ``reduced``: the tap is a reduction of each
-    sample (a loss), where a count of the elements reduced is a likelier reading than an FFT norm."""
+    sample (a loss), where a count of the elements reduced is a likelier reading than an FFT norm; ``batch``: the
+    samples a reduced tap reduces over (M), whose count a sum-for-mean multiplies in."""
     table: list[tuple[str, float, str]] = []
     if reduced and cfg is not None:
         _pair(table, "C N^2", float(cfg.C) * float(cfg.N) ** 2, SAMPLE_SUM)
+    if reduced and batch is not None and batch > 1:
+        _pair(table, "M", float(batch), BATCH_SUM.format(m=batch))
+        _pair(table, "sqrt(M)", math.sqrt(batch), BATCH_SQRT.format(m=batch))
     for name, value, hint in (("2", 2.0, FACTOR_2), ("4", 4.0, FACTOR_2), ("pi", math.pi, PI),
                               ("2pi", 2 * math.pi, PI), ("sqrt(2)", math.sqrt(2.0), SQRT2)):
         _pair(table, name, value, hint)

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from scipy import ndimage
 
-from .diagnosis_activations import activation_pair
+from .diagnosis_activations import activation_pair, dropout
 from .diagnosis_blur import smoothing
 from .diagnosis_channels import channel_permutation
 from .diagnosis_core import SPATIAL, Diagnosis, Problem, from_images, to_images
@@ -47,7 +47,9 @@ def scale(p: Problem) -> list[Diagnosis]:
     if abs(factor - 1) <= p.tolerance or not math.isfinite(residual):
         return []
     rel = min(max(2 * residual, 4 * p.tolerance, 1e-12), 1e-3)  # a name is only given to a precise ratio
-    named = name_ratio(factor, named_values(p.cfg, p.inputs_of("HW"), reduced=p.layout in ("scalar", "B")), rel)
+    reduced = p.layout in ("scalar", "B")
+    named = name_ratio(factor, named_values(p.cfg, p.inputs_of("HW"), reduced=reduced,
+                                            batch=_batch_reduced(p) if reduced else None), rel)
     few = p.layout == "scalar" or p.a.size < 4
     if few and named is None:
         return []  # one number (or a few) always has a ratio: only a named one is evidence
@@ -161,6 +163,12 @@ def mirror(p: Problem) -> list[Diagnosis]:
         out.append(Diagnosis("mirror", f"candidate = reference at -k over {where} (index -i mod n): {words}",
                              p.residual(circular), {"axes": list(chosen), "circular": True}))
     return out
+
+
+def _batch_reduced(p: Problem) -> int | None:
+    """How many samples a reduced tap reduced over: the leading size of its batched inputs (one value for all)."""
+    sizes = {int(np.shape(value)[0]) for value in p.stage_inputs.values() if np.ndim(value) >= 2}
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def shift(p: Problem) -> list[Diagnosis]:
@@ -305,6 +313,8 @@ def normalisation(p: Problem) -> list[Diagnosis]:
         gain_images = np.broadcast_to(np.nan_to_num(shared, nan=1.0), images.shape)
         gain = from_images(np.ascontiguousarray(gain_images), p.a.shape, p.layout)
         residual = p.residual(p.b / np.where(gain == 0, 1, gain))
+        if not p.complete(residual):  # a real map (features) differing by region fits a gain map in part: an
+            return []  # activation or branch that differs there, not a divisor; only a gain that explains it all
     values = gain[significant]
     low, high = float(values.min()), float(values.max())
     if high - low <= 10 * p.tolerance:
@@ -312,8 +322,8 @@ def normalisation(p: Problem) -> list[Diagnosis]:
     levels = np.unique(np.round(values, 6))
     shown = f"{len(levels)} levels" if len(levels) > 6 else "levels " + ", ".join(f"{v:.4g}" for v in levels)
     return [Diagnosis("normalisation", f"candidate = reference x a real factor that varies with position "
-                      f"({low:.6g} .. {high:.6g}, {shown}; the phase is unchanged): a divisor, weight or overlap/mask "
-                      f"count differs", residual, {"gain_min": low, "gain_max": high, "levels": len(levels)})]
+                      f"({low:.6g} .. {high:.6g}, {shown}{'; the phase is unchanged' if p.complex else ''}): a "
+                      "divisor, weight or overlap/mask count differs", residual, {"gain_min": low, "gain_max": high, "levels": len(levels)})]
 
 
 # ---- elementwise functions ----
@@ -402,6 +412,6 @@ def overflow(p: Problem) -> list[Diagnosis]:
 
 
 TESTS = (scale, power, conjugate, fftshift, checkerboard, transpose, mirror, channel_permutation, shift, border_only,
-         masked_region, smoothing, normalisation, elementwise, overflow)
+         masked_region, smoothing, dropout, normalisation, elementwise, overflow)
 
 __all__ = ["TESTS"]

@@ -11,6 +11,7 @@ from scipy import ndimage
 
 UPSAMPLE = 20  # phase-correlation refinement: 1/20 px, then a least-squares fit on the bilinear model
 MIN_PEAK = 0.05  # normalised phase-correlation peak below which there is no common translation
+WEAK_IMAGE = 0.05  # an image whose peak is below this fraction of the strongest is too faint to estimate a shift
 
 
 def translate(image: np.ndarray, shift_yx: tuple[float, float]) -> np.ndarray:
@@ -96,24 +97,35 @@ def _fit_shift(a: np.ndarray, b: np.ndarray, estimate: np.ndarray, inner) -> np.
 
 def best_shifts(a_images: np.ndarray, b_images: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
     """Per-image shifts (S, 2) as (ty, tx), the reference images moved by them, and the edge band to ignore."""
+    # an image with almost nothing in it (a feature map that is near zero) gives phase correlation nothing to
+    # lock on: its estimate is noise, and one wild estimate would widen the ignored band past the image. Such
+    # images take the median shift of the images that carry the signal.
+    peaks = np.array([float(np.abs(a).max(initial=0.0)) for a in a_images])
+    strong = peaks >= WEAK_IMAGE * peaks.max(initial=0.0)
     estimates = []
-    for a, b in zip(a_images, b_images):
-        if not (np.any(a) and np.any(b)):
-            estimates.append(np.zeros(2))
+    for a, b, carries in zip(a_images, b_images, strong):
+        if not (np.any(a) and np.any(b)) or not carries:
+            estimates.append(None)
             continue
         estimate, height = phase_correlation(a, b)
         if height < MIN_PEAK:
             return None
         estimates.append(estimate)
-    estimates = np.array(estimates)
+    found = [estimate for estimate in estimates if estimate is not None]
+    typical = np.median(np.array(found), axis=0) if found else np.zeros(2)
+    estimates = np.array([typical if estimate is None else estimate for estimate in estimates])
     if np.abs(estimates).max(initial=0.0) < 1.0 / UPSAMPLE:
         return None  # nothing moved
-    band = int(math.ceil(np.abs(estimates).max(initial=0.0))) + 3  # the fit may move a pixel further
+    # the pixels that entered from outside, plus two for the fit (it may move a pixel further); an estimate a
+    # refinement step above an integer (1.05) is that integer, not the next one
+    band = int(math.ceil(np.abs(estimates).max(initial=0.0) - 2.0 / UPSAMPLE)) + 2
     if 2 * band >= min(a_images.shape[1:]):
         return None
     inner = (slice(band, -band), slice(band, -band))
-    shifts = [_fit_shift(a, b, estimate, inner) for a, b, estimate in zip(a_images, b_images, estimates)]
-    shifts = np.array(shifts)
+    shifts = np.array([_fit_shift(a, b, estimate, inner) if carries else estimate
+                       for a, b, estimate, carries in zip(a_images, b_images, estimates, strong)])
+    if strong.any():  # a faint image's fit is noise too: it takes the typical fitted shift
+        shifts[~strong] = np.median(shifts[strong], axis=0)
     predicted = np.stack([translate(a, t) for a, t in zip(a_images, shifts)])
     return shifts, predicted, band
 

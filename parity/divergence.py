@@ -6,7 +6,8 @@ Rules, in order (tested in tests/test_divergence.py):
    wrong value, a raise, a timeout, junk returned), or the stage changed an input in place (in
    either mode), or it fails propagated where isolated could not judge it.
 3. Otherwise, when every stage passes on its own but a propagated tap fails, the error
-   accumulated across stages: the first such tap, marked inherited.
+   accumulated across stages: the first such tap, marked inherited (unless it raised or returned junk in
+   the pipeline: then it is that tap's own failure).
 4. Otherwise a tap never judged (no verdict is no pass), or a run stopped early.
 A candidate that could not be set up (its ``setup()`` or the building of its parameters raised) is named
 right after the audits: no stage of it ran, so no tap is to blame.
@@ -74,6 +75,9 @@ def first_divergence(taps: list[TapResult], audits: list[Audit], stopped: str | 
             return Divergence(tap.name, "propagated", messages_of(propagated))
     for tap in taps:  # every stage passes alone: the error accumulated past tolerance downstream
         propagated = tap.modes.get("propagated")
+        if propagated is not None and propagated.passed is False and propagated.error is not None:
+            # it raised or handed over junk in the pipeline only: that is not error accumulated across stages
+            return Divergence(tap.name, "propagated", messages_of(propagated))
         if propagated is not None and propagated.passed is False:
             unseen = unjudged_upstream(tap.name, registry, taps) if registry is not None else []
             return Divergence(tap.name, "propagated", messages_of(propagated), inherited=True, kind="inherited",

@@ -1,6 +1,7 @@
 """numpy and the builtins as the harness imported them, put back after adapter code replaced a function.
 
-(And the interpreter's recursion limit, where adapter code lowered it, and its thread switch interval.)
+(And the interpreter's recursion limit, where adapter code lowered it, its thread switch interval and the
+process's file creation mask.)
 
 Adapter code runs in the harness's process. A port that assigns ``numpy.abs = ...`` or ``builtins.max = ...``
 (to silence a warning, to "fix" a dtype, or with hostile intent) would change the functions the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import math
+import os
 import sys
 import threading
 
@@ -37,6 +39,8 @@ for _name in _SUBMODULES:
 
 _recursion_limit = sys.getrecursionlimit()
 _switch_interval = sys.getswitchinterval()
+_umask = os.umask(0o022)  # read by setting it; put back at once
+os.umask(_umask)
 
 
 def restore() -> list[str]:
@@ -51,6 +55,9 @@ def restore() -> list[str]:
         if sys.getswitchinterval() != _switch_interval:
             sys.setswitchinterval(_switch_interval)
             replaced.append("the thread switch interval (sys.setswitchinterval)")
+        umask = os.umask(_umask)  # a umask of 0o777 would write every report with no permissions
+        if umask != _umask:
+            replaced.append(f"the file creation mask (os.umask {umask:#o})")
         for module_name, (namespace, saved) in _snapshot.items():
             for key, value in saved.items():
                 if namespace.get(key, restore) is not value:

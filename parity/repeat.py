@@ -121,7 +121,8 @@ def summary_lines(case: Case, found: list[RepeatDifference], runs: int, fault: s
     if fault is not None:
         return [f"repeat check: a repeated candidate run of {case.name} did not finish: {fault}"]
     if not found:
-        return [f"repeat check: {runs} candidate runs of {case.name} are bitwise identical, tap by tap"]
+        return [f"repeat check: {runs} candidate runs of {case.name}'s whole pipeline (propagated) are bitwise "
+                "identical, tap by tap (stages run alone in isolated mode are not repeated)"]
     return [f"repeat check: NONDETERMINISTIC candidate, {len(found)} tap run(s) of {case.name} differ "
             f"between {runs} runs on the same inputs"] + [f"  {difference.describe()}" for difference in found]
 

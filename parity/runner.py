@@ -273,6 +273,11 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
                                   "changes them for all other code in its process too)")
     if flow.stopped and report.stopped is None:
         report.stopped, report.stop_kind = flow.stopped, flow.stop_kind
+    if flow.unknown_delivered:
+        names = list(flow.unknown_delivered)
+        report.notes.append(f"the candidate delivered {len(names)} tap(s) that pipeline {case.pipeline!r} does not "
+                            f"have: {', '.join(map(repr, names[:8]))}{' ...' if len(names) > 8 else ''}; not judged "
+                            "(a misspelt or renamed tap? its registry name would be judged)")
     contract = flow.contract_problems
     if contract:
         audits.append(reference_audit(contract))

@@ -110,6 +110,7 @@ class CaseRun:
                                and not all(name in self.input_names for name in self.index[spec.name].inputs)}
         self.propagated_alive = "propagated" in options.modes
         self.compared_names = {spec.name for spec in self.compared}
+        self.unknown_delivered: dict[str, None] = {}  # names the candidate's sink got that the registry lacks
         self.reference_specs = {spec.name: spec for spec in reference_graph.specs}
         self.harness_error: Exception | None = None
 
@@ -271,6 +272,8 @@ class CaseRun:
         self.guards["candidate"].tick()
         stage_reached("candidate", f"delivered {spec.name!r} (propagated); the stage after it was running")
         if spec.name not in self.compared_names:
+            if spec.name not in self.index:  # not a tap of the pipeline: said once in the notes, never judged
+                self.unknown_delivered.setdefault(spec.name, None)
             return
         if self.delivered.get(spec.name):
             self._error("propagated", spec.name, "delivered twice in one run of the pipeline (the sink takes each tap "

@@ -79,7 +79,10 @@ def supervise(argv: list[str]) -> int:
                              process_group=0, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     os.close(write_fd)
 
+    received: list[int] = []
+
     def forward(signum, _frame):
+        received.append(signum)
         if child.poll() is None:
             child.send_signal(signum)
 
@@ -110,6 +113,10 @@ def supervise(argv: list[str]) -> int:
         _write_crash_report(state.current, "the run stopped during this case before it could report (exit 3: a "
                                            "crash of the harness, or adapter code ending it; its standard error "
                                            "says which)", "crashed")
+    terminated = [signum for signum in received if signum in (signal.SIGTERM, signal.SIGHUP)]
+    if terminated and state.said == 130:  # the child reported its interrupted case: die of the signal, as the
+        signal.signal(terminated[0], signal.SIG_DFL)  # sender expects (143 / 129 in a shell), not as a Ctrl-C
+        os.kill(os.getpid(), terminated[0])
     if state.said is not None:  # the verdict stands, whatever status adapter code (a thread, an atexit) ended with
         return state.said
     if code < 0 and -code in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

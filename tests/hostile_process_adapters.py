@@ -193,3 +193,33 @@ class DescribesWithARaisingMapping(TorchBackend):
 
 class PlainPort(TorchBackend):
     """The Torch port itself: an earlier, passing run into the same folder."""
+
+
+def _masks_every_permission(ctx, wave):
+    os.umask(0o777)
+    return STAGES[STAGE](ctx, wave)
+
+
+MasksEveryPermission = _port(_masks_every_permission, "masks-every-permission")
+
+
+class DeliversAnUnknownTap(TorchBackend):
+    """Its sink also gets 'far_field', a tap no pipeline has (a renamed tap): said in the notes, never judged."""
+
+    name = "delivers-an-unknown-tap"
+
+    def run_pipeline(self, pipeline, cfg, inputs, weights=None, sink=None, taps=None):
+        import dataclasses
+
+        if sink is None:
+            return super().run_pipeline(pipeline, cfg, inputs, weights, sink=sink, taps=taps)
+
+        def renamed_too(spec, value):
+            sink(spec, value)
+            if spec.name == STAGE:
+                sink(dataclasses.replace(spec, name="far_field"), value)
+
+        for attribute in ("accepts_tensors", "input_mutated", "changed_after_handover"):
+            if hasattr(sink, attribute):
+                setattr(renamed_too, attribute, getattr(sink, attribute))
+        return super().run_pipeline(pipeline, cfg, inputs, weights, sink=renamed_too, taps=taps)

@@ -244,3 +244,27 @@ def test_atomic_h5_still_streams_and_cleans_up(tmp_path):
     with atomic_h5(tmp_path / "dump.h5") as h5:
         h5["x"] = [1, 2, 3]
     assert [path.name for path in tmp_path.iterdir()] == ["dump.h5"]
+
+
+def test_sigterm_to_a_watched_run_mid_case_reports_the_case_and_dies_of_the_signal(tmp_path):
+    """The watcher forwards SIGTERM; the child reports its interrupted case; the command then dies of SIGTERM
+    (143 in a shell), as the README says, not 130 as after a Ctrl-C."""
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "parity", "check", "--case", "physics-n32-g3-buffer", "--candidate",
+         "tests.hostile_adapters:Hangs", "--stage-timeout", "120", "--out", str(out), "--quiet"], cwd=ROOT,
+        env=os.environ | {"PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = out / "physics-n32-g3-buffer" / "adapter.log"
+    try:
+        deadline = time.monotonic() + 120
+        while not log.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(2)  # into the hanging stage
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == -signal.SIGTERM, stderr
+    report = json.loads((out / "physics-n32-g3-buffer" / "report.json").read_text())
+    assert report["passed"] is not True and report["stop_kind"] == "interrupted", report["stopped"]

@@ -145,3 +145,17 @@ def test_values_that_are_hard_to_read_are_judged_not_a_crash(tmp_path, adapter):
         assert "cannot be read as an array (RuntimeError: lazy tensor was freed)" in json.dumps(farfield), farfield
     else:
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_stage_that_sets_a_umask_of_0o777_does_not_write_unreadable_reports(tmp_path):
+    result, report = _run(tmp_path, "MasksEveryPermission")
+    assert result.returncode == 0, result.stdout + result.stderr
+    case_dir = tmp_path / "out" / "physics-default"
+    assert all(path.stat().st_mode & 0o400 for path in case_dir.iterdir()), [oct(p.stat().st_mode) for p in case_dir.iterdir()]
+    assert any("os.umask 0o777" in note for note in report["notes"]), report["notes"]
+
+
+def test_a_tap_the_pipeline_does_not_have_is_named_in_the_notes(tmp_path):
+    result, report = _run(tmp_path, "DeliversAnUnknownTap")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any("does not have: 'far_field'" in note for note in report["notes"]), report["notes"]
