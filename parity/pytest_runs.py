@@ -62,6 +62,7 @@ class ParityOutcome:
     skip: str | None = None  # a framework the run needs is not installed here
     error: str | None = None  # bad input, or a crash that is not a parity verdict
     report: Any = None
+    error_said_by: str | None = None  # the test that showed ``error`` whole (the others of the case refer to it)
 
     @property
     def passed(self) -> bool:

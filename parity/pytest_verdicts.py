@@ -169,11 +169,18 @@ def _failure(outcome: ParityOutcome, tap: dict[str, Any], mode: str, result: dic
     return "\n".join(lines)
 
 
-def tap_verdict(outcome: ParityOutcome, tap_name: str, mode: str) -> tuple[str, str]:
-    """(passed | failed | skipped, message) for one tap in one mode."""
+def tap_verdict(outcome: ParityOutcome, tap_name: str, mode: str, test: str | None = None) -> tuple[str, str]:
+    """(passed | failed | skipped, message) for one tap in one mode (``test``: the asking test's id, so that a
+    case that could not run at all is explained whole once, not once per tap)."""
     if outcome.skip:
         return SKIPPED, outcome.skip
     if outcome.error or outcome.document is None:
+        if test is not None and outcome.error_said_by not in (None, test):
+            headline = str(outcome.error).partition("\n")[0]
+            return FAILED, (f"{outcome.label}: {headline[:200]}{' ...' if len(headline) > 200 else ''} (the whole "
+                            f"message: {outcome.error_said_by})")
+        if test is not None:
+            outcome.error_said_by = test
         return FAILED, f"{outcome.label}: {outcome.error}"
     divergence = outcome.document.get("first_divergence") or {}
     if divergence.get("tap") is None and divergence.get("mode") in AUDITS:
@@ -271,7 +278,7 @@ class TapCheck:
     def check(self) -> None:
         __tracebackhide__ = True
         outcome = self.runs.outcome(self.param.case)
-        status, message = tap_verdict(outcome, self.param.tap, self.param.mode)
+        status, message = tap_verdict(outcome, self.param.tap, self.param.mode, self.node.nodeid)
         self.node.user_properties += [
             ("parity_case", outcome.label), ("parity_report", str(outcome.report_path or "")),
             ("parity_first_divergence", first_divergence(outcome) or ""),

@@ -47,8 +47,14 @@ DEFAULT_TOLERANCES = fixtures_dir() / "tolerances.toml"
 DEFAULT_GOLDENS = fixtures_dir() / "goldens"
 
 
+SHIPPED_TOLERANCES_LABEL = "shipped fixtures/tolerances.toml"  # how reports name the default table (no machine path)
+
+
 def tolerance_table(path: str | Path | None) -> ToleranceTable:
-    return load_tolerances(path or DEFAULT_TOLERANCES)
+    """The table at ``path``, or the shipped one, named in reports as SHIPPED_TOLERANCES_LABEL wherever it lies."""
+    if path:
+        return load_tolerances(path)
+    return dataclasses.replace(load_tolerances(DEFAULT_TOLERANCES), path=SHIPPED_TOLERANCES_LABEL)
 
 
 def cast_case(case: Case, cfg: ForwardConfig) -> Case:

@@ -412,3 +412,18 @@ def test_a_rootdir_elsewhere_still_gets_the_generated_suite_in_the_folder_it_col
     result = _collect(elsewhere, f"--rootdir={elsewhere}", str(project / "tests"))
     assert result.returncode == 0 and f"parity::test_parity[{SMALL}-farfield]" in result.stdout, (
         result.stdout[-2000:] + result.stderr[-2000:])
+
+
+def test_a_case_that_could_not_run_is_explained_whole_once_then_referred_to():
+    """A stale golden fails every tap test of its case: the first shows the message, the others point to it."""
+    from parity.pytest_runs import ParityOutcome
+    from parity.pytest_verdicts import FAILED, tap_verdict
+
+    outcome = ParityOutcome("c", "golden", "torch", "cpu", error="g/c.h5: stale golden for case 'c': " + "x" * 400)
+    status, first = tap_verdict(outcome, "farfield", "isolated", "tests/t.py::test_parity[c-farfield-isolated]")
+    assert status == FAILED and first.endswith("x" * 400)
+    status, again = tap_verdict(outcome, "amplitude", "isolated", "tests/t.py::test_parity[c-amplitude-isolated]")
+    assert status == FAILED and "stale golden for case 'c'" in again and len(again) < 400
+    assert again.endswith("(the whole message: tests/t.py::test_parity[c-farfield-isolated])")
+    status, same = tap_verdict(outcome, "farfield", "isolated", "tests/t.py::test_parity[c-farfield-isolated]")
+    assert same == first  # the test that said it whole says it whole again (a rerun)
