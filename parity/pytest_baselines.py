@@ -116,6 +116,40 @@ def _first_lines(text: str, keep: int = 40) -> str:
                                       "element)"])
 
 
+def _case_file(baseline: Path) -> Path:
+    """``<case>.case.json`` beside a baseline: the case definition its values were pinned for."""
+    return baseline.with_name(f"{baseline.name.rsplit('.', 1)[0]}.case.json")
+
+
+def _definition_changes(baseline: Path, case: Any) -> str | None:
+    """Words for how the case changed since its baseline was pinned (None: unchanged, or not recorded)."""
+    import json
+
+    try:
+        recorded = json.loads(_case_file(baseline).read_text())
+    except (OSError, ValueError):
+        return None  # a baseline pinned before cases were recorded with it: nothing to say
+    if not isinstance(recorded, dict) or recorded.get("hash") == case.hash():
+        return None
+    then = recorded.get("config") if isinstance(recorded.get("config"), dict) else {}
+    now = case.config.to_dict()
+    knobs = [f"{knob} {then.get(knob)!r} -> {now.get(knob)!r}" for knob in sorted({*then, *now})
+             if then.get(knob) != now.get(knob)]
+    return ("the case changed since its baseline was pinned: " + (", ".join(knobs) if knobs else
+            "its inputs, weights or definition (not its knobs)") + "; its values are another computation's. "
+            "A deliberate change: rerun with --force-regen")
+
+
+def _pin_case(baseline: Path, case: Any) -> None:
+    import json
+
+    from .atomic_files import write_bytes_atomically
+
+    text = json.dumps({"case": case.name, "hash": case.hash(), "config": case.config.to_dict()}, indent=1,
+                      sort_keys=True)
+    write_bytes_atomically(_case_file(baseline), (text + "\n").encode())
+
+
 class BaselineCheck:
     """What a generated ``test_baseline_*`` receives: one case's candidate taps against its baseline."""
 
@@ -142,6 +176,12 @@ class BaselineCheck:
         name = str(outcome.document["candidate"].get("name") or outcome.candidate)
         return self.settings.baselines / re.sub(r"[^A-Za-z0-9_.-]+", "-", name) / f"{self.case.name}{extension}"
 
+    def _same_case(self, path: Path) -> None:
+        __tracebackhide__ = True
+        changes = None if self.regenerating or not path.is_file() else _definition_changes(path, self.case)
+        if changes:
+            pytest.fail(f"{self.case.name}: baseline {path}: {changes}", pytrace=False)
+
     def _criteria(self, outcome: ParityOutcome, tap: str) -> Criteria:
         return self.settings.tolerances.lookup(tap, self.case.config.dtype, outcome.device, "propagated",
                                                self.case.pipeline).criteria
@@ -159,6 +199,8 @@ class BaselineCheck:
         __tracebackhide__ = True
         outcome = self._outcome()
         path = self._path(outcome, ".npz")
+        self._same_case(path)
+        pinned = path.is_file() and not self.regenerating
         handle, order = self._taps(outcome)
         with handle:
             obtained = {name: handle["propagated"][name][()] for name in order}
@@ -190,6 +232,9 @@ class BaselineCheck:
             ndarrays_regression.check(dict(obtained), fullpath=path, tolerances=tolerances)
         except AssertionError as error:  # pytest-regressions lists every differing element: hundreds of lines
             differs = _first_lines(str(error))
+        finally:
+            if not pinned and path.is_file():  # pytest-regressions wrote (or rewrote) it: say which case it pins
+                _pin_case(path, self.case)
         if differs is not None:  # failed outside the handler: the full message would come along as its context
             pytest.fail(differs, pytrace=False)
         if expected is not None and not self.regenerating:
@@ -209,6 +254,9 @@ class BaselineCheck:
 
         outcome = self._outcome()
         path = self._path(outcome, ".yml")
+        self._same_case(path)
+        if not path.is_file() or self.regenerating:
+            _pin_case(path, self.case)
         handle, order = self._taps(outcome)
         with handle:
             taps = {name: tap_statistics(handle["propagated"][name]) for name in order}

@@ -44,12 +44,14 @@ class Reference:
 
 @dataclasses.dataclass(frozen=True)
 class UserInputs:
-    """A user case: ``PIPELINE FILE.npz [WEIGHTS] [KNOB=VALUE ...]`` (knobs the inputs do not carry, e.g. N=32)."""
+    """A user case: ``PIPELINE FILE.npz [WEIGHTS] [CONFIG.toml] [KNOB=VALUE ...]`` (knobs the inputs do not
+    carry, e.g. N=32; a ``--config`` file's, the KNOB=VALUE words overriding it, as on the command line)."""
 
     pipeline: str
     path: Path
     weights: Path | None
     assignments: tuple[str, ...]
+    config: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,8 +104,8 @@ class ParitySettings:
                         if any(fnmatch.fnmatchcase(case.name, glob) for glob in self.case_globs)]
             for given in self.inputs:
                 selected += _usage(lambda: choose_cases(
-                    None, None, list(given.assignments), given.pipeline, str(given.path),
-                    None if given.weights is None else str(given.weights)))[0]
+                    None, None if given.config is None else str(given.config), list(given.assignments),
+                    given.pipeline, str(given.path), None if given.weights is None else str(given.weights)))[0]
             self._cases = {case.name: case for case in selected}
         return self._cases
 
@@ -186,11 +188,13 @@ def _inputs(lines: list[str], base: Path) -> tuple[UserInputs, ...]:
     for line in lines:
         words = line.split()
         knobs = tuple(word for word in words[2:] if "=" in word)
-        files = [word for word in words[2:] if "=" not in word]
-        if len(words) < 2 or len(files) > 1:
+        configs = [word for word in words[2:] if "=" not in word and word.endswith(".toml")]
+        files = [word for word in words[2:] if "=" not in word and not word.endswith(".toml")]
+        if len(words) < 2 or len(files) > 1 or len(configs) > 1:
             raise pytest.UsageError(f"parity plugin: parity_inputs {line!r}: expected "
-                                    "'PIPELINE FILE.npz [WEIGHTS] [KNOB=VALUE ...]'")
-        parsed.append(UserInputs(words[0], base / words[1], base / files[0] if files else None, knobs))
+                                    "'PIPELINE FILE.npz [WEIGHTS] [CONFIG.toml] [KNOB=VALUE ...]'")
+        parsed.append(UserInputs(words[0], base / words[1], base / files[0] if files else None, knobs,
+                                 base / configs[0] if configs else None))
     return tuple(parsed)
 
 

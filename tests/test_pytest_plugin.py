@@ -9,6 +9,7 @@ Torch backends, references the recorded goldens or real backends.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -260,6 +261,16 @@ def test_baselines_catch_a_widened_dtype_and_a_drift_that_moves_the_reference_to
     found, texts = run("-k", "baseline")
     assert found[baseline_ids[0]] == "passed" and found[baseline_ids[1]] == "failed"
     assert "['amplitude.atol'] are not values this plugin writes" in texts[baseline_ids[1]]
+
+    # Each baseline says which case it pins: a knob changed since is said, not hundreds of differing elements.
+    assert json.loads((arrays.parent / "user-small.case.json").read_text())["config"]["intensity_scale"] == 1.0
+    ini = (port.path / "tox.ini") if (port.path / "tox.ini").is_file() else (port.path / "pytest.ini")
+    (port.path / "knobs.toml").write_text("intensity_scale = 2.0\n")  # knobs from a --config file, as the CLI takes
+    ini.write_text(ini.read_text().replace("physics small.npz N=32", "physics small.npz knobs.toml N=32"))
+    found, texts = run("-k", "baseline")
+    assert found[baseline_ids[0]] == "failed", texts
+    assert "the case changed since its baseline was pinned: intensity_scale 1.0 -> 2.0" in texts[baseline_ids[0]]
+    assert len(texts[baseline_ids[0]].splitlines()) <= 3
 
 
 def test_without_tensorflow_tf_tests_skip_with_a_reason_and_golden_checks_still_run(port, monkeypatch):
