@@ -65,17 +65,26 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
     before the first conftest is imported: a conftest that imports a port which replaces ``numpy.abs`` at
     import would otherwise have the harness snapshot, and compute its errors with, the replacement. It also
     keeps standard error as it is before pytest's capture (outside it: tryfirst), so that a process adapter
-    code ends outright still says why on the terminal (``process_end.remember_terminal``)."""
+    code ends outright still says why on the terminal (``process_end.remember_terminal``), and sets the
+    determinism switch's environment before any conftest or test module imports a framework."""
     try:
         wanted = bool(getattr(early_config.known_args_namespace, "parity_candidate", None)
                       or early_config.getini("parity_candidate"))
     except (ValueError, KeyError, AttributeError):
         wanted = False
     if wanted:
+        from backends.common import determinism
+
         from . import integrity  # noqa: F401 - imported for its snapshot
         from . import process_end
 
         process_end.remember_terminal()
+        # the frameworks read the determinism variables when first imported: a conftest or a test module that
+        # imports the port (and with it torch or TensorFlow) must find them set, as a command's process does
+        try:
+            determinism.apply_environment()
+        except ValueError as error:  # PARITY_MALLOC and the like
+            raise pytest.UsageError(f"parity plugin: {error}") from None
     return (yield)
 
 

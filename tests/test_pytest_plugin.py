@@ -438,3 +438,16 @@ def test_a_case_that_could_not_run_is_explained_whole_once_then_referred_to():
     assert again.endswith("(the whole message: tests/t.py::test_parity[c-farfield-isolated])")
     status, same = tap_verdict(outcome, "farfield", "isolated", "tests/t.py::test_parity[c-farfield-isolated]")
     assert same == first  # the test that said it whole says it whole again (a rerun)
+
+
+def test_the_determinism_variables_are_set_before_the_first_conftest_imports_a_framework(pytester, monkeypatch):
+    """Installed (the entry point loads the plugin early), a session with a candidate sets the switch's variables
+    before any conftest runs: a conftest that imports the port, and with it TensorFlow, finds them set."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.delenv("TF_DETERMINISTIC_OPS", raising=False)
+    pytester.makeconftest('import os\nopen("seen.txt", "w").write(str(os.environ.get("TF_DETERMINISTIC_OPS")))\n')
+    pytester.makepyfile(test_nothing="def test_nothing():\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "parity.pytest_plugin", "--parity-candidate=torch",
+                                           "--parity-reference=golden", "--parity-baselines=off", "--collect-only",
+                                           "-q", "-p", "no:cacheprovider")
+    assert (pytester.path / "seen.txt").read_text() == "1", result.stdout.str() + result.stderr.str()
