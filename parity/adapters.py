@@ -177,6 +177,7 @@ def load_adapter(spec: str, device: str = "cpu", timeout: float | None = None) -
         from .guard import DEFAULT_STAGE_TIMEOUT
 
         timeout = DEFAULT_STAGE_TIMEOUT
+    integrity.expect_umask()
     try:
         with process_end.running_adapter_code("construct", timeout):  # timed; its os._exit refused where unwatched
             adapter = _load_adapter(spec, device)

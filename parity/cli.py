@@ -117,8 +117,8 @@ def _add_case_options(parser: argparse.ArgumentParser, user_inputs: bool = True)
                                  "see docs/datasets.md")
         parser.add_argument("--name", metavar="NAME", type=_case_name,
                             help="with --inputs or --dataset: the case's name, which also names its golden "
-                                 "(NAME.h5) and report folder (default user-<file stem>; a dataset's "
-                                 "dataset-<stem>-<pipeline>; with --dataset and two pipelines, NAME-<pipeline>)")
+                                 "(NAME.h5) and report folder (default user-<file stem>; with --dataset, NAME-<pipeline>, "
+                                 "by default dataset-<stem>-<pipeline>)")
 
 
 def _add_stage_timeout(parser: argparse.ArgumentParser) -> None:

@@ -167,7 +167,8 @@ def _cases(args) -> tuple[list, list[str]]:
             user = (args.inputs, args.weights) if hasattr(args, "inputs") else ()
             cases, notes = choose_cases(args.cases, args.config, args.assignments, args.pipeline, *user)
         if getattr(args, "name", None):
-            cases = _named(cases, args.name, bool(getattr(args, "dataset", None) or args.inputs))
+            cases = _named(cases, args.name, bool(getattr(args, "dataset", None) or args.inputs),
+                           per_pipeline=bool(getattr(args, "dataset", None)))
         for case in cases:
             if args.command == "calibrate":
                 budget.check_case(case, config=case.config.replace(dtype="float64"),
@@ -180,15 +181,14 @@ def _cases(args) -> tuple[list, list[str]]:
     return cases, notes
 
 
-def _named(cases, name: str, own_inputs: bool) -> list:
-    """``--name``: the case of your own inputs under that name (one per pipeline of a dataset: NAME-<pipeline>)."""
+def _named(cases, name: str, own_inputs: bool, per_pipeline: bool) -> list:
+    """``--name``: the case of your own inputs under that name; a dataset's, NAME-<pipeline> (whether one
+    pipeline or both run: a golden recorded with both is found by a check of one)."""
     import dataclasses
 
     if not own_inputs:
         raise ParityInputError("--name names a case of your own (--inputs or --dataset); built-in cases keep theirs")
-    if len(cases) == 1:
-        return [dataclasses.replace(cases[0], name=name)]
-    return [dataclasses.replace(case, name=f"{name}-{case.pipeline}") for case in cases]
+    return [dataclasses.replace(case, name=f"{name}-{case.pipeline}" if per_pipeline else name) for case in cases]
 
 
 def command_run(args) -> int:

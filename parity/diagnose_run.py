@@ -269,7 +269,8 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
                                         tolerance=tolerance, cfg=case.config, stage_inputs=kept.inputs,
                                         input_layouts={item: index[item].layout for item in spec.inputs if item in index},
                                         rerun=rerun, reference_dtype=result.metrics.reference_dtype,
-                                        candidate_dtype=result.metrics.candidate_dtype)
+                                        candidate_dtype=result.metrics.candidate_dtype,
+                                        batch=case.batch if index[name].reduction in ("global", "mean") else None)
             if subset_fact is not None:
                 result.diagnoses = [subset_fact] + list(result.diagnoses)
             if rerun is None and mode == "isolated" and inputs and fused:

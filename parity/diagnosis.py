@@ -106,13 +106,14 @@ def diagnose(reference: np.ndarray, candidate: np.ndarray, *, layout: str, kind:
              cfg: Any = None, stage_inputs: Mapping[str, np.ndarray] | None = None,
              input_layouts: Mapping[str, str] | None = None,
              rerun: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
-             reference_dtype: Any = None, candidate_dtype: Any = None) -> list[Diagnosis]:
+             reference_dtype: Any = None, candidate_dtype: Any = None, batch: int | None = None) -> list[Diagnosis]:
     """The hypotheses that explain why ``candidate`` differs from ``reference``, best first.
 
     ``reference``/``candidate`` are canonical arrays of the same samples (axis 0 for batch
     layouts); ``stage_inputs`` the stage's canonical inputs for those samples (those both sides
     saw), ``input_layouts`` the registry layouts of all the stage's inputs; ``rerun(inputs)`` runs
-    the reference's stage on transformed inputs.
+    the reference's stage on transformed inputs; ``batch``: for a tap that reduces over the whole batch (a
+    scale, a mean loss), how many samples it reduced (a sum for a mean multiplies it in).
     Returns ``[]`` when there is nothing to explain, else at least one diagnosis (``unexplained``
     when no hypothesis explains the difference).
     """
@@ -120,16 +121,17 @@ def diagnose(reference: np.ndarray, candidate: np.ndarray, *, layout: str, kind:
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
         return _diagnose(np.asarray(reference), np.asarray(candidate), layout, kind, tolerance, cfg, stage_inputs,
-                         input_layouts, rerun, reference_dtype, candidate_dtype)
+                         input_layouts, rerun, reference_dtype, candidate_dtype, batch)
 
 
 def _diagnose(a, b, layout, kind, tolerance, cfg, stage_inputs, input_layouts, rerun, reference_dtype,
-              candidate_dtype) -> list[Diagnosis]:
+              candidate_dtype, batch) -> list[Diagnosis]:
     problem = Problem(
         a=work_array(a), b=work_array(b), layout=layout, kind=kind,
         tolerance=float(tolerance) if tolerance and tolerance > 0 else 0.0, cfg=cfg,
         stage_inputs=dict(stage_inputs or {}), input_layouts=dict(input_layouts or {}), rerun=rerun,
-        reference_dtype=np.dtype(reference_dtype or a.dtype), candidate_dtype=np.dtype(candidate_dtype or b.dtype))
+        reference_dtype=np.dtype(reference_dtype or a.dtype), candidate_dtype=np.dtype(candidate_dtype or b.dtype),
+        batch=batch)
     if problem.tolerance == 0.0:
         problem.tolerance = 10 * problem.eps
     if a.shape != b.shape:

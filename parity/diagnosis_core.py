@@ -69,6 +69,7 @@ class Problem:
     rerun: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None
     reference_dtype: np.dtype = np.dtype("float64")
     candidate_dtype: np.dtype = np.dtype("float64")
+    batch: int | None = None  # samples a whole-batch reduction (a scale, a mean loss) reduced over
 
     def __post_init__(self) -> None:
         self.finite = np.isfinite(self.a) & np.isfinite(self.b) if self.a.shape == self.b.shape else None

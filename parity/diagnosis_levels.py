@@ -275,7 +275,7 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
     _, name, roundoff, simulated = min(fits)
     bits = dict(options)[name]
     held = _representable(p.b, bits) >= 0.99 and _representable(p.a, bits) <= 0.5
-    seen = (f"; every value the candidate returned is a {name} number: it computed in {name}" if held else
+    seen = (f"; the candidate's values are {name} numbers (the reference's are not): it computed in {name}" if held else
             f"; the reference on inputs rounded to {name} errs alike ({simulated:.1e})" if simulated is not None
             else "")
     return [Diagnosis("dtype_narrowing", f"error at the level of {name} rounding in a {reference_type} run (median "

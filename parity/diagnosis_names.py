@@ -50,11 +50,11 @@ def named_values(cfg: Any, inputs: dict[str, np.ndarray] | None = None,
                  reduced: bool = False, batch: int | None = None) -> list[tuple[str, float, str]]:
     """(name, value, what it usually means), simplest names first; ``reduced``: the tap is a reduction of each
     sample (a loss), where a count of the elements reduced is a likelier reading than an FFT norm; ``batch``: the
-    samples a reduced tap reduces over (M), whose count a sum-for-mean multiplies in."""
+    samples a whole-batch reduction reduced over (M), whose count a sum-for-mean multiplies in."""
     table: list[tuple[str, float, str]] = []
     if reduced and cfg is not None:
         _pair(table, "C N^2", float(cfg.C) * float(cfg.N) ** 2, SAMPLE_SUM)
-    if reduced and batch is not None and batch > 1:
+    if batch is not None and batch > 1:
         _pair(table, "M", float(batch), BATCH_SUM.format(m=batch))
         _pair(table, "sqrt(M)", math.sqrt(batch), BATCH_SQRT.format(m=batch))
     for name, value, hint in (("2", 2.0, FACTOR_2), ("4", 4.0, FACTOR_2), ("pi", math.pi, PI),

@@ -47,9 +47,8 @@ def scale(p: Problem) -> list[Diagnosis]:
     if abs(factor - 1) <= p.tolerance or not math.isfinite(residual):
         return []
     rel = min(max(2 * residual, 4 * p.tolerance, 1e-12), 1e-3)  # a name is only given to a precise ratio
-    reduced = p.layout in ("scalar", "B")
-    named = name_ratio(factor, named_values(p.cfg, p.inputs_of("HW"), reduced=reduced,
-                                            batch=_batch_reduced(p) if reduced else None), rel)
+    named = name_ratio(factor, named_values(p.cfg, p.inputs_of("HW"), reduced=p.layout in ("scalar", "B"),
+                                            batch=p.batch), rel)
     few = p.layout == "scalar" or p.a.size < 4
     if few and named is None:
         return []  # one number (or a few) always has a ratio: only a named one is evidence
@@ -163,12 +162,6 @@ def mirror(p: Problem) -> list[Diagnosis]:
         out.append(Diagnosis("mirror", f"candidate = reference at -k over {where} (index -i mod n): {words}",
                              p.residual(circular), {"axes": list(chosen), "circular": True}))
     return out
-
-
-def _batch_reduced(p: Problem) -> int | None:
-    """How many samples a reduced tap reduced over: the leading size of its batched inputs (one value for all)."""
-    sizes = {int(np.shape(value)[0]) for value in p.stage_inputs.values() if np.ndim(value) >= 2}
-    return sizes.pop() if len(sizes) == 1 else None
 
 
 def shift(p: Problem) -> list[Diagnosis]:

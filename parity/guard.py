@@ -154,6 +154,7 @@ class Guard:
             self._thread.start()
         box: dict[str, Any] = {"what": what}
         done = threading.Event()
+        integrity.expect_umask()  # the host's mask as this call begins (its own, if it set one): what the call leaves
         self.tick()
         # said before the job is queued: a stage that holds the interpreter would leave no chance after
         # past it (and a grace) the watcher ends the process; without one, faulthandler's timer does (process_end)

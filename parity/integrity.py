@@ -39,8 +39,28 @@ for _name in _SUBMODULES:
 
 _recursion_limit = sys.getrecursionlimit()
 _switch_interval = sys.getswitchinterval()
-_umask = os.umask(0o022)  # read by setting it; put back at once
-os.umask(_umask)
+_umask: int | None = None  # the file creation mask when the current adapter call began (expect_umask)
+
+
+def _read_umask() -> int:
+    """The process's umask; read from /proc where the kernel shows it (setting it to read it is visible to
+    other threads for an instant)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def expect_umask() -> None:
+    """An adapter call begins: the host's file creation mask now is the one to keep (the host may set its own)."""
+    global _umask
+    _umask = _read_umask()
 
 
 def restore() -> list[str]:
@@ -55,9 +75,11 @@ def restore() -> list[str]:
         if sys.getswitchinterval() != _switch_interval:
             sys.setswitchinterval(_switch_interval)
             replaced.append("the thread switch interval (sys.setswitchinterval)")
-        umask = os.umask(_umask)  # a umask of 0o777 would write every report with no permissions
-        if umask != _umask:
-            replaced.append(f"the file creation mask (os.umask {umask:#o})")
+        if _umask is not None:  # a umask of 0o777 set in a stage would write every report with no permissions
+            umask = _read_umask()
+            if umask != _umask:
+                os.umask(_umask)
+                replaced.append(f"the file creation mask (os.umask {umask:#o})")
         for module_name, (namespace, saved) in _snapshot.items():
             for key, value in saved.items():
                 if namespace.get(key, restore) is not value:

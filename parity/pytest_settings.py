@@ -21,7 +21,7 @@ from .cases import Case
 from .builtin_cases import BUILTIN_CASES
 from .errors import ParityInputError
 from .tolerances import ToleranceTable, load_tolerances
-from .workflows import DEFAULT_GOLDENS, DEFAULT_TOLERANCES, choose_cases
+from .workflows import DEFAULT_GOLDENS, DEFAULT_TOLERANCES, choose_cases, tolerance_table
 
 DEVICES = ("cpu", "cuda", "auto")
 # The built-in adapters (parity.adapters) and the framework each needs, so a missing one is a skip, not an error.
@@ -306,7 +306,8 @@ def read_settings(config: pytest.Config) -> ParitySettings:
         raise pytest.UsageError(f"parity plugin: --parity-cases {unmatched}: match no built-in case; "
                                 f"cases are {sorted(BUILTIN_CASES)}")
     tolerances_path = source.path("tolerances", DEFAULT_TOLERANCES)
-    tolerances = _usage(lambda: load_tolerances(tolerances_path))
+    tolerances = _usage(lambda: load_tolerances(tolerances_path) if tolerances_path != DEFAULT_TOLERANCES
+                        else tolerance_table(None))  # the shipped table, named without a machine path
     baselines_value, _ = source.get("baselines")
     baselines = None if baselines_value == "off" else source.path("baselines", Path(config.rootpath) / "parity_baselines")
     reference_value, reference_base = source.get("reference")

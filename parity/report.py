@@ -45,13 +45,11 @@ def write_report(report: RunReport, directory: str | Path) -> Path:
 RUN_OUTPUTS = ("report.html", "samples.h5", "patch_stats.json", "canvas.json", "offsets.json")
 
 
-def clear_run_outputs(directory: str | Path, everything: bool = False) -> None:
+def clear_run_outputs(directory: str | Path) -> None:
     """Remove an earlier run's page and evidence from a case folder about to get a new report: a page or a
-    picture of that run beside this run's report.json would say what this run did not. ``everything``: its
-    report.json too (a run starting in the folder)."""
+    picture of that run beside this run's report.json would say what this run did not."""
     directory = Path(directory)
-    names = RUN_OUTPUTS + (("report.json",) if everything else ())
-    stale = [directory / name for name in names] + sorted(directory.glob("patches-*.png"))
+    stale = [directory / name for name in RUN_OUTPUTS] + sorted(directory.glob("patches-*.png"))
     for path in stale:
         if path.is_symlink() or path.is_file():
             with contextlib.suppress(FileNotFoundError):

@@ -139,7 +139,8 @@ def grace(timeout: float) -> float:
 
 
 def case_started(case: Any, case_dir: Path) -> None:
-    _say({"case": case.summary(), "pipeline": case.pipeline, "config": case.config.to_dict(), "dir": str(case_dir)})
+    _say({"case": case.summary(), "pipeline": case.pipeline, "config": case.config.to_dict(), "dir": str(case_dir),
+          "at": time.time()})  # a report.json newer than this is this run's: a crash report never replaces it
 
 
 def stage_reached(role: str, what: str) -> None:

@@ -320,8 +320,15 @@ def _resume_if_stopped(child: subprocess.Popen, stopped_since: float | None) -> 
 
 
 def _write_crash_report(started: dict[str, Any], stopped: str, stop_kind: str) -> None:
+    """A report for the case the child was in, in place of an earlier run's; one this run wrote is kept."""
     from .report import write_case_outputs
     from .results import RunReport
+
+    written = Path(str(started.get("dir"))) / "report.json"
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        if written.stat().st_mtime >= float(started.get("at", float("inf"))):
+            print(f"parity: the case's report was written before the end; kept: {written}", file=sys.stderr)
+            return
 
     report = RunReport(case=started["case"], pipeline=started["pipeline"], config=started["config"], reference={},
                        candidate={}, device="", modes=[], audits=[], taps=[], first_divergence=None, provenance={},

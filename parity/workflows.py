@@ -38,7 +38,7 @@ from .inputs import (
     split_keys,
     validate_inputs,
 )
-from .report import clear_run_outputs, write_case_outputs
+from .report import write_case_outputs
 from .results import RunReport
 from .runner import RunOptions, run_case
 from .tolerances import ToleranceTable, load_tolerances
@@ -172,9 +172,6 @@ def run_and_write(case: Case, reference: Adapter | Golden, candidate: Adapter, t
     log_path = case_dir / "adapter.log"
     if log_path.exists():
         log_path.unlink()
-    # an earlier run's report goes before this run starts: a run that ends abruptly must not leave its verdict
-    # standing beside this run's log (the watcher writes a crash report for it instead)
-    clear_run_outputs(case_dir, everything=True)
     options = dataclasses.replace(options, log_path=log_path)
     evidence = EvidenceCollector.for_case(case, options.evidence)  # samples, statistics, assembly dumps
     supervise.case_started(case, case_dir)

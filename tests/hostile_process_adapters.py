@@ -223,3 +223,21 @@ class DeliversAnUnknownTap(TorchBackend):
             if hasattr(sink, attribute):
                 setattr(renamed_too, attribute, getattr(sink, attribute))
         return super().run_pipeline(pipeline, cfg, inputs, weights, sink=renamed_too, taps=taps)
+
+
+class FillsTheDiskBeforeThePage(TorchBackend):
+    """The disk fills after report.json is written, while the page is (as a full disk would): exit 3, and the
+    run's complete report.json must stay, never be replaced by a crash report."""
+
+    name = "fills-the-disk-before-the-page"
+
+    def __init__(self, device: str = "cpu") -> None:
+        import errno
+
+        import parity.html
+
+        def full_disk(*args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        parity.html.write_html = full_disk
+        super().__init__(device)

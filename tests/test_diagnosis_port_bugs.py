@@ -42,7 +42,7 @@ def test_a_stage_computed_in_float32_in_a_float64_run_is_named_from_its_values()
     found = diagnose(a, b, layout="BHWC", kind="real", tolerance=1e-12, cfg=CFG, stage_inputs={"x": a},
                      input_layouts={"x": "BHWC"}, rerun=rerun, reference_dtype="float64", candidate_dtype="float64")
     assert found and found[0].kind == "dtype_narrowing", [d.summary for d in found]
-    assert "every value the candidate returned is a float32 number" in found[0].summary
+    assert "the candidate's values are float32 numbers" in found[0].summary
 
 
 def test_a_one_pixel_shift_is_found_though_some_channels_are_nearly_empty():
@@ -60,11 +60,12 @@ def test_a_scale_summed_over_the_batch_where_the_mean_is_meant_is_named_by_the_b
     positions = 6
     a = np.array(0.75)
     b = a / np.sqrt(positions)  # c / sqrt(sum) where c / sqrt(mean) is meant
-    found = diagnose(a, b, layout="scalar", kind="real", tolerance=1e-12, cfg=CFG,
-                     stage_inputs={"exit_wave": np.ones((positions, 32, 32), complex)},
-                     input_layouts={"exit_wave": "MHW"})
+    found = diagnose(a, b, layout="scalar", kind="real", tolerance=1e-12, cfg=CFG, batch=positions)
     assert found[0].kind == "scale" and "1/sqrt(M)" in found[0].summary, [d.summary for d in found]
     assert f"the batch's {positions} samples" in found[0].summary
+    per_sample = np.array([0.5, 0.7])  # a per-sample loss doubled: a factor 2, not "a sum over 2 samples"
+    found = diagnose(per_sample, 2 * per_sample, layout="B", kind="real", tolerance=1e-12, cfg=CFG)
+    assert "batch" not in " ".join(d.summary for d in found), [d.summary for d in found]
 
 
 def test_dropout_left_in_training_mode_is_named():

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.hostile import assert_refused, parity_process
+from tests.hostile import ROOT, assert_refused, parity_process
 
 ADAPTERS = "tests.hostile_process_adapters"
 
@@ -159,3 +159,30 @@ def test_a_tap_the_pipeline_does_not_have_is_named_in_the_notes(tmp_path):
     result, report = _run(tmp_path, "DeliversAnUnknownTap")
     assert result.returncode == 0, result.stdout + result.stderr
     assert any("does not have: 'far_field'" in note for note in report["notes"]), report["notes"]
+
+
+def test_a_host_program_that_sets_its_own_umask_keeps_it(tmp_path):
+    """The library API in a program with its own mask: the mask is the host's, not the candidate's doing."""
+    import os
+    import subprocess
+
+    script = ("import os, sys\nos.umask(0o077)\n"
+              "from parity import builtin_case, run_case\nfrom backends.torch import TorchBackend\n"
+              "from parity.workflows import tolerance_table\n"
+              "case = builtin_case('physics-n32-g3-buffer')\n"
+              "report = run_case(case, TorchBackend(), TorchBackend(), tolerance_table(None))\n"
+              "mask = os.umask(0o022)\n"
+              "print(oct(mask), report.passed, [n for n in report.notes if 'umask' in n])\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert result.stdout.split() == ["0o77", "True", "[]"], result.stdout + result.stderr
+
+
+def test_a_write_that_fails_after_the_report_keeps_the_report_and_usage_errors_keep_the_last_one(tmp_path):
+    result, report = _run(tmp_path, "FillsTheDiskBeforeThePage")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert report is not None and report["stop_kind"] is None and len(report["taps"]) == 9, report
+    assert "kept" in result.stderr, result.stderr
+    result, again = _run(tmp_path, "PlainPort", "--taps", "no-such-tap*")  # bad usage: nothing ran
+    assert result.returncode == 2, result.stderr
+    assert again == report  # the folder's last report is left as it was

@@ -136,7 +136,7 @@ def test_mode_and_pipeline_selectors(table):
 
 
 def test_last_matching_rule_wins(table):
-    applied = _lookup(table, "encoder.block1", dtype="float32")  # rules 0, 1 and 4 match
+    applied = _lookup(table, "encoder.block1", dtype="float32")  # [[rule]]s 1, 2 and 5 match
     assert applied.criteria == Criteria(max_rel_to_peak=2e-5)
     assert applied.source == f"{table.path} [[rule]] 5 (taps encoder.block1)"
     applied = _lookup(table, "encoder.block0", dtype="float32")  # rules 0 and 1
