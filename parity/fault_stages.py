@@ -355,6 +355,16 @@ def encoder_reflect_padding(ctx, x, index):
                                                              layer.bias))
 
 
+def encoder_dropout_train(ctx, x, index):
+    """Dropout(0.1) left in training mode after the block. The mask comes from numpy's PCG64, not Torch's RNG,
+    so the fault is the same in every run (a port's real dropout also differs between runs: --repeat)."""
+    from .synthetic import generator
+
+    out = S.encoder_block(ctx, x, index)
+    keep = torch.from_numpy(generator(17).uniform(size=tuple(out.shape)) >= 0.1).to(out.device)
+    return torch.where(keep, out * (1.0 / 0.9), torch.zeros((), dtype=out.dtype, device=out.device))
+
+
 def _tf32(tensor):
     """Round float32 to TF32 (10 explicit mantissa bits), nearest-even."""
     bits = tensor.contiguous().view(torch.int32)
