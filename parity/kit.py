@@ -238,8 +238,10 @@ class PluginAdapter(Backend):
         return value
 
     def _canonical(self, spec: TapSpec, cfg: ForwardConfig, value: Any, native: bool) -> Any:
+        """The tap in the canonical layout. A layout gets what the tap method returned (a Torch port's tensor) in
+        both modes; only its result becomes numpy where the harness asks for numpy (``native=False``)."""
         if hasattr(value, "detach"):  # torch
-            value = value.detach().resolve_conj().resolve_neg() if native else to_numpy(value)
+            value = value.detach().resolve_conj().resolve_neg()
         elif hasattr(value, "numpy") and not isinstance(value, np.ndarray):  # TensorFlow eager tensor
             value = value.numpy()
         elif not hasattr(value, "shape"):
@@ -249,9 +251,10 @@ class PluginAdapter(Backend):
             value = np.asarray(value)
         layout = self.layout_of(spec)
         try:
-            return value if layout is None else layout.to_canonical(value, spec.layout, self._shape(spec, cfg))
+            value = value if layout is None else layout.to_canonical(value, spec.layout, self._shape(spec, cfg))
         except (LayoutError, RuntimeError, ValueError) as error:
             raise StageError(f"{self.name} tap {spec.name!r}: {error}", spec.name) from None
+        return value if native else to_numpy(value)
 
     def to_canonical(self, spec: TapSpec, cfg: ForwardConfig, value: Any) -> np.ndarray:
         return np.asarray(self._canonical(spec, cfg, value, native=False))

@@ -282,3 +282,28 @@ def test_a_run_over_every_case_skips_those_of_pipelines_the_port_does_not_cover(
     assert code == EXIT_BAD_INPUT
     assert "case 'pinn-default': the candidate cannot run the pinn pipeline: TorchPort: tap" in err
     assert "--pipeline" in err
+
+
+def test_a_layout_gets_what_the_tap_returned_in_both_modes(reference, tolerances, case):
+    """A Layout written for the port's tensors works in isolated mode too (it was handed numpy there)."""
+    import torch
+
+    from parity import Layout
+
+    seen: set[str] = set()
+
+    class TorchOnlyChannelsFirst(Layout):
+        def to_port(self, value, canonical_layout, shape):
+            return np.moveaxis(value, -1, 1)
+
+        def to_canonical(self, value, canonical_layout, shape):
+            seen.add(type(value).__name__)
+            return value.permute(0, 2, 3, 1)  # a torch method: numpy has none
+
+    class Port(TorchPort):
+        layouts = {**TorchPort.layouts, "exit_wave": TorchOnlyChannelsFirst(), "amplitude": TorchOnlyChannelsFirst()}
+
+    for modes in (("propagated",), ("isolated",)):  # isolated alone: each stage run on its own
+        report = run_case(case, reference, Port(), tolerances, RunOptions(modes=modes))
+        assert report.passed, (modes, report.first_divergence)
+    assert seen == {torch.Tensor.__name__}
