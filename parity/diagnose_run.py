@@ -271,8 +271,11 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
                                         rerun=rerun, reference_dtype=result.metrics.reference_dtype,
                                         candidate_dtype=result.metrics.candidate_dtype,
                                         batch=case.batch if index[name].reduction in ("global", "mean") else None)
-            if subset_fact is not None:
-                result.diagnoses = [subset_fact] + list(result.diagnoses)
+            if subset_fact is not None:  # after a rounding-level reading: which samples cross a bound by rounding
+                levels = bool(result.diagnoses) and result.diagnoses[0].kind in ("numerical_alternative",
+                                                                                 "dtype_narrowing")
+                result.diagnoses = (list(result.diagnoses) + [subset_fact] if levels
+                                    else [subset_fact] + list(result.diagnoses))
             if rerun is None and mode == "isolated" and inputs and fused:
                 declared = ", ".join(spec.inputs)
                 result.diagnoses = caveat_untested(

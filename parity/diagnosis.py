@@ -92,6 +92,8 @@ def _select(problem: Problem, candidates: list[Diagnosis]) -> list[Diagnosis]:
         # one function of the value reproduces the candidate: a band grown around the zeros (which can hold most
         # of a sparse tap, and its largest values) is a coincidence of where those values sit, not a mask
         explained = [d for d in explained if not (d.kind == "masked_region" and d.evidence.get("dilation_px"))]
+    if any(d.kind in LEVELS for d in explained):  # rounding-level error: a "factor of 0.99998 .. 1" or a function
+        explained = [d for d in explained if d.kind not in GENERIC]  # of the value restates it, and misleads
     explained = [d if d.kind in LEVELS or problem.complete(d.residual) else dataclasses.replace(
         d, summary=f"{d.summary} (something else differs too: {d.residual:.1e} of the peak is left)")
         for d in explained]

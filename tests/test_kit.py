@@ -156,6 +156,10 @@ def test_an_undeclared_missing_tap_is_not_judged_and_the_run_does_not_pass(refer
     assert all(tap.status == "passed" for tap in report.taps if tap.name not in forgotten)
     assert not report.passed
     assert report.first_divergence.kind == "unjudged" and report.first_divergence.tap == "object.trimmed"
+    from parity.report import summary_lines
+
+    verdict = summary_lines(report)[-1]  # "FAIL: 6/6 within tolerance" alone would read as a contradiction
+    assert verdict.startswith(f"FAIL ({len(forgotten)} not judged, and no verdict is no pass): "), verdict
     declared = run_case(case, reference, TorchPort(), tolerances)  # the same port, with its reason
     assert declared.passed and declared.tap("farfield").status == "not_compared"
 
