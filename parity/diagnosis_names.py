@@ -25,6 +25,8 @@ BATCH_SUM = ("a sum over the batch's {m} samples (scan positions) where their me
              "statistic of the whole batch")
 BATCH_SQRT = ("a sum over the batch's {m} samples (scan positions) where their mean is meant (or the reverse), "
               "under a square root (a scale c / sqrt(mean))")
+PIXEL_SQRT = ("a mean over a pattern's {n} x {n} pixels where their sum is meant (or the reverse), under a square "
+              "root (a scale c / sqrt(mean))")
 FACTOR_2 = "a factor 2 (a doubled sum, a mean over two parts, a missing 1/2)"
 GENERIC = {"2", "4", "pi", "2pi", "sqrt(2)"}  # plain numbers: a name from the configuration or inputs says more
 PI = "radians vs half turns (a factor pi)"
@@ -54,6 +56,8 @@ def named_values(cfg: Any, inputs: dict[str, np.ndarray] | None = None,
     table: list[tuple[str, float, str]] = []
     if reduced and cfg is not None:
         _pair(table, "C N^2", float(cfg.C) * float(cfg.N) ** 2, SAMPLE_SUM)
+        # a reduction has no FFT: a factor N there is a square root of a pixel count, not a missing 1/N norm
+        _pair(table, "sqrt(N^2)", float(cfg.N), PIXEL_SQRT.format(n=int(cfg.N)))
     if batch is not None and batch > 1:
         _pair(table, "M", float(batch), BATCH_SUM.format(m=batch))
         _pair(table, "sqrt(M)", math.sqrt(batch), BATCH_SQRT.format(m=batch))

@@ -171,7 +171,9 @@ def _agrees(spec: TapSpec, parts: list[tuple[Any, int]], joined: Any) -> str | N
     if np.isfinite(a) and np.isfinite(b) and abs(a - b) <= tolerance:
         return None
     return (f"its {spec.name!r} over the first two chunks joined is {b!r}, the combination of its two chunk "
-            f"values {a!r} (the registry's rule {spec.combine!r}): a whole-batch statistic computed otherwise")
+            f"values {a!r} (the registry's rule {spec.combine!r}): a whole-batch statistic computed otherwise, or "
+            "a stage before it whose values depend on how the batch is cut (its per-sample taps then differ between "
+            "a chunked and a whole run)")
 
 
 def pin_global_taps(case: Any, reference: Any, candidate: Any, graphs: Mapping[str, Any], registry: list[TapSpec],

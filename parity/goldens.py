@@ -295,8 +295,9 @@ class Golden:
                 shape, dtype = expected[name]
                 fits = len(shape) == dataset.ndim and all(want in (None, -1) or want == got
                                                           for want, got in zip(shape, dataset.shape))
-                if not fits or dataset.dtype.name != dtype:
-                    raise CorruptGoldenError(f"{self.path}: '{group}/{name}' is stored as {dataset.dtype.name} "
+                if not fits or dataset.dtype.name != dtype or not dataset.dtype.isnative:
+                    order = "" if dataset.dtype.isnative else f" ({dataset.dtype.str}: another byte order)"
+                    raise CorruptGoldenError(f"{self.path}: '{group}/{name}' is stored as {dataset.dtype.name}{order} "
                                              f"{tuple(dataset.shape)}, the registry says {dtype} {shape} for this "
                                              "case: the file was changed after recording; re-record it")
         strays = [name for name in self.tap_order if name not in self.h5["taps"]]

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 import pytest
 
+from .errors import ParityInputError
 from .metrics import Criteria, compare
 from .pytest_runs import ParityOutcome
 from .pytest_settings import BaselineParam, ParitySettings
@@ -116,6 +117,11 @@ def _first_lines(text: str, keep: int = 40) -> str:
                                       "element)"])
 
 
+def adapter_folder(name: str) -> str:
+    """The folder of an adapter's baselines: its name, made a single safe path part ('..' must not leave)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip(".") or "adapter"
+
+
 def _case_file(baseline: Path) -> Path:
     """``<case>.case.json`` beside a baseline: the case definition its values were pinned for."""
     return baseline.with_name(f"{baseline.name.rsplit('.', 1)[0]}.case.json")
@@ -125,10 +131,13 @@ def _definition_changes(baseline: Path, case: Any) -> str | None:
     """Words for how the case changed since its baseline was pinned (None: unchanged, or not recorded)."""
     import json
 
-    try:
-        recorded = json.loads(_case_file(baseline).read_text())
-    except (OSError, ValueError):
-        return None  # a baseline pinned before cases were recorded with it: nothing to say
+    from .files import open_regular
+
+    try:  # a regular file only: a FIFO or /dev/zero under that name must not hang the session
+        with open_regular(_case_file(baseline), "baseline's case file") as handle:
+            recorded = json.loads(handle.read(1 << 20).decode())
+    except (OSError, ValueError, ParityInputError):
+        return None  # a baseline pinned before cases were recorded with it, or no file of ours: nothing to say
     if not isinstance(recorded, dict) or recorded.get("hash") == case.hash():
         return None
     then = recorded.get("config") if isinstance(recorded.get("config"), dict) else {}
@@ -174,7 +183,7 @@ class BaselineCheck:
 
     def _path(self, outcome: ParityOutcome, extension: str) -> Path:
         name = str(outcome.document["candidate"].get("name") or outcome.candidate)
-        return self.settings.baselines / re.sub(r"[^A-Za-z0-9_.-]+", "-", name) / f"{self.case.name}{extension}"
+        return self.settings.baselines / adapter_folder(name) / f"{self.case.name}{extension}"
 
     def _same_case(self, path: Path) -> None:
         __tracebackhide__ = True

@@ -111,6 +111,15 @@ def load_report(path: str | Path) -> dict[str, Any]:
     version = document.get("schema_version")
     if not isinstance(version, int) or isinstance(version, bool) or version not in range(1, SCHEMA_VERSION + 1):
         raise ParityInputError(f"{path}: key 'schema_version' is {version!r}; this harness reads 1..{SCHEMA_VERSION}")
+    for key, kind, words in (("passed", bool, "true or false"), ("taps", list, "a list of taps"),
+                             ("case", dict, "an object")):  # a page must never say PASS from a "yes"
+        if not isinstance(document.get(key), kind):
+            raise ParityInputError(f"{path}: key {key!r} is {str(document.get(key))[:60]!r}, expected {words}")
+    bad = next((index for index, tap in enumerate(document["taps"]) if not isinstance(tap, dict)
+                or not isinstance(tap.get("name"), str) or not isinstance(tap.get("modes", {}), dict)), None)
+    if bad is not None:
+        raise ParityInputError(f"{path}: key 'taps' entry {bad} is not a tap this harness writes (an object with a "
+                               "'name' string and a 'modes' object)")
     return document
 
 

@@ -95,7 +95,14 @@ def _runs(path: Path) -> dict[str, Path]:
     found = {child.name: child / "report.json" for child in sorted(path.glob("*")) if (child / "report.json").exists()}
     if not found:
         raise ParityInputError(f"{path}: no report.json here nor in any subfolder (expected a run folder)")
-    return {load_report(file)["case"]["name"]: file for file in found.values()}
+    runs: dict[str, Path] = {}
+    for file in found.values():
+        name = load_report(file)["case"]["name"]
+        if name in runs:  # a copy (physics-default.bak/) would otherwise hide one of the two, whichever sorts last
+            raise ParityInputError(f"{path}: case {name!r} has two reports here, {runs[name]} and {file}; expected "
+                                   "one per case (compare the case folders themselves)")
+        runs[name] = file
+    return runs
 
 
 def diff_reports(before: dict[str, Any], after: dict[str, Any], factor: float = 2.0) -> list[TapChange]:

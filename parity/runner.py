@@ -251,7 +251,9 @@ def _run(case, reference, candidate, tolerances, options, observers, registry, s
             timing["global_pass_s"] = time.perf_counter() - began
             if pinned is None:
                 chunks = [(0, batch)]
-                report.notes.append(f"ran as one chunk of {batch} samples, not in chunks: {why}")
+                asked = (f" (--batch-chunk {options.batch_chunk} could not be honoured)" if options.batch_chunk
+                         else "")
+                report.notes.append(f"ran as one chunk of {batch} samples, not in chunks{asked}: {why}")
             else:
                 flow.reference, flow.candidate = pinned
                 pinned_global = True

@@ -241,3 +241,16 @@ class FillsTheDiskBeforeThePage(TorchBackend):
 
         parity.html.write_html = full_disk
         super().__init__(device)
+
+
+def _interrupts_the_main_thread(ctx, wave):
+    """A KeyboardInterrupt nobody typed: what a port's own SIGALRM handler raising it does."""
+    import _thread
+    import time
+
+    _thread.interrupt_main()
+    time.sleep(1.0)  # the main thread takes it while this stage runs
+    return STAGES[STAGE](ctx, wave) * 2
+
+
+InterruptsTheMainThread = _port(_interrupts_the_main_thread, "interrupts-the-main-thread")

@@ -191,3 +191,21 @@ def test_a_keras_weights_file_that_points_elsewhere_inflates_or_is_damaged_is_re
         change(h5, tmp_path)
     result = parity_process(*PINN, "--inputs", inputs, "--weights", weights, "--out", tmp_path / "out", timeout=120)
     assert_refused(result, str(weights), fragment)
+
+
+def test_a_tap_stored_in_another_byte_order_is_refused_naming_it(tmp_path, monkeypatch):
+    """'>c16' is complex128 by name: a resealed golden with a big-endian tap is refused, not a harness crash."""
+    def big_endian(h5, _):
+        from parity.golden_digest import dataset_digest
+
+        def make(group, shape, dtype, data):
+            swapped = data.astype(dtype.newbyteorder(">"))
+            made = group.create_dataset("amplitude", data=swapped)
+            made.attrs["sha256"] = dataset_digest(swapped)
+            return made
+        _replace_tap(h5, make)
+        h5["taps/amplitude"].attrs["sha256"] = dataset_digest(h5["taps/amplitude"][()])
+
+    goldens = _forged(tmp_path, big_endian, monkeypatch)
+    result = parity_process("check", "--case", CASE, "--goldens", goldens, "--out", tmp_path / "out", timeout=90)
+    assert_refused(result, SHIPPED.name, "'taps/amplitude' is stored as", "another byte order")

@@ -186,3 +186,14 @@ def test_a_write_that_fails_after_the_report_keeps_the_report_and_usage_errors_k
     result, again = _run(tmp_path, "PlainPort", "--taps", "no-such-tap*")  # bad usage: nothing ran
     assert result.returncode == 2, result.stderr
     assert again == report  # the folder's last report is left as it was
+
+
+def test_an_interrupt_adapter_code_raises_is_not_the_users_ctrl_c(tmp_path):
+    """130 means the user stopped the run; an interrupt from adapter code is no verdict and no Ctrl-C: exit 3, and
+    an earlier passing report of the case does not stand."""
+    result, report = _run(tmp_path, "PlainPort")
+    assert result.returncode == 0 and report["passed"] is True
+    result, report = _run(tmp_path, "InterruptsTheMainThread")
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert "KeyboardInterrupt that no Ctrl-C or signal to the command sent" in result.stderr, result.stderr
+    assert report is not None and report["passed"] is not True, report

@@ -451,3 +451,13 @@ def test_the_determinism_variables_are_set_before_the_first_conftest_imports_a_f
                                            "--parity-reference=golden", "--parity-baselines=off", "--collect-only",
                                            "-q", "-p", "no:cacheprovider")
     assert (pytester.path / "seen.txt").read_text() == "1", result.stdout.str() + result.stderr.str()
+
+
+def test_baseline_files_stay_in_their_folder_and_a_fifo_case_file_does_not_hang(tmp_path):
+    from parity.pytest_baselines import _definition_changes, adapter_folder
+
+    assert [adapter_folder(name) for name in ("..", ".", "a/../b", "torch", "my port")] == [
+        "adapter", "adapter", "a-..-b", "torch", "my-port"]
+    baseline = tmp_path / "c.npz"
+    os.mkfifo(tmp_path / "c.case.json")  # a FIFO where the case file goes: read, it would block forever
+    assert _definition_changes(baseline, BUILTIN_CASES[SMALL]) is None

@@ -66,7 +66,9 @@ def test_hostile_saved_reports_are_bad_input_for_report_and_diff(tmp_path):
     header = '{"schema": "ptycho-parity/report", "schema_version": 1, '
     hostile = {"bigint": header + '"x": ' + "9" * 5001 + "}", "deep": "[" * 100_000 + "]" * 100_000,
                "wrongtypes": header + '"case": 3, "taps": 7, "audits": "no"}',
-               "bare nan": header + '"passed": NaN, "taps": [], "audits": []}'}
+               "bare nan": header + '"passed": NaN, "taps": [], "audits": []}',
+               "passed as text": header + '"passed": "yes", "case": {"name": "c"}, "taps": [], "audits": []}',
+               "taps of junk": header + '"passed": true, "case": {"name": "c"}, "taps": [1, "x"], "audits": []}'}
     for name, text in hostile.items():
         folder = _saved(tmp_path / name, text)
         assert main(["report", str(folder)]) == EXIT_BAD_INPUT, name
@@ -82,3 +84,16 @@ def test_a_diagnosis_reads_the_same_live_and_from_the_report_document():
     live = Diagnosis("scale", "candidate = reference x 64 (= N)", 1.5e-8)
     assert _render_diagnosis(live) == diagnosis_text(to_jsonable(live)) == (
         "scale: candidate = reference x 64 (= N) [residual 1.5e-08]")
+
+
+def test_diff_refuses_two_reports_of_one_case_in_a_run_folder(tmp_path):
+    """A copy (case.bak/) beside the case folder would otherwise hide one of them, whichever sorts last."""
+    import shutil
+
+    from parity.cli import main
+    from parity.errors import EXIT_BAD_INPUT
+
+    run = tmp_path / "run"
+    assert main(["run", "--case", "physics-n32-g3-buffer", "--reference", "torch", "--quiet", "--out", str(run)]) == 0
+    shutil.copytree(run / "physics-n32-g3-buffer", run / "physics-n32-g3-buffer.bak")
+    assert main(["diff", str(run), str(run)]) == EXIT_BAD_INPUT
