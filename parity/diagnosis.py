@@ -46,8 +46,8 @@ __all__ = ["Diagnosis", "diagnose", "caveat_untested", "UNEXPLAINED"]
 # it goes before the two generic descriptions (a real gain, a pointwise function) that may also fit.
 PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "power", "conjugate", "fftshift", "checkerboard",
             "offset_sign", "offset_swap_xy", "offsets_ignored", "offsets_rounded", "offset_half_pixel",
-            "channel_permutation", "transpose", "kernel_flip", "mirror", "shift", "overflow", "border_only",
-            "masked_region", "smoothing", "dropout", "dtype_narrowing", "numerical_alternative", "normalisation", "elementwise"]
+            "positions_origin", "channel_permutation", "transpose", "kernel_flip", "mirror", "shift", "overflow",
+            "border_only", "masked_region", "smoothing", "dropout", "dtype_narrowing", "numerical_alternative", "normalisation", "elementwise"]
 FACTS = {"shape_mismatch", "nonfinite", "dtype_mismatch"}
 LEVELS = {"dtype_narrowing", "numerical_alternative"}
 GENERIC = {"normalisation", "elementwise"}  # true of many mistakes: they do not stop the level hypotheses
@@ -56,7 +56,8 @@ GENERIC = {"normalisation", "elementwise"}  # true of many mistakes: they do not
 SUBSUMED_BY = {"elementwise": {"scale", "power", "conjugate", "overflow"},
                "normalisation": {"scale", "power", "checkerboard"},
                "shift": {"fftshift", "offset_sign", "offsets_ignored", "offset_swap_xy", "channel_permutation",
-                         "transpose", "kernel_flip", "mirror", "offsets_rounded", "offset_half_pixel"}}
+                         "transpose", "kernel_flip", "mirror", "offsets_rounded", "offset_half_pixel",
+                         "positions_origin"}}
 
 
 def is_fact(diagnosis: Diagnosis) -> bool:

@@ -90,6 +90,26 @@ def _image_transforms(name: str, x: np.ndarray) -> Iterator[tuple[str, str, np.n
                np.moveaxis(flat[order].reshape(k, channels, h, w), 1, 3))
 
 
+def _origin_moves(p: Problem, name: str) -> Iterator[tuple[np.ndarray, str]]:
+    """Scan positions counted from another origin: a patch's corner for its centre (N/2), the object's centre
+    for its pixel (0, 0) ((W/2, H/2)), either way round."""
+    n = getattr(p.cfg, "N", None)
+    if n:
+        half = float(n) / 2
+        yield np.array([half, half]), (f"+N/2 ({half:g} px) in x and y: a patch's top-left corner taken for its "
+                                       "centre (a slice obj[y:y+N, x:x+N] where the spec centres the patch)")
+        yield np.array([-half, -half]), f"-N/2 ({half:g} px) in x and y: a patch's centre taken for its corner"
+    objects = [np.shape(value) for key, value in p.stage_inputs.items()
+               if key != name and p.input_layouts.get(key) == "HW" and np.ndim(value) == 2]
+    if len(objects) == 1:
+        height, width = objects[0]
+        centre = np.array([width / 2, height / 2])
+        yield centre, (f"+(W/2, H/2) = ({centre[0]:g}, {centre[1]:g}) px: positions counted from the object's "
+                       "centre where its pixel (0, 0) is meant")
+        yield -centre, (f"-(W/2, H/2) = ({-centre[0]:g}, {-centre[1]:g}) px: positions counted from the object's "
+                        "pixel (0, 0) where its centre is meant")
+
+
 def _transforms(p: Problem) -> Iterator[Transform]:
     spatial_inputs = {}
     for name, value in p.stage_inputs.items():
@@ -108,6 +128,8 @@ def _transforms(p: Problem) -> Iterator[Transform]:
                 yield ("offset_half_pixel", f"the positions of input {name!r} moved by {word} pixel (a pixel's "
                                             "centre where its corner is meant: N/2 vs (N-1)/2, align_corners)",
                        {name: x + np.asarray(move)}, None)
+            for move, words in _origin_moves(p, name):
+                yield "positions_origin", f"the positions of input {name!r} moved by {words}", {name: x + move}, None
         elif layout == "BHWC" and x.ndim == 4:
             for kind, words, moved in _image_transforms(name, x):
                 yield kind, words, {name: moved}, None

@@ -264,6 +264,11 @@ def sim_patches_half_pixel(ctx, obj, scan_positions):
     return S.sim_patches(ctx, obj, scan_positions + 0.5)
 
 
+def sim_patches_corner(ctx, obj, scan_positions):
+    """Each scan position taken as its patch's top-left corner: obj[y:y+N, x:x+N] where the spec centres it."""
+    return S.sim_patches(ctx, obj, scan_positions + ctx.cfg.N / 2)
+
+
 def farfield_shifted_wave(ctx, wave):
     return S.farfield(ctx, torch.fft.fftshift(wave, dim=(-2, -1)))
 

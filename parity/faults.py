@@ -222,6 +222,8 @@ FAULTS: tuple[Fault, ...] = (
       "sim_patches_rounded", SIMULATE_F64, ("offsets_rounded",), "integer placement of sub-pixel positions"),
     F("sim-patches-half-pixel", "scan positions moved by half a pixel (a pixel's centre taken for its corner)",
       "sim_patches", "sim_patches_half_pixel", SIMULATE_F64, ("offset_half_pixel",), "half-pixel convention"),
+    F("sim-patches-corner", "each scan position taken as its patch's top-left corner, not its centre",
+      "sim_patches", "sim_patches_corner", SIMULATE_F64, ("positions_origin",), "position origin (corner vs centre)"),
     # -- illumination and far field --
     F("probe-normalised-twice", "probe divided by its L2 norm although the input is already normalised",
       "probe_effective", "probe_normalised_twice", PHYSICS, ("scale",), "probe divided by its norm twice"),
