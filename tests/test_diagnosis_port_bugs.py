@@ -84,3 +84,12 @@ def test_a_real_map_that_differs_by_region_is_not_called_a_divisor():
     b[:, :3] = a[:, :3] / (1 + np.exp(-a[:, :3]))  # another activation on the border rows
     found = diagnose(a, b, layout="BHWC", kind="real", tolerance=1e-5, cfg=CFG)
     assert "normalisation" not in _kinds(found), [d.summary for d in found]
+
+
+def test_each_sample_scaled_on_its_own_is_a_factor_per_sample():
+    """Each pattern normalised to its own total where one batch-wide scale is meant."""
+    a = _features(6, (4, 16, 16, 1)) + 0.1
+    factors = np.array([1.25, 0.87, 1.12, 1.01])
+    found = diagnose(a, a * factors[:, None, None, None], layout="BHWC", kind="real", tolerance=1e-6, cfg=CFG)
+    assert found[0].kind == "scale" and "a factor per sample (1.25, 0.87, 1.12, 1.01)" in found[0].summary, [
+        d.summary for d in found]
