@@ -247,8 +247,8 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
     if not 0.15 <= upward <= 0.85:  # rounding noise goes both ways; a constant bias is a scale, not a dtype
         return []
     texture = _neighbour_correlation(p)
-    if abs(texture) > 0.5:  # rounding noise is (nearly) white; a smooth error is a structural difference
-        return []
+    if abs(texture) > 0.5 and p.rerun is None:  # rounding noise is (nearly) white; a smooth error is structural,
+        return []  # unless the rerun shows it: rounded positions make a smooth error once interpolated
     if _grows_as_square_root(p):  # shot noise (Poisson) grows as sqrt(value), rounding as the value
         return []
     own = float(np.finfo(reference_type).eps) / 2
