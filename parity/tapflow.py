@@ -21,9 +21,8 @@ from .audits import contract_problems
 from .chunks import as_array, read_only, slice_inputs, slice_tap
 from .errors import AdapterSetupError
 from .goldens import Golden
-from .guard import AdapterFault, describe_exception
-from .shown_text import shown
-from .engines import is_tensor
+from .candidate_values import readable_value
+from .guard import AdapterFault
 from .metrics import ReferenceCache
 from .results import NOT_COMPARABLE, NOT_DECLARED, NOT_PROVIDED, NOT_REACHED, NOT_RUN, ModeResult
 from .supervise import stage_reached
@@ -195,34 +194,10 @@ class CaseRun:
 
     def _compare(self, mode: str, spec: TapSpec, value: Any) -> bool:
         """Feed one chunk of a candidate tap; False when the value is not a tensor at all."""
-        if value is None or not hasattr(value, "shape"):
-            if not isinstance(value, (int, float, complex, np.number)):
-                self._error(mode, spec.name, f"returned {type(value).__name__}, expected an array of shape "
-                            f"{tuple(spec.shape(self.case.config, self.stop - self.start))}", "bad_output")
-                return False
-        device = getattr(getattr(value, "device", None), "type", None)
-        if device == "meta":  # a Torch tensor with a shape and no data
-            self._error(mode, spec.name, "returned a tensor on the 'meta' device (a shape without values)", "bad_output")
-            return False
-        layout = str(getattr(value, "layout", "torch.strided"))
-        if layout != "torch.strided":  # sparse (COO, CSR, ...): no dense view to compare
-            self._error(mode, spec.name, f"returned a {layout} tensor, expected a dense one (call .to_dense())",
-                        "bad_output")
-            return False
-        if getattr(value, "requires_grad", False):  # a port run without torch.no_grad(): the values are what count
-            value = value.detach()
-        if not isinstance(value, np.ndarray) and not is_tensor(value):
-            try:  # read once, here: a value whose conversion raises is the adapter's junk, not a harness crash
-                value = np.asarray(value)
-            except Exception as error:  # noqa: BLE001 - whatever adapter code's __array__ raises
-                self._error(mode, spec.name, f"returned a {shown(type(value).__name__, 200)} that cannot be read as "
-                            f"an array ({describe_exception(error)})", "bad_output")
-                return False
-        reference = self.reference_values.get(spec.name)
-        size = int(np.prod(np.shape(value), dtype=np.float64)) if hasattr(value, "shape") else 1
-        if reference is not None and size > 4 * np.size(reference) + 4096:  # never copy what cannot be right
-            self._error(mode, spec.name, f"returned shape {tuple(np.shape(value))} ({size:.3g} elements), expected "
-                        f"{tuple(np.shape(reference))}: far too large to compare", "bad_output")
+        value, problem = readable_value(value, self.reference_values.get(spec.name),
+                                        tuple(spec.shape(self.case.config, self.stop - self.start)))
+        if problem is not None:
+            self._error(mode, spec.name, problem, "bad_output")
             return False
         try:
             reference = self.reference_values[spec.name]
