@@ -158,6 +158,7 @@ def _diagnose(a, b, layout, kind, tolerance, cfg, stage_inputs, input_layouts, r
             except (ValueError, IndexError, TypeError, FloatingPointError, np.linalg.LinAlgError):
                 continue  # a hypothesis that cannot be evaluated on these arrays explains nothing
     if not settled():
+        tested += ["dtype_narrowing", "numerical_alternative"]  # tried, and named if they hold
         candidates += diagnosis_levels.level_hypotheses(problem)
     chosen = _select(problem, candidates)
     if not (any(not is_fact(d) for d in chosen) or any(d.kind in LEVELS for d in chosen)):

@@ -61,7 +61,8 @@ def test_an_unrelated_difference_is_unexplained(make):
     found = run(a, make(a, generator(5)))
     assert kinds(found) == [UNEXPLAINED]
     assert found[0].summary == "no hypothesis explains it"
-    assert found[0].evidence["tested"]  # says what it tried
+    assert found[0].evidence["tested"]  # says what it tried, the level hypotheses included
+    assert {"scale", "dtype_narrowing", "numerical_alternative"} <= set(found[0].evidence["tested"])
 
 
 def test_diagnoses_serialise_to_strict_json():
