@@ -237,7 +237,7 @@ class Golden:
                 details.append(f"{key}: golden {mine!r} -> now {theirs!r}")
         if "user" in case.tags:  # a case around the user's own files has no name to record it by
             advice = (f"Re-record with `parity record --pipeline {case.pipeline}` and the same --inputs/--dataset, "
-                      "--weights and --set options as this check, with --goldens")
+                      "--weights, --name and knobs (--set, --config) as this check, with --goldens")
         else:
             advice = (f"Re-record with `parity record --case {case.name}` (knob overrides change the case: record "
                       "and check with the same overrides, into a folder of your own with --goldens)")
