@@ -224,7 +224,7 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
                      rerun_stage: Callable[[str, Mapping[str, np.ndarray]], Any] | None,
                      stand_in: bool = False) -> None:
     """Fill ``ModeResult.diagnoses`` of the stages that fail on their own."""
-    from .diagnosis import Diagnosis, caveat_untested, diagnose
+    from .diagnosis import LEVELS, Diagnosis, caveat_untested, diagnose
 
     for tap in report.taps:  # the runner's own finding: no array needed to say what happened
         for result in tap.modes.values():
@@ -272,8 +272,7 @@ def attach_diagnoses(report: RunReport, keeper: SampleKeeper, case: Any, graph: 
                                         candidate_dtype=result.metrics.candidate_dtype,
                                         batch=case.batch if index[name].reduction in ("global", "mean") else None)
             if subset_fact is not None:  # after a rounding-level reading: which samples cross a bound by rounding
-                levels = bool(result.diagnoses) and result.diagnoses[0].kind in ("numerical_alternative",
-                                                                                 "dtype_narrowing")
+                levels = bool(result.diagnoses) and result.diagnoses[0].kind in LEVELS
                 result.diagnoses = (list(result.diagnoses) + [subset_fact] if levels
                                     else [subset_fact] + list(result.diagnoses))
             if rerun is None and mode == "isolated" and inputs and fused:

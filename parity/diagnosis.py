@@ -47,7 +47,8 @@ __all__ = ["Diagnosis", "diagnose", "caveat_untested", "UNEXPLAINED"]
 PRIORITY = ["shape_mismatch", "nonfinite", "dtype_mismatch", "scale", "power", "conjugate", "fftshift", "checkerboard",
             "offset_sign", "offset_swap_xy", "offsets_ignored", "offsets_rounded", "offset_half_pixel",
             "positions_origin", "channel_permutation", "transpose", "kernel_flip", "mirror", "shift", "overflow",
-            "border_only", "masked_region", "smoothing", "dropout", "dtype_narrowing", "numerical_alternative", "normalisation", "elementwise"]
+            "border_only", "masked_region", "smoothing", "dropout", "dtype_narrowing", "numerical_alternative",
+            "normalisation", "elementwise"]
 FACTS = {"shape_mismatch", "nonfinite", "dtype_mismatch"}
 LEVELS = {"dtype_narrowing", "numerical_alternative"}
 GENERIC = {"normalisation", "elementwise"}  # true of many mistakes: they do not stop the level hypotheses

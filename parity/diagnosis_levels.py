@@ -269,12 +269,10 @@ def dtype_narrowing(p: Problem) -> list[Diagnosis]:
             simulated = float(np.median(np.abs(_relative_errors(p, out)))) if out.shape == p.a.shape else 0.0
             if not (simulated > 0 and 1 / SIMULATED_SPREAD <= level / simulated <= SIMULATED_SPREAD):
                 continue
-        fits.append((abs(math.log(level / roundoff)), name, roundoff, simulated))
+        fits.append((abs(math.log(level / roundoff)), name, roundoff, held, simulated))
     if not fits:
         return []
-    _, name, roundoff, simulated = min(fits)
-    bits = dict(options)[name]
-    held = _representable(p.b, bits) >= 0.99 and _representable(p.a, bits) <= 0.5
+    _, name, roundoff, held, simulated = min(fits)
     seen = (f"; the candidate's values are {name} numbers (the reference's are not): it computed in {name}" if held else
             f"; the reference on inputs rounded to {name} errs alike ({simulated:.1e})" if simulated is not None
             else "")

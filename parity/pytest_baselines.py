@@ -16,6 +16,7 @@ Rules that pytest-regressions does not enforce by itself:
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -25,7 +26,11 @@ import h5py
 import numpy as np
 import pytest
 
+from backends.common.config import knob_changes
+
+from .atomic_files import write_bytes_atomically
 from .errors import ParityInputError
+from .files import open_regular
 from .metrics import Criteria, compare
 from .pytest_runs import ParityOutcome
 from .pytest_settings import BaselineParam, ParitySettings
@@ -129,10 +134,6 @@ def _case_file(baseline: Path) -> Path:
 
 def _definition_changes(baseline: Path, case: Any) -> str | None:
     """Words for how the case changed since its baseline was pinned (None: unchanged, or not recorded)."""
-    import json
-
-    from .files import open_regular
-
     try:  # a regular file only: a FIFO or /dev/zero under that name must not hang the session
         with open_regular(_case_file(baseline), "baseline's case file") as handle:
             recorded = json.loads(handle.read(1 << 20).decode())
@@ -140,20 +141,14 @@ def _definition_changes(baseline: Path, case: Any) -> str | None:
         return None  # a baseline pinned before cases were recorded with it, or no file of ours: nothing to say
     if not isinstance(recorded, dict) or recorded.get("hash") == case.hash():
         return None
-    then = recorded.get("config") if isinstance(recorded.get("config"), dict) else {}
-    now = case.config.to_dict()
-    knobs = [f"{knob} {then.get(knob)!r} -> {now.get(knob)!r}" for knob in sorted({*then, *now})
-             if then.get(knob) != now.get(knob)]
+    knobs = knob_changes(recorded.get("config") if isinstance(recorded.get("config"), dict) else {},
+                         case.config.to_dict())
     return ("the case changed since its baseline was pinned: " + (", ".join(knobs) if knobs else
             "its inputs, weights or definition (not its knobs)") + "; its values are another computation's. "
             "A deliberate change: rerun with --force-regen")
 
 
 def _pin_case(baseline: Path, case: Any) -> None:
-    import json
-
-    from .atomic_files import write_bytes_atomically
-
     text = json.dumps({"case": case.name, "hash": case.hash(), "config": case.config.to_dict()}, indent=1,
                       sort_keys=True)
     write_bytes_atomically(_case_file(baseline), (text + "\n").encode())

@@ -20,7 +20,7 @@ from backends.common.taps import pipeline_taps
 from .cases import Case
 from .builtin_cases import BUILTIN_CASES
 from .errors import ParityInputError
-from .tolerances import ToleranceTable, load_tolerances
+from .tolerances import ToleranceTable
 from .workflows import DEFAULT_GOLDENS, DEFAULT_TOLERANCES, choose_cases, tolerance_table
 
 DEVICES = ("cpu", "cuda", "auto")
@@ -306,8 +306,8 @@ def read_settings(config: pytest.Config) -> ParitySettings:
         raise pytest.UsageError(f"parity plugin: --parity-cases {unmatched}: match no built-in case; "
                                 f"cases are {sorted(BUILTIN_CASES)}")
     tolerances_path = source.path("tolerances", DEFAULT_TOLERANCES)
-    tolerances = _usage(lambda: load_tolerances(tolerances_path) if tolerances_path != DEFAULT_TOLERANCES
-                        else tolerance_table(None))  # the shipped table, named without a machine path
+    # the shipped table through tolerance_table: named in reports without a machine path
+    tolerances = _usage(lambda: tolerance_table(None if tolerances_path == DEFAULT_TOLERANCES else tolerances_path))
     baselines_value, _ = source.get("baselines")
     baselines = None if baselines_value == "off" else source.path("baselines", Path(config.rootpath) / "parity_baselines")
     reference_value, reference_base = source.get("reference")

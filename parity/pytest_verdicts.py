@@ -10,7 +10,6 @@ first divergence of a case says ``FIRST DIVERGENCE``.
 from __future__ import annotations
 
 import fnmatch
-
 import json
 from pathlib import Path
 from typing import Any

@@ -304,8 +304,8 @@ def summary_lines(report: RunReport) -> list[str]:
     elif not report.passed and not counts.get("failed"):  # every judged tap passed: say what failed instead
         why = [f"the {audit.name} audit failed" for audit in report.audits if not audit.passed]
         why += ["the candidate stopped"] if report.stopped else []
-        why += [f"{counts['unjudged']} not judged, and no verdict is no pass"] if counts.get("unjudged") and not why \
-            else []
+        if counts.get("unjudged") and not why:
+            why.append(f"{counts['unjudged']} not judged, and no verdict is no pass")
         why += ["no tap was judged"] if not judged and not why else []
         verdict += f" ({', '.join(why)})" if why else ""
     extra = [f"{counts[key]} {label}" for key, label in (

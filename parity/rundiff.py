@@ -22,6 +22,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from backends.common.config import knob_changes
+
 from .errors import ParityInputError
 from .report import format_margin, load_report, margin
 
@@ -149,9 +151,7 @@ def _hash_notes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     if old == new:
         return []
     knobs_a, knobs_b = before.get("config"), after.get("config")
-    changed = ([f"{knob} {knobs_a.get(knob)!r} -> {knobs_b.get(knob)!r}" for knob in sorted({*knobs_a, *knobs_b})
-                if knobs_a.get(knob) != knobs_b.get(knob)] if isinstance(knobs_a, dict) and isinstance(knobs_b, dict)
-               else [])
+    changed = knob_changes(knobs_a, knobs_b) if isinstance(knobs_a, dict) and isinstance(knobs_b, dict) else []
     what = (f"the knobs changed: {', '.join(changed)}" if changed
             else "its inputs, weights or definition changed, not its knobs")
     return [f"{before['case']['name']}: the case hash differs ({old} -> {new}): {what}; the runs judge different "

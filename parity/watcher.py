@@ -109,10 +109,10 @@ def supervise(argv: list[str]) -> int:
               f"they are in the reports{where} (exit {state.said})", file=sys.stderr)
     if state.killed is not None:
         return _ended_hang(state)
-    if state.said == 130 and not received:  # an interrupt nobody sent: adapter code raised it (its own signal
+    if state.said == 130 and not received:  # an interrupt nobody sent: adapter code raised it, no verdict
         print("parity: the run was interrupted by a KeyboardInterrupt that no Ctrl-C or signal to the command sent "
               "(adapter code: a signal handler it installed, _thread.interrupt_main()); this is not a parity verdict "
-              "(exit 3)", file=sys.stderr)  # handler, interrupt_main): not the user's Ctrl-C, and no verdict
+              "(exit 3)", file=sys.stderr)
         state.said = 3
     if state.said == 3 and state.current is not None:  # it crashed mid-case (said why above): the case gets a report
         _write_crash_report(state.current, "the run stopped during this case before it could report (exit 3: a "

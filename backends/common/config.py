@@ -132,6 +132,13 @@ class ForwardConfig:
         return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
 
 
+def knob_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """``["intensity_scale 2.5 -> 3.0", ...]``: the knobs two configuration mappings (a report's, a baseline's
+    record) hold differently, in name order."""
+    return [f"{knob} {before.get(knob)!r} -> {after.get(knob)!r}" for knob in sorted({*before, *after})
+            if before.get(knob) != after.get(knob)]
+
+
 FIELDS = {field.name: field for field in dataclasses.fields(ForwardConfig)}
 DEFAULTS = {name: field.default for name, field in FIELDS.items()}
 # float32 / float64 limits, written out so that this module needs no numpy.

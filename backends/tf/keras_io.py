@@ -184,9 +184,9 @@ def _open_weights(path: Path, kind: str, limit: int) -> tuple[h5py.File, list[st
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             members = set(names)
-            repeated = sorted(name for name in members if names.count(name) > 1 and name in _READ_MEMBERS)
+            repeated = [(name, names.count(name)) for name in _READ_MEMBERS if names.count(name) > 1]
             if repeated:  # zipfile reads the last of them, another reader may read the first
-                raise WeightFileError(path, f"archive holds member {repeated[0]!r} {names.count(repeated[0])} times "
+                raise WeightFileError(path, f"archive holds member {repeated[0][0]!r} {repeated[0][1]} times "
                                             "(expected once; which copy a reader takes is undefined)")
             if ARCHIVE_WEIGHTS not in members:
                 raise WeightFileError(path, f"archive has no member {ARCHIVE_WEIGHTS!r} "
